@@ -1,0 +1,44 @@
+"""Command-line entry: ``python -m amf train|export|predict|evaluate|bench``.
+
+Each sub-command lives in its own module, which provides ``add_arguments(parser)`` and ``run(args) -> int``.
+The modules are imported only when their sub-command runs, so ``predict`` never loads training code and
+``--help`` stays fast. Foreseen failures (:class:`amf.errors.AmfError`) become one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from amf.errors import AmfError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("amf.train_cli", "train an ensemble (leave-one-domain-out x k-fold)"),
+    "export": ("amf.export", "export a training run into a weights folder"),
+    "predict": ("amf.predict", "score images or stacks into a CSV"),
+    "evaluate": ("amf.evaluation.cli", "official MIDOG 2025 Track 2 metrics, plus a report"),
+    "bench": ("amf.bench", "speed and memory benchmark, measured side by side"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m amf", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Only the chosen sub-command's module is imported; the others just get a help line.
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    modules = {}
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            modules[name] = importlib.import_module(module_name)
+            modules[name].add_arguments(p)
+    args = parser.parse_args(argv)
+    try:
+        return int(modules[args.command].run(args) or 0)
+    except AmfError as exc:
+        print(f"amf {args.command}: error: {exc}", file=sys.stderr)
+        return 2
