@@ -1,0 +1,189 @@
+"""Evaluating a dataset without the platform layout: a predictions CSV plus a labels CSV.
+
+``amf predict`` writes one row per figure: ``path,page,p_atypical,class``. ``p_atypical`` plays the part
+of the platform's ``confidence`` and ``class`` the submitted class; a single-image file has page 0.
+
+The labels CSV format is recognised by its columns:
+
+- AMi-Br (``ami-br-midog21/labels.csv``): image ``patch``, label ``majority_atypical`` (True/False),
+  domain ``scanner``;
+- MIDOG 2025 atypical training set: image ``image_id``, label ``majority`` (AMF/NMF), domain ``Tumor``.
+
+Labels describe single images, so each one is matched to the prediction row of page 0 of its image:
+
+1. by resolved absolute path: the label's image path is taken relative to the labels CSV's folder, a
+   relative prediction path relative to the current directory;
+2. failing that, by path suffix: the label's path as written (``patches/normal/MIDOG21_6.png``) equals
+   the last components of the prediction's path;
+3. failing that, by file name, when exactly one label has that name.
+
+Every label needs exactly one prediction and every prediction a label; anything else is refused with
+examples, because scoring a silently different set of figures is worse than not scoring.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+
+from amf.errors import EvaluationError
+from amf.evaluation.figures import CLASS_IDS, Figures
+
+PREDICTION_COLUMNS = ("path", "page", "p_atypical", "class")
+
+
+@dataclass(frozen=True)
+class LabelFormat:
+    """Which columns of a labels CSV hold the image, the label and the domain, and how labels read."""
+
+    name: str
+    image: str
+    label: str
+    domain: str
+    classes: dict[str, str]  # label value (lower case) -> "normal" / "atypical"
+
+
+LABEL_FORMATS = (
+    LabelFormat("AMi-Br", "patch", "majority_atypical", "scanner", {"true": "atypical", "false": "normal"}),
+    LabelFormat("MIDOG25", "image_id", "majority", "Tumor", {"amf": "atypical", "nmf": "normal"}),
+)
+
+
+@dataclass(frozen=True)
+class Label:
+    row: int  # CSV line number, for messages
+    written: str  # the image path as written in the CSV
+    resolved: Path
+    cls: str
+    domain: str
+
+
+@dataclass(frozen=True)
+class Prediction:
+    row: int
+    path: str
+    page: int
+    cls: str
+    score: float
+
+
+def _read_csv(path: Path, what: str) -> tuple[list[str], list[dict[str, str]]]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            return list(reader.fieldnames or []), rows
+    except FileNotFoundError:
+        raise EvaluationError(f"{what} {path} is missing") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise EvaluationError(f"{what} {path}: cannot read it as CSV: {exc}") from None
+
+
+def read_labels(path: Path) -> list[Label]:
+    """Labels in file order, with their format recognised from the header."""
+    columns, rows = _read_csv(path, "labels CSV")
+    fmt = next((f for f in LABEL_FORMATS if {f.image, f.label, f.domain} <= set(columns)), None)
+    if fmt is None:
+        expected = "; ".join(f"{f.name}: {f.image}, {f.label}, {f.domain}" for f in LABEL_FORMATS)
+        raise EvaluationError(f"labels CSV {path}: unknown format, its columns are {columns}; expected {expected}")
+    folder = Path(path).resolve().parent
+    labels = []
+    for line, row in enumerate(rows, start=2):
+        written, value, domain = row[fmt.image], row[fmt.label], row[fmt.domain]
+        if not written or value is None or domain is None:
+            raise EvaluationError(f"labels CSV {path}, line {line}: empty image, label or domain")
+        if value.strip().lower() not in fmt.classes:
+            raise EvaluationError(
+                f"labels CSV {path}, line {line} ({written}): {fmt.label} must be one of "
+                f"{sorted(fmt.classes)} (any case), got {value!r}"
+            )
+        labels.append(Label(line, written, (folder / written).resolve(), fmt.classes[value.strip().lower()], domain))
+    duplicated = [p for p, n in Counter(label.resolved for label in labels).items() if n > 1]
+    if duplicated:
+        raise EvaluationError(f"labels CSV {path}: image {duplicated[0]} is labelled more than once")
+    if not labels:
+        raise EvaluationError(f"labels CSV {path}: no rows")
+    return labels
+
+
+def read_predictions(path: Path) -> list[Prediction]:
+    """Prediction rows, validated like the platform's entries (class name, finite score)."""
+    columns, rows = _read_csv(path, "predictions CSV")
+    missing = [c for c in PREDICTION_COLUMNS if c not in columns]
+    if missing:
+        raise EvaluationError(f"predictions CSV {path}: missing column(s) {missing}; expected {list(PREDICTION_COLUMNS)}")
+    predictions = []
+    for line, row in enumerate(rows, start=2):
+        at = f"predictions CSV {path}, line {line} ({row['path']}, page {row['page']})"
+        try:
+            page = int(row["page"])
+            score = float(row["p_atypical"])
+        except (TypeError, ValueError):
+            raise EvaluationError(f"{at}: page must be an integer and p_atypical a number") from None
+        if not math.isfinite(score):
+            raise EvaluationError(f"{at}: p_atypical must be finite, got {row['p_atypical']!r}")
+        if row["class"] not in CLASS_IDS:
+            raise EvaluationError(f"{at}: class must be 'normal' or 'atypical', got {row['class']!r}")
+        predictions.append(Prediction(line, row["path"], page, row["class"], score))
+    keys = Counter((Path(p.path).resolve(), p.page) for p in predictions)
+    duplicated = [k for k, n in keys.items() if n > 1]
+    if duplicated:
+        raise EvaluationError(f"predictions CSV {path}: {duplicated[0][0]} page {duplicated[0][1]} appears more than once")
+    return predictions
+
+
+def match(labels: list[Label], predictions: list[Prediction]) -> list[Prediction]:
+    """The prediction of each label, in label order, by path, then path suffix, then unique file name."""
+    by_resolved = {label.resolved: i for i, label in enumerate(labels)}
+    by_suffix = {PurePath(label.written).parts: i for i, label in enumerate(labels)}
+    names = Counter(PurePath(label.written).name for label in labels)
+    by_name = {PurePath(label.written).name: i for i, label in enumerate(labels) if names[PurePath(label.written).name] == 1}
+
+    def find(prediction: Prediction) -> int | None:
+        if prediction.page != 0:
+            return None  # labels are single images, which only have page 0
+        if (i := by_resolved.get(Path(prediction.path).resolve())) is not None:
+            return i
+        parts = PurePath(prediction.path).parts
+        for k in range(len(parts), 0, -1):  # longest suffix first
+            if (i := by_suffix.get(parts[-k:])) is not None:
+                return i
+        return by_name.get(PurePath(prediction.path).name)
+
+    matched: dict[int, Prediction] = {}
+    unmatched: list[Prediction] = []
+    for prediction in predictions:
+        i = find(prediction)
+        if i is None:
+            unmatched.append(prediction)
+        elif i in matched:
+            raise EvaluationError(
+                f"label {labels[i].written} (line {labels[i].row}) matches two predictions: "
+                f"line {matched[i].row} ({matched[i].path}) and line {prediction.row} ({prediction.path})"
+            )
+        else:
+            matched[i] = prediction
+    if unmatched:
+        shown = ", ".join(f"line {p.row} ({p.path}, page {p.page})" for p in unmatched[:3])
+        raise EvaluationError(f"{len(unmatched)} prediction(s) match no label, e.g. {shown}")
+    missing = [label for i, label in enumerate(labels) if i not in matched]
+    if missing:
+        shown = ", ".join(f"line {label.row} ({label.written})" for label in missing[:3])
+        raise EvaluationError(f"{len(missing)} label(s) have no prediction, e.g. {shown}")
+    return [matched[i] for i in range(len(labels))]
+
+
+def read_flat(predictions_csv: Path, labels_csv: Path) -> Figures:
+    """All labelled figures with their predictions, in the labels CSV's order."""
+    labels = read_labels(labels_csv)
+    predictions = match(labels, read_predictions(predictions_csv))
+    return Figures.from_lists(
+        [label.cls for label in labels],
+        [p.cls for p in predictions],
+        [p.score for p in predictions],
+        [label.domain for label in labels],
+        source=f"predictions {predictions_csv}, labels {labels_csv}",
+    )

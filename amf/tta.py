@@ -1,0 +1,74 @@
+"""Geometric (D4) transforms and the deterministic test-time views.
+
+Mitotic figures have no preferred orientation, so the eight symmetries of the square (four rotations,
+each with or without a flip) are free augmentation at training time and free views at test time.
+
+Test-time views are defined by their index only: view ``v`` uses D4 element ``v % 8`` and, for ``v > 0``,
+a stain jitter whose ``alpha``/``beta`` come from a generator seeded with ``(seed, v)``. Every patch gets
+the same views whatever else is in its batch, so a prediction depends on the patch alone: the same input
+gives the same output run after run and at any batch size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from amf.stain import hed_jitter, sample_stain_params
+
+D4_SIZE = 8
+
+
+def d4(images: torch.Tensor, k: int) -> torch.Tensor:
+    """Apply D4 element ``k`` (0-7) to ``(..., H, W)``: ``k % 4`` quarter turns, flipped if ``k >= 4``."""
+    out = torch.rot90(images, k % 4, dims=(-2, -1))
+    return torch.flip(out, dims=(-1,)) if k >= 4 else out
+
+
+def random_d4(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Training-time augmentation: an independent random D4 element for each image of ``(B, C, H, W)``."""
+    ks = torch.randint(0, D4_SIZE, (images.shape[0],), generator=generator)
+    out = torch.empty_like(images)
+    for k in ks.unique().tolist():
+        idx = (ks == k).nonzero().flatten().to(images.device)
+        out[idx] = d4(images[idx], k)
+    return out
+
+
+@dataclass(frozen=True)
+class TTAConfig:
+    """How many test-time views, and how strong their stain jitter (natural OD units, see ``amf.stain``)."""
+
+    views: int = 8
+    sigma: float = 0.05
+    delta: float = 0.05
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def view_params(config: TTAConfig, v: int) -> tuple[int, torch.Tensor, torch.Tensor] | None:
+    """View ``v``'s ``(d4 element, alpha (3,), beta (3,))``; view 0 is the untouched image (``None``)."""
+    if v == 0:
+        return None
+    g = torch.Generator().manual_seed(config.seed * 1_000_003 + v)
+    alpha, beta = sample_stain_params(1, config.sigma, config.delta, g)
+    return v % D4_SIZE, alpha[0], beta[0]
+
+
+def make_view(images: torch.Tensor, config: TTAConfig, v: int) -> torch.Tensor:
+    """Test-time view ``v`` of ``(B, 3, H, W)`` images in ``[0, 1]``."""
+    params = view_params(config, v)
+    if params is None:
+        return images
+    k, alpha, beta = params
+    n = images.shape[0]
+    jittered = hed_jitter(images, alpha.expand(n, 3).to(images.device), beta.expand(n, 3).to(images.device))
+    return d4(jittered, k)
+
+
+def make_views(images: torch.Tensor, config: TTAConfig) -> torch.Tensor:
+    """All views of ``(B, 3, H, W)`` images stacked into ``(V * B, 3, H, W)``, view-major."""
+    return torch.cat([make_view(images, config, v) for v in range(config.views)], dim=0)
