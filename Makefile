@@ -1,0 +1,23 @@
+# The two everyday commands. Each sets up .venv itself on a fresh machine.
+#   make run    the shipped weights on the bundled test stack (test/input -> out/)
+#   make test   the test suite
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.requirements-installed
+
+.PHONY: run test venv
+
+venv: $(STAMP)
+
+# Reinstall whenever requirements.txt changes; pip takes torch/torchvision from local disk where it can.
+$(STAMP): requirements.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $(STAMP)
+
+run: $(STAMP)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python process.py --input test/input --output out
+	@cat out/multiple-mitotic-figure-classification.json
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Run the algorithm on test/input and compare with test/expected_output.json
+# (classes exactly, confidences within 1e-4).
+#
+# With a working docker engine: builds the image and runs it as the platform does: --network none,
+# read-only /input, the GPU when there is one. Without one: runs process.py from .venv under the same
+# conditions as far as this machine allows: a read-only copy of the input, no network (unshare -n),
+# HF_HUB_OFFLINE=1, an unwritable HOME, and an unprivileged user when the interpreter is reachable by one.
+set -euo pipefail
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+IMAGE="${IMAGE:-midog25-t2-amf}"
+WORK="$(mktemp -d)"
+trap 'chmod -R u+w "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
+OUTPUT="$WORK/output"
+mkdir -p "$OUTPUT"
+chmod 777 "$OUTPUT"
+
+if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+    "$SCRIPT_DIR/build.sh"
+    GPU=()
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then GPU=(--gpus all); fi
+    docker run --rm "${GPU[@]}" --network none --shm-size 1g \
+        --volume "$SCRIPT_DIR/test/input:/input:ro" --volume "$OUTPUT:/output" \
+        "$IMAGE"
+else
+    echo "test.sh: no docker engine here; running process.py locally under container-like conditions"
+    PY="$SCRIPT_DIR/.venv/bin/python"
+    [ -x "$PY" ] || { echo "test.sh: $PY missing: run 'make venv' first" >&2; exit 1; }
+    cp -r "$SCRIPT_DIR/test/input" "$WORK/input"
+    chmod -R a-w "$WORK/input"
+    RUN=(env -i PATH=/usr/bin:/bin HOME=/nonexistent HF_HUB_OFFLINE=1 TMPDIR=/tmp
+         MPLCONFIGDIR=/tmp/amf-mpl PYTHONDONTWRITEBYTECODE=1)
+    if unshare -n true 2>/dev/null; then RUN=(unshare -n "${RUN[@]}"); else echo "test.sh: unshare -n unavailable: network left on"; fi
+    if [ "$(id -u)" = 0 ]; then
+        chmod 755 "$WORK"
+        if setpriv --reuid=65534 --regid=65534 --clear-groups "$PY" -c "import amf" 2>/dev/null; then
+            RUN=(setpriv --reuid=65534 --regid=65534 --clear-groups "${RUN[@]}")
+        else
+            echo "test.sh: the interpreter is not reachable by an unprivileged user here: running as root"
+        fi
+    fi
+    (cd "$SCRIPT_DIR" && "${RUN[@]}" "$PY" process.py --input "$WORK/input" --output "$OUTPUT")
+fi
+
+python3 - "$OUTPUT/multiple-mitotic-figure-classification.json" "$SCRIPT_DIR/test/expected_output.json" <<'PY'
+import json, sys
+got, want = (json.load(open(p)) for p in sys.argv[1:3])
+assert isinstance(got, list) and len(got) == len(want), f"{len(got)} entries, expected {len(want)}"
+for i, (g, w) in enumerate(zip(got, want)):
+    assert set(g) == {"class", "confidence"}, f"entry {i}: keys {sorted(g)}"
+    assert isinstance(g["confidence"], float), f"entry {i}: confidence {g['confidence']!r} is not a JSON float"
+    assert g["class"] == w["class"], f"entry {i}: class {g['class']}, expected {w['class']}"
+    assert abs(g["confidence"] - w["confidence"]) <= 1e-4, f"entry {i}: confidence {g['confidence']}, expected {w['confidence']}"
+print(f"test.sh: OK, {len(got)} entries match test/expected_output.json")
+PY
