@@ -1,0 +1,77 @@
+"""process.py with the shipped weights: the bundled stack's expected output, and the challenge schema."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from amf.weights import read_manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT.parent / "shared" / "data" / "midog25-t2-samples" / "algorithm-input"
+OUTPUT_NAME = "multiple-mitotic-figure-classification.json"
+
+
+def run_process(input_dir: Path, output_dir: Path) -> list[dict]:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "process.py"), "--input", str(input_dir), "--output", str(output_dir)],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    raw = (output_dir / OUTPUT_NAME).read_text()
+    assert "NaN" not in raw and "Infinity" not in raw
+    return json.loads(raw)
+
+
+def check_schema(records: list[dict], pages: int) -> None:
+    threshold = read_manifest(ROOT / "weights")["threshold"]["value"]
+    assert isinstance(records, list) and len(records) == pages
+    for r in records:
+        assert set(r) == {"class", "confidence"}
+        assert type(r["confidence"]) is float and math.isfinite(r["confidence"])  # an int 0/1 fails officially
+        assert 0.0 <= r["confidence"] <= 1.0
+        assert r["class"] == ("atypical" if r["confidence"] >= threshold else "normal")
+
+
+@pytest.fixture(scope="module")
+def bundled_output(tmp_path_factory) -> list[dict]:
+    return run_process(ROOT / "test" / "input", tmp_path_factory.mktemp("out"))
+
+
+def test_bundled_stack_matches_expected_output(bundled_output):
+    expected = json.loads((ROOT / "test" / "expected_output.json").read_text())
+    assert [r["class"] for r in bundled_output] == [r["class"] for r in expected]
+    for got, want in zip(bundled_output, expected):
+        assert abs(got["confidence"] - want["confidence"]) <= 1e-4
+
+
+def test_bundled_output_schema(bundled_output):
+    check_schema(bundled_output, pages=16)
+
+
+def test_page_order_follows_the_stack(tmp_path):
+    """Reversing the stack's pages reverses the output: results are in page order."""
+    import numpy as np
+    import tifffile
+
+    from amf.io import read_patches
+
+    stack = ROOT / "test" / "input" / "images" / "stacked-histopathology-roi-cropouts" / "stack_synthetic.tiff"
+    pages = read_patches(stack)
+    folder = tmp_path / "in" / "images" / "stacked-histopathology-roi-cropouts"
+    folder.mkdir(parents=True)
+    tifffile.imwrite(folder / "reversed.tiff", np.ascontiguousarray(pages[::-1]), photometric="rgb")
+    (tmp_path / "in" / "inputs.json").write_text((ROOT / "test" / "input" / "inputs.json").read_text())
+    forward = run_process(ROOT / "test" / "input", tmp_path / "fwd")
+    backward = run_process(tmp_path / "in", tmp_path / "bwd")
+    for a, b in zip(forward, reversed(backward)):
+        assert a["class"] == b["class"] and abs(a["confidence"] - b["confidence"]) <= 1e-6
+
+
+def test_real_sample_stack(tmp_path):
+    if not SAMPLE.is_dir():
+        pytest.skip(f"the organisers' sample input is missing at {SAMPLE} (../shared/data/midog25-t2-samples)")
+    check_schema(run_process(SAMPLE, tmp_path), pages=16)
