@@ -41,17 +41,23 @@ def run(args: argparse.Namespace) -> int:
     files = find_images(args.paths)
     if not files:
         raise InputError(f"no image files in {', '.join(map(str, args.paths))}")
+    keys: list[tuple[Path, int]] = []
+
+    def patches():
+        """All pages of all files as one stream, so small files still fill large batches."""
+        for path in tqdm(files, desc="predict", unit="file", disable=not sys.stderr.isatty()):
+            for page, raw in enumerate(iter_pages(path)):
+                keys.append((path, page))
+                yield to_patch(raw)
+
+    probs = engine.predict_proba(patches())
     threshold = ensemble.threshold.value
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(COLUMNS)
-    n = 0
-    for path in tqdm(files, desc="predict", unit="file", disable=not sys.stderr.isatty()):
-        probs = engine.predict_proba(to_patch(page) for page in iter_pages(path))
-        for page, p in enumerate(probs.tolist()):
-            writer.writerow((str(path), page, repr(float(p)), "atypical" if p >= threshold else "normal"))
-        n += len(probs)
+    for (path, page), p in zip(keys, probs.tolist(), strict=True):
+        writer.writerow((str(path), page, repr(p), "atypical" if p >= threshold else "normal"))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(args.output, buf.getvalue().encode())
-    print(f"{n} patches from {len(files)} files -> {args.output}")
+    print(f"{len(keys)} patches from {len(files)} files -> {args.output}")
     return 0
