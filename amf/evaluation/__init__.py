@@ -14,6 +14,7 @@ The package is split by job:
 - ``bootstrap``: confidence intervals;
 - ``analysis``: the metrics and intervals for the pooled set and for each domain;
 - ``output``: the ``metrics.json`` document, written atomically;
-- ``report``: plots, ``report.md`` and the stdout summary;
+- ``summary``: the lines printed to stdout;
+- ``report``: plots, a per-domain table and ``report.md`` (the only user of matplotlib);
 - ``cli``: ``python -m amf evaluate``.
 """

@@ -114,7 +114,9 @@ def read_predictions(path: Path) -> list[Prediction]:
     columns, rows = _read_csv(path, "predictions CSV")
     missing = [c for c in PREDICTION_COLUMNS if c not in columns]
     if missing:
-        raise EvaluationError(f"predictions CSV {path}: missing column(s) {missing}; expected {list(PREDICTION_COLUMNS)}")
+        raise EvaluationError(
+            f"predictions CSV {path}: missing column(s) {missing}; expected {list(PREDICTION_COLUMNS)}"
+        )
     predictions = []
     for line, row in enumerate(rows, start=2):
         at = f"predictions CSV {path}, line {line} ({row['path']}, page {row['page']})"
@@ -131,7 +133,8 @@ def read_predictions(path: Path) -> list[Prediction]:
     keys = Counter((Path(p.path).resolve(), p.page) for p in predictions)
     duplicated = [k for k, n in keys.items() if n > 1]
     if duplicated:
-        raise EvaluationError(f"predictions CSV {path}: {duplicated[0][0]} page {duplicated[0][1]} appears more than once")
+        file, page = duplicated[0]
+        raise EvaluationError(f"predictions CSV {path}: {file} page {page} appears more than once")
     return predictions
 
 
@@ -139,8 +142,9 @@ def match(labels: list[Label], predictions: list[Prediction]) -> list[Prediction
     """The prediction of each label, in label order, by path, then path suffix, then unique file name."""
     by_resolved = {label.resolved: i for i, label in enumerate(labels)}
     by_suffix = {PurePath(label.written).parts: i for i, label in enumerate(labels)}
-    names = Counter(PurePath(label.written).name for label in labels)
-    by_name = {PurePath(label.written).name: i for i, label in enumerate(labels) if names[PurePath(label.written).name] == 1}
+    names = [PurePath(label.written).name for label in labels]
+    counts = Counter(names)
+    by_name = {name: i for i, name in enumerate(names) if counts[name] == 1}
 
     def find(prediction: Prediction) -> int | None:
         if prediction.page != 0:

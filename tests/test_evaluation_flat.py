@@ -1,0 +1,142 @@
+"""Flat mode: a predictions CSV from ``amf predict`` plus an AMi-Br or MIDOG25 labels CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from amf.cli import main
+from amf.errors import EvaluationError
+from amf.evaluation.flat import read_flat
+
+AMIBR_LABELS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ami-br-midog21" / "labels.csv"
+
+
+def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def amibr_labels(folder: Path) -> Path:
+    return write_csv(
+        folder / "labels.csv",
+        ["slide", "majority_atypical", "scanner", "patch"],
+        [
+            ["001.tiff", "True", "Hamamatsu XR", "patches/atypical/a1.png"],
+            ["001.tiff", "False", "Hamamatsu XR", "patches/normal/n1.png"],
+            ["101.tiff", "False", "Aperio CS2", "patches/normal/n2.png"],
+            ["101.tiff", "True", "Aperio CS2", "patches/atypical/a2.png"],
+        ],
+    )
+
+
+PREDICTED = {
+    "a1.png": (0.8, "atypical"),
+    "n1.png": (0.3, "normal"),
+    "n2.png": (0.6, "atypical"),
+    "a2.png": (0.4, "normal"),
+}
+
+
+def predictions(path: Path, paths: list[str], **overrides) -> Path:
+    rows = []
+    for p in paths:
+        score, cls = overrides[Path(p).name] if Path(p).name in overrides else PREDICTED[Path(p).name]
+        rows.append([p, 0, score, cls])
+    return write_csv(path, ["path", "page", "p_atypical", "class"], rows)
+
+
+def test_amibr_by_resolved_path(tmp_path):
+    labels = amibr_labels(tmp_path / "data")
+    names = ["patches/normal/n2.png", "patches/atypical/a1.png", "patches/atypical/a2.png", "patches/normal/n1.png"]
+    preds = predictions(tmp_path / "p.csv", [str(tmp_path / "data" / n) for n in names])
+    figs = read_flat(preds, labels)
+    assert figs.y_true.tolist() == [1, 0, 0, 1]  # labels order
+    assert figs.y_pred.tolist() == [1, 0, 1, 0]
+    assert figs.score.tolist() == [0.8, 0.3, 0.6, 0.4]
+    assert figs.domain.tolist() == ["Hamamatsu XR", "Hamamatsu XR", "Aperio CS2", "Aperio CS2"]
+
+
+def test_suffix_and_file_name_fallbacks(tmp_path):
+    labels = amibr_labels(tmp_path / "data")
+    # Copied elsewhere: two keep their folders (suffix match), two were flattened (file-name match).
+    paths = ["/mnt/copy/patches/atypical/a1.png", "/mnt/copy/patches/normal/n1.png", "flat/n2.png", "flat/a2.png"]
+    figs = read_flat(predictions(tmp_path / "p.csv", paths), labels)
+    assert figs.score.tolist() == [0.8, 0.3, 0.6, 0.4]
+
+
+def test_midog25_style_and_cli(tmp_path, capsys):
+    labels = write_csv(
+        tmp_path / "midog25.csv",
+        ["image_id", "filename", "Tumor", "majority"],
+        [["a1.png", "201.tiff", "canine lung cancer", "AMF"], ["n1.png", "201.tiff", "canine lung cancer", "NMF"],
+         ["n2.png", "044.tiff", "human melanoma", "NMF"], ["a2.png", "044.tiff", "human melanoma", "AMF"]],
+    )
+    preds = predictions(tmp_path / "p.csv", [f"/images/{n}" for n in PREDICTED])
+    out = tmp_path / "out" / "metrics.json"
+    assert main(["evaluate", "--predictions", str(preds), "--labels", str(labels), "--output", str(out),
+                 "--bootstrap", "0"]) == 0
+    agg = json.loads(out.read_text())["aggregates"]
+    # TP a1, FN a2, FP n2, TN n1.
+    assert (agg["overall_sensitivity"], agg["overall_specificity"], agg["overall_accuracy"]) == (0.5, 0.5, 0.5)
+    assert agg["overall_roc_auc"] == 0.75  # a1 beats both normals, a2 beats n1 only
+    assert set(agg) >= {"domain_canine lung cancer", "domain_human melanoma"}
+    assert agg["domain_canine lung cancer"]["balanced_accuracy"] == 1.0
+    assert "4 figures" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "paths, overrides, message",
+    [
+        (["/x/a1.png", "/x/n1.png", "/x/n2.png"], {}, "1 label(s) have no prediction"),
+        (["/x/a1.png", "/x/n1.png", "/x/n2.png", "/x/a2.png", "/x/other.png"], {"other.png": (0.1, "normal")},
+         "match no label"),
+        (["/x/a1.png", "/x/n1.png", "/x/n2.png", "/x/a2.png"], {"n1.png": (float("nan"), "normal")}, "finite"),
+        (["/x/a1.png", "/x/n1.png", "/x/n2.png", "/x/a2.png"], {"n1.png": (0.2, "AMF")}, "class must be"),
+        (["/x/a1.png", "/y/a1.png", "/x/n1.png", "/x/n2.png", "/x/a2.png"], {}, "matches two predictions"),
+    ],
+    ids=["label without prediction", "prediction without label", "NaN score", "bad class", "ambiguous"],
+)
+def test_flat_refusals(tmp_path, paths, overrides, message):
+    labels = amibr_labels(tmp_path / "data")
+    with pytest.raises(EvaluationError, match=re.escape(message)):
+        read_flat(predictions(tmp_path / "p.csv", paths, **overrides), labels)
+
+
+def test_unknown_labels_format(tmp_path):
+    labels = write_csv(tmp_path / "l.csv", ["file", "label"], [["a1.png", "1"]])
+    with pytest.raises(EvaluationError, match="unknown format.*patch, majority_atypical, scanner"):
+        read_flat(predictions(tmp_path / "p.csv", ["a1.png"]), labels)
+
+
+def test_modes_exclude_each_other(tmp_path, capsys):
+    assert main(["evaluate", "--predictions", "p.csv", "--output", str(tmp_path / "m.json")]) == 2
+    assert "--predictions and --labels go together" in capsys.readouterr().err
+    assert main(["evaluate", "--predictions", "p.csv", "--labels", "l.csv", "--input", "x"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_real_amibr_labels(tmp_path):
+    if not AMIBR_LABELS.is_file():
+        pytest.skip(f"missing ../shared/data/ami-br-midog21/labels.csv (looked in {AMIBR_LABELS})")
+    with open(AMIBR_LABELS, newline="") as f:
+        rows = list(csv.DictReader(f))
+    preds = write_csv(
+        tmp_path / "p.csv",
+        ["path", "page", "p_atypical", "class"],
+        [[str(AMIBR_LABELS.parent / r["patch"]), 0, 0.9 if r["majority_atypical"] == "True" else 0.1,
+          "atypical" if r["majority_atypical"] == "True" else "normal"] for r in rows],
+    )
+    figs = read_flat(preds, AMIBR_LABELS)
+    assert len(figs) == len(rows) and int(figs.y_true.sum()) == sum(r["majority_atypical"] == "True" for r in rows)
+    assert sorted(set(figs.domain.tolist())) == ["Aperio CS2", "Hamamatsu S360", "Hamamatsu XR"]
+    assert (figs.y_true == figs.y_pred).all()
