@@ -4,30 +4,46 @@
     python process.py [--input /input] [--output /output] [--weights weights/]
 
 Runs on a GPU when there is one, else on the CPU. The work is in :mod:`amf.challenge`.
+
+Exit status: 0 with every result written; 2 with one line ``process.py: error: ...`` on stderr for any
+foreseen failure (bad input, weights or output folder, a NaN from the model), and then nothing was
+written; 143 when stopped by SIGTERM (nothing written either). See docs/failure-modes.md.
 """
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def main() -> int:
-    from amf.challenge import DEFAULT_WEIGHTS, run
-    from amf.errors import AmfError
+def _terminate(signum, frame):
+    # Turn SIGTERM into an exception, so temporary files are removed on the way out.
+    raise SystemExit(128 + signum)
 
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, _terminate)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input", type=Path, default=Path("/input"), help="platform input folder")
     parser.add_argument("--output", type=Path, default=Path("/output"), help="platform output folder")
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="exported weights folder")
+    parser.add_argument("--weights", type=Path, default=None, help="exported weights folder (default: weights/)")
     args = parser.parse_args()
+
+    from amf.challenge import DEFAULT_WEIGHTS, run
+    from amf.errors import AmfError
+
     try:
-        run(args.input, args.output, args.weights)
+        run(args.input, args.output, args.weights or DEFAULT_WEIGHTS)
     except AmfError as exc:
-        print(f"process.py: error: {exc}", file=sys.stderr)
+        print(f"process.py: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    except SystemExit as exc:
+        if exc.code == 128 + signal.SIGTERM:
+            print("process.py: error: stopped by SIGTERM; no result was written", file=sys.stderr)
+        raise
     return 0
 
 

@@ -14,22 +14,38 @@ The platform runs one container per stack. If a folder holds several stacks (a l
 processed as its own job and written to ``<output>/<stack stem>/multiple-mitotic-figure-classification.json``,
 the layout the platform gives each job; a single stack is written to ``<output>/`` directly.
 
-The weights are verified before any input is read, and every output is written atomically.
+Order of work, so that every foreseeable failure costs as little as possible and leaves nothing behind:
+
+1. the weights are verified (manifest format and values, member files, sha256, safetensors headers),
+   before any input is read, without importing torch (so this takes about a second);
+2. ``inputs.json`` and the stack folder are checked;
+3. the output folder is checked to be writable;
+4. every stack's structure is checked (:func:`amf.io.count_pages`), before any model work;
+5. the models are built (architecture, tensor shapes, no NaN), then every stack is classified; the number
+   of results must equal the number of pages counted, and a NaN or inf result is an error;
+6. only when all stacks succeeded are the results written: each to a temporary file beside its target,
+   then all renamed into place.
+
+So a run either writes every result, or fails with a one-line error (:class:`~amf.errors.AmfError`) and
+leaves the output folder exactly as it found it: no partial file, no temporary file, no result for some
+stacks but not others, and files already there untouched.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from amf.engine import Engine
-from amf.errors import InputError, OutputError
-from amf.io import STACK_SUFFIXES, iter_pages, to_patch
-from amf.weights import atomic_write_bytes, load_ensemble
+from amf.errors import AmfError, InputError, OutputError
+from amf.io import STACK_SUFFIXES, count_pages, iter_patches
+from amf.weights import fsync_dir, load_ensemble, read_manifest, write_temp
 
 INTERFACE = "stacked-histopathology-roi-cropouts"
 OUTPUT_NAME = "multiple-mitotic-figure-classification.json"
@@ -42,33 +58,91 @@ class Job:
     output: Path
 
 
-def find_jobs(input_dir: Path, output_dir: Path) -> list[Job]:
-    """Check ``inputs.json`` and the stack folder; one job per stack, in name order."""
-    input_dir = Path(input_dir)
-    if not input_dir.is_dir():
-        raise InputError(f"input folder {input_dir} does not exist")
+def _read_inputs_json(input_dir: Path) -> list:
     inputs_json = input_dir / "inputs.json"
     if not inputs_json.is_file():
-        raise InputError(f"{inputs_json} is missing")
+        raise InputError(f"{inputs_json} is missing (the platform writes it beside images/; is --input right?)")
     try:
-        inputs = json.loads(inputs_json.read_text())
+        inputs = json.loads(inputs_json.read_bytes())
+    except OSError as exc:
+        raise InputError(f"cannot read {inputs_json}: {exc.strerror or exc}") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{inputs_json} is not valid JSON: {exc}") from exc
     if not isinstance(inputs, list):
         raise InputError(f"{inputs_json} is not a list of interface values")
-    slugs = [item.get("interface", {}).get("slug") for item in inputs if isinstance(item, dict)]
-    if INTERFACE not in slugs:
+    return inputs
+
+
+def _interface(item: object) -> dict:
+    interface = item.get("interface") if isinstance(item, dict) else None
+    return interface if isinstance(interface, dict) else {}
+
+
+def find_jobs(input_dir: Path, output_dir: Path) -> list[Job]:
+    """Check ``inputs.json`` and the stack folder; one job per stack, in name order."""
+    input_dir = Path(input_dir)
+    if not input_dir.exists():
+        raise InputError(f"input folder {input_dir} does not exist")
+    if not input_dir.is_dir():
+        raise InputError(f"input {input_dir} is not a folder")
+    inputs_json = input_dir / "inputs.json"
+    inputs = _read_inputs_json(input_dir)
+    ours = [item for item in inputs if _interface(item).get("slug") == INTERFACE]
+    if not ours:
+        slugs = [_interface(item).get("slug") for item in inputs]
         raise InputError(f"{inputs_json} names interfaces {slugs}, not {INTERFACE!r}, the one this algorithm serves")
-    folder = input_dir / "images" / INTERFACE
+    relative = _interface(ours[0]).get("relative_path")
+    if not (isinstance(relative, str) and relative and not Path(relative).is_absolute() and ".." not in Path(relative).parts):
+        relative = f"images/{INTERFACE}"
+    folder = input_dir / relative
     if not folder.is_dir():
         raise InputError(f"stack folder {folder} does not exist")
-    stacks = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in STACK_SUFFIXES)
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as exc:
+        raise InputError(f"cannot list stack folder {folder}: {exc.strerror or exc}") from exc
+    stacks = [p for p in entries if p.suffix.lower() in STACK_SUFFIXES]
     if not stacks:
-        raise InputError(f"no .tif, .tiff or .mha stack in {folder}")
+        held = ", ".join(p.name for p in entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise InputError(f"no .tif, .tiff or .mha stack in {folder} ({'it holds ' + held if entries else 'it is empty'})")
+    for p in stacks:
+        if not p.is_file():
+            raise InputError(f"{p} is not a readable file" + (" (a broken link)" if p.is_symlink() else ""))
+    for item in ours:
+        image = item.get("image") if isinstance(item.get("image"), dict) else {}
+        name = image.get("name")
+        if isinstance(name, str) and name and name not in {p.name for p in stacks}:
+            raise InputError(f"{inputs_json} names the stack {name!r}, which is not in {folder}")
     output_dir = Path(output_dir)
     if len(stacks) == 1:
         return [Job(stacks[0], output_dir / OUTPUT_NAME)]
+    stems: dict[str, Path] = {}
+    for s in stacks:
+        if s.stem in stems:
+            raise InputError(f"{stems[s.stem].name} and {s.name} in {folder} would both be written to "
+                             f"{output_dir / s.stem}: rename one")
+        stems[s.stem] = s
     return [Job(s, output_dir / s.stem / OUTPUT_NAME) for s in stacks]
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """Refuse an output folder we could not write to, before any work is spent (a file is made and removed)."""
+    output_dir = Path(output_dir)
+    nearest = output_dir
+    while not nearest.exists():
+        if nearest.is_symlink():
+            raise OutputError(f"cannot write to {output_dir}: {nearest} is a broken link")
+        if nearest.parent == nearest:
+            break
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        raise OutputError(f"cannot write to output folder {output_dir}: {nearest} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".amf-write-check.", dir=nearest)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"cannot write to output folder {output_dir}: {exc.strerror or exc}") from exc
 
 
 def classify(probs: np.ndarray, threshold: float) -> list[dict]:
@@ -79,28 +153,102 @@ def classify(probs: np.ndarray, threshold: float) -> list[dict]:
     ]
 
 
-def write_result(records: list[dict], path: Path) -> None:
-    """Write atomically; ``allow_nan=False`` guarantees valid JSON, floats stay floats (``0.0``, not ``0``)."""
+def encode_records(records: list[dict]) -> bytes:
+    """``allow_nan=False`` guarantees valid JSON; floats stay floats (``0.0``, not ``0``)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, json.dumps(records, indent=2, allow_nan=False).encode())
+        return json.dumps(records, indent=2, allow_nan=False).encode()
+    except ValueError as exc:
+        raise OutputError(f"refusing to write a non-finite confidence: {exc}") from exc
+
+
+def write_results(results: list[tuple[Path, list[dict]]]) -> None:
+    """Write every ``(path, records)`` or none: all go to temporary files first, then are renamed into place.
+
+    On any failure the temporary files and the folders this call made are removed again.
+    """
+    made: list[Path] = []
+    temps: list[tuple[Path, Path]] = []
+    try:
+        payloads = [(Path(path), encode_records(records)) for path, records in results]
+        for path, data in payloads:
+            for parent in reversed([path.parent, *path.parent.parents]):
+                if not parent.exists():
+                    parent.mkdir()
+                    made.append(parent)
+            temps.append((write_temp(path, data), path))
+        for tmp, path in temps:
+            os.replace(tmp, path)
+        for path in {p.parent for _, p in temps}:
+            fsync_dir(path)
+        temps, made = [], []
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise OutputError(f"cannot write {exc.filename or 'output'}: {exc.strerror or exc}") from exc
+    finally:
+        for tmp, _ in temps:
+            tmp.unlink(missing_ok=True)
+        for folder in reversed(made):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
 
 
-def run(input_dir: Path, output_dir: Path, weights_dir: Path = DEFAULT_WEIGHTS) -> list[Job]:
-    """The whole container job: verify weights, find stacks, predict each, write each result."""
+def write_result(records: list[dict], path: Path) -> None:
+    """Write one result atomically (see :func:`write_results`)."""
+    write_results([(path, records)])
+
+
+def run(
+    input_dir: Path,
+    output_dir: Path,
+    weights_dir: Path = DEFAULT_WEIGHTS,
+    *,
+    device: str | None = None,
+    log: Callable[[str], None] = print,
+) -> list[Job]:
+    """The whole container job (see the module docstring for the order of checks); returns the jobs done."""
     started = time.perf_counter()
-    ensemble = load_ensemble(weights_dir)
-    engine = Engine(ensemble.members, ensemble.tta)
+    manifest = read_manifest(weights_dir)
     jobs = find_jobs(input_dir, output_dir)
-    for job in jobs:
-        probs = engine.predict_proba(to_patch(page) for page in iter_pages(job.stack))
-        if probs.size == 0:
-            raise InputError(f"{job.stack}: no pages")
-        records = classify(probs, ensemble.threshold.value)
-        write_result(records, job.output)
+    check_output_dir(output_dir)
+    counts = []
+    for k, job in enumerate(jobs):
+        with _context(job, k, len(jobs)):
+            counts.append(count_pages(job.stack))
+    from amf.engine import Engine  # torch: only once everything that can be checked without it passed
+
+    ensemble = load_ensemble(weights_dir, manifest=manifest)
+    engine = Engine(ensemble.members, ensemble.tta, device=device)
+    results: list[tuple[Path, list[dict]]] = []
+    for k, (job, n) in enumerate(zip(jobs, counts)):
+        with _context(job, k, len(jobs)):
+            probs = engine.predict_proba(iter_patches(job.stack))
+            if probs.shape != (n,):
+                raise InputError(f"{job.stack}: {probs.size} pages decoded but {n} counted: refusing a partial result")
+        results.append((job.output, classify(probs, ensemble.threshold.value)))
+    write_results(results)
+    for job, (_, records) in zip(jobs, results):
         n_atypical = sum(r["class"] == "atypical" for r in records)
-        print(f"{job.stack.name}: {len(records)} figures, {n_atypical} atypical -> {job.output} "
-              f"({time.perf_counter() - started:.1f} s)")
+        log(f"{job.stack.name}: {len(records)} figures, {n_atypical} atypical -> {job.output}")
+    log(f"{len(jobs)} stack(s) done in {time.perf_counter() - started:.1f} s")
     return jobs
+
+
+class _context:
+    """Re-raise an :class:`AmfError` from one stack with the stack named, and which of several it was."""
+
+    def __init__(self, job: Job, k: int, n: int):
+        self.job, self.k, self.n = job, k, n
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if exc is None or not isinstance(exc, AmfError):
+            return False
+        message = str(exc)
+        if str(self.job.stack) not in message:
+            message = f"{self.job.stack}: {message}"
+        if self.n > 1:
+            message = f"stack {self.k + 1} of {self.n}: {message} (no stack's result was written)"
+        raise type(exc)(message) from exc

@@ -3,6 +3,10 @@
 Accepts PNG, JPEG, TIFF (multi-page stacks too) and .mha files, and folders searched recursively. Writes
 one row per patch: ``path, page, p_atypical, class``, with the same ensemble, views and threshold as the
 container, so its numbers are the container's numbers.
+
+Same guarantees as the container (docs/failure-modes.md): weights verified first (before any input is
+read), then the output folder, then every file's structure, all before any model work; one file that fails fails the run with a
+one-line error naming the file and page, and then no CSV is written (an existing one is left as it was).
 """
 
 from __future__ import annotations
@@ -16,48 +20,80 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from amf.challenge import DEFAULT_WEIGHTS
-from amf.engine import Engine
-from amf.errors import InputError
-from amf.io import find_images, iter_pages, to_patch
-from amf.weights import atomic_write_bytes, load_ensemble
+from amf.challenge import DEFAULT_WEIGHTS, check_output_dir
+from amf.errors import InputError, OutputError
+from amf.io import count_pages, find_images, iter_patches
+from amf.weights import atomic_write_bytes, load_ensemble, read_manifest
 
 COLUMNS = ("path", "page", "p_atypical", "class")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", type=Path, help="image files, stacks or folders")
     parser.add_argument("--output", type=Path, required=True, help="CSV to write")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="exported weights folder")
-    parser.add_argument("--views", type=int, default=None, help="test-time views (default: the manifest's)")
+    parser.add_argument("--views", type=_positive_int, default=None, help="test-time views (default: the manifest's)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--chunk-size", type=int, default=64, help="patches per forward pass")
+    parser.add_argument("--chunk-size", type=_positive_int, default=64, help="patches per forward pass")
 
 
 def run(args: argparse.Namespace) -> int:
-    ensemble = load_ensemble(args.weights)
-    tta = ensemble.tta if args.views is None else dataclasses.replace(ensemble.tta, views=args.views)
-    engine = Engine(ensemble.members, tta, device=args.device, chunk_size=args.chunk_size)
+    manifest = read_manifest(args.weights)  # weights first, without torch: fails in about a second
+    output = Path(args.output)
+    if output.is_dir():
+        raise OutputError(f"--output {output} is a folder; name the CSV file to write")
+    check_output_dir(output.parent)
     files = find_images(args.paths)
     if not files:
         raise InputError(f"no image files in {', '.join(map(str, args.paths))}")
+    counts = [count_pages(path) for path in files]  # every file's structure, before any model work
+    import torch
+
+    from amf.engine import Engine
+
+    if args.device is not None and str(args.device).startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {args.device}: no CUDA device is available here")
+    ensemble = load_ensemble(args.weights, manifest=manifest)
+    tta = ensemble.tta if args.views is None else dataclasses.replace(ensemble.tta, views=args.views)
+    engine = Engine(ensemble.members, tta, device=args.device, chunk_size=args.chunk_size)
     keys: list[tuple[Path, int]] = []
 
     def patches():
         """All pages of all files as one stream, so small files still fill large batches."""
         for path in tqdm(files, desc="predict", unit="file", disable=not sys.stderr.isatty()):
-            for page, raw in enumerate(iter_pages(path)):
+            for page, patch in enumerate(iter_patches(path)):
                 keys.append((path, page))
-                yield to_patch(raw)
+                yield patch
 
     probs = engine.predict_proba(patches())
+    if len(keys) != sum(counts) or probs.shape != (len(keys),):
+        raise InputError(f"{len(keys)} pages decoded but {sum(counts)} counted: refusing a partial result")
     threshold = ensemble.threshold.value
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(COLUMNS)
     for (path, page), p in zip(keys, probs.tolist(), strict=True):
         writer.writerow((str(path), page, repr(p), "atypical" if p >= threshold else "normal"))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(args.output, buf.getvalue().encode())
-    print(f"{len(keys)} patches from {len(files)} files -> {args.output}")
+    made = [d for d in reversed([output.parent, *output.parent.parents]) if not d.exists()]
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(output, buf.getvalue().encode())
+    except OSError as exc:
+        for d in reversed(made):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        raise OutputError(f"cannot write {output}: {exc.strerror or exc}") from exc
+    print(f"{len(keys)} patches from {len(files)} files -> {output}")
     return 0

@@ -1,0 +1,66 @@
+"""Shared test fixtures. Sections are owned by different test modules; add yours, keep the others."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # plain `pytest` (not `python -m pytest`) from any folder
+    sys.path.insert(0, str(ROOT))
+
+
+# --- reliability tests (test_io, test_reliability, test_container_conditions, test_fuzz_reader) ---------
+
+
+def _save_tiny(out: Path, specs: list, views: int) -> Path:
+    import torch
+
+    from amf.model import build_classifier
+    from amf.tta import TTAConfig
+    from amf.weights import Threshold, save_ensemble
+
+    torch.manual_seed(0)
+    save_ensemble([build_classifier(s) for s in specs], out, Threshold(0.5, "fixed"), TTAConfig(views=views),
+                  {"note": "test"})
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """Two random efficientvit_b0 members, 2 test-time views: the production architecture, untrained."""
+    from amf.model import ModelSpec
+
+    return _save_tiny(tmp_path_factory.mktemp("tiny_weights"), [ModelSpec("efficientvit_b0")] * 2, views=2)
+
+
+MICRO_SPEC = {"arch": "test_vit", "input_size": 32, "timm_kwargs": {"img_size": 32}}
+
+
+@pytest.fixture(scope="session")
+def micro_weights(tmp_path_factory) -> Path:
+    """One random timm ``test_vit`` at 32 px, 1 view: the cheapest real ensemble, for subprocess runs."""
+    from amf.model import ModelSpec
+
+    return _save_tiny(tmp_path_factory.mktemp("micro_weights"), [ModelSpec(**MICRO_SPEC)], views=1)
+
+
+@pytest.fixture(scope="session")
+def small_weights(tmp_path_factory) -> Path:
+    """Two random ``test_vit`` members at 32 px, 2 views (stain-jittered): the whole ensemble x TTA path, fast."""
+    from amf.model import ModelSpec
+
+    return _save_tiny(tmp_path_factory.mktemp("small_weights"), [ModelSpec(**MICRO_SPEC)] * 2, views=2)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine: one thread is 5-10x faster than two spinning threads."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
