@@ -34,6 +34,7 @@ stacks but not others, and files already there untouched.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
@@ -50,6 +51,8 @@ from amf.weights import fsync_dir, load_ensemble, read_manifest, write_temp
 INTERFACE = "stacked-histopathology-roi-cropouts"
 OUTPUT_NAME = "multiple-mitotic-figure-classification.json"
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+
+log = logging.getLogger("amf.challenge")
 
 
 @dataclass(frozen=True)
@@ -91,10 +94,11 @@ def find_jobs(input_dir: Path, output_dir: Path) -> list[Job]:
     if not ours:
         slugs = [_interface(item).get("slug") for item in inputs]
         raise InputError(f"{inputs_json} names interfaces {slugs}, not {INTERFACE!r}, the one this algorithm serves")
+    folder = input_dir / "images" / INTERFACE
     relative = _interface(ours[0]).get("relative_path")
-    if not (isinstance(relative, str) and relative and not Path(relative).is_absolute() and ".." not in Path(relative).parts):
-        relative = f"images/{INTERFACE}"
-    folder = input_dir / relative
+    if isinstance(relative, str) and relative and not Path(relative).is_absolute() and ".." not in Path(relative).parts:
+        if (input_dir / relative).is_dir():
+            folder = input_dir / relative
     if not folder.is_dir():
         raise InputError(f"stack folder {folder} does not exist")
     try:
@@ -109,10 +113,13 @@ def find_jobs(input_dir: Path, output_dir: Path) -> list[Job]:
         if not p.is_file():
             raise InputError(f"{p} is not a readable file" + (" (a broken link)" if p.is_symlink() else ""))
     for item in ours:
+        # Only a note: the platform may store a file under another name than the one it was uploaded
+        # with, and refusing a stack that is there over a name would cost a submission for nothing.
         image = item.get("image") if isinstance(item.get("image"), dict) else {}
         name = image.get("name")
         if isinstance(name, str) and name and name not in {p.name for p in stacks}:
-            raise InputError(f"{inputs_json} names the stack {name!r}, which is not in {folder}")
+            log.warning(f"note: {inputs_json} names the stack {name!r}; {folder} holds "
+                        f"{', '.join(p.name for p in stacks[:3])}{', ...' if len(stacks) > 3 else ''}: processing those")
     output_dir = Path(output_dir)
     if len(stacks) == 1:
         return [Job(stacks[0], output_dir / OUTPUT_NAME)]

@@ -346,7 +346,9 @@ def load_ensemble(weights_dir: Path, device: torch.device | str = "cpu", manifes
         try:
             model.backbone.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
         except (RuntimeError, ValueError, TypeError) as exc:
-            raise WeightsError(f"{path} does not fit {spec.arch}: {_first_line(exc)}") from exc
+            detail = " ".join(str(exc).split()).replace("Error(s) in loading state_dict for ", "")
+            detail = detail if len(detail) <= 300 else detail[:297] + "..."
+            raise WeightsError(f"{path} does not fit {spec.arch}: {detail}") from exc
         members.append(model.to(device).eval())
     return Ensemble(members, spec, threshold, tta, manifest)
 

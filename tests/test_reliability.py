@@ -324,7 +324,7 @@ CASES = [
     Case("inputs.json not a list", _meta('{"a": 1}'), "not a list"),
     Case("inputs.json other interface", _meta(inputs_json("s.tif", "some-other-slug")), "'some-other-slug'"),
     Case("inputs.json malformed items", _meta('[{"interface": "x"}, 3, null]'), "names interfaces [None, None, None]"),
-    Case("inputs.json names a missing stack", _meta(inputs_json("other.tif")), "names the stack 'other.tif'"),
+    Case("inputs.json names another file name", _meta(inputs_json("other.tif")), "ok"),  # a note on stderr only
     Case("stack folder missing", _no_stack_folder, "stack folder"),
     Case("stack folder empty", _folder_with({}), "it is empty"),
     Case("stack folder without stacks", _folder_with({"a.png": raw(b"x"), "notes.txt": raw(b"x")}), "it holds a.png"),
@@ -504,6 +504,26 @@ def test_production_architecture_on_black_and_odd_pages(tmp_path, tiny_weights):
     (job,) = challenge.run(inp, tmp_path / "out", tiny_weights, device="cpu", log=lambda s: None)
     ens = load_ensemble(tiny_weights)
     check_output(job.output, job.stack, (Engine(ens.members, ens.tta, device="cpu"), ens.threshold.value), 3)
+
+
+def test_stack_name_mismatch_is_a_note_not_an_error(tmp_path, weights, caplog):
+    """The platform may store an upload under another name: never refuse a stack that is there over that."""
+    inp = platform_input(tmp_path, {"uuid-1234.tiff": good()}, meta=inputs_json("stack_5.tiff"))
+    with caplog.at_level("WARNING", logger="amf.challenge"):
+        (job,) = challenge.run(inp, tmp_path / "out", weights, device="cpu", log=lambda s: None)
+    assert job.stack.name == "uuid-1234.tiff" and (tmp_path / "out" / OUT).is_file()
+    assert "names the stack 'stack_5.tiff'" in caplog.text
+
+
+def test_relative_path_from_inputs_json(tmp_path, weights):
+    inp = tmp_path / "input"
+    (inp / "elsewhere").mkdir(parents=True)
+    good()(inp / "elsewhere" / "s.tif")
+    meta = json.loads(inputs_json("s.tif"))
+    meta[0]["interface"]["relative_path"] = "elsewhere"
+    (inp / "inputs.json").write_text(json.dumps(meta))
+    (job,) = challenge.run(inp, tmp_path / "out", weights, device="cpu", log=lambda s: None)
+    assert job.stack == inp / "elsewhere" / "s.tif"
 
 
 def test_existing_results_are_left_alone_on_error(tmp_path, weights):
