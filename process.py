@@ -31,15 +31,15 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=Path("/output"), help="platform output folder")
     parser.add_argument("--weights", type=Path, default=None, help="exported weights folder (default: weights/)")
     args = parser.parse_args()
-
-    from amf.challenge import DEFAULT_WEIGHTS, run
-    from amf.errors import AmfError
-
     try:
-        run(args.input, args.output, args.weights or DEFAULT_WEIGHTS)
-    except AmfError as exc:
-        print(f"process.py: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+        from amf.challenge import DEFAULT_WEIGHTS, run
+        from amf.errors import AmfError
+
+        try:
+            run(args.input, args.output, args.weights or DEFAULT_WEIGHTS)
+        except AmfError as exc:
+            print(f"process.py: error: {' '.join(str(exc).split())}", file=sys.stderr)
+            return 2
     except SystemExit as exc:
         if exc.code == 128 + signal.SIGTERM:
             print("process.py: error: stopped by SIGTERM; no result was written", file=sys.stderr)

@@ -146,8 +146,10 @@ def check_output_dir(output_dir: Path) -> None:
         raise OutputError(f"cannot write to output folder {output_dir}: {nearest} is not a folder")
     try:
         fd, probe = tempfile.mkstemp(prefix=".amf-write-check.", dir=nearest)
-        os.close(fd)
-        os.unlink(probe)
+        try:
+            os.close(fd)
+        finally:
+            os.unlink(probe)
     except OSError as exc:
         raise OutputError(f"cannot write to output folder {output_dir}: {exc.strerror or exc}") from exc
 
