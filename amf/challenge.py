@@ -108,7 +108,8 @@ def find_jobs(input_dir: Path, output_dir: Path) -> list[Job]:
     stacks = [p for p in entries if p.suffix.lower() in STACK_SUFFIXES]
     if not stacks:
         held = ", ".join(p.name for p in entries[:5]) + (", ..." if len(entries) > 5 else "")
-        raise InputError(f"no .tif, .tiff or .mha stack in {folder} ({'it holds ' + held if entries else 'it is empty'})")
+        what = f"it holds {held}" if entries else "it is empty"
+        raise InputError(f"no .tif, .tiff or .mha stack in {folder} ({what})")
     for p in stacks:
         if not p.is_file():
             raise InputError(f"{p} is not a readable file" + (" (a broken link)" if p.is_symlink() else ""))
@@ -118,8 +119,8 @@ def find_jobs(input_dir: Path, output_dir: Path) -> list[Job]:
         image = item.get("image") if isinstance(item.get("image"), dict) else {}
         name = image.get("name")
         if isinstance(name, str) and name and name not in {p.name for p in stacks}:
-            log.warning(f"note: {inputs_json} names the stack {name!r}; {folder} holds "
-                        f"{', '.join(p.name for p in stacks[:3])}{', ...' if len(stacks) > 3 else ''}: processing those")
+            held = ", ".join(p.name for p in stacks[:3]) + (", ..." if len(stacks) > 3 else "")
+            log.warning(f"note: {inputs_json} names the stack {name!r}; {folder} holds {held}: processing those")
     output_dir = Path(output_dir)
     if len(stacks) == 1:
         return [Job(stacks[0], output_dir / OUTPUT_NAME)]

@@ -335,9 +335,11 @@ def _iter_tiff(path: Path, decode: bool, notes: list[str]) -> Iterator[np.ndarra
                 if not isinstance(page, tifffile.TiffPage):
                     raise InputError(f"{where}: not a TIFF page")
                 if int(page.subfiletype) & 0b101:
-                    raise InputError(f"{where}: a reduced-resolution or mask image, not a figure (NewSubfileType {int(page.subfiletype)})")
-                if page.axes not in ("YX", "YXS", "SYX") or (page.axes != "YX" and page.shape[page.axes.index("S")] > 4):
-                    raise InputError(f"{where}: shape {page.shape} ({page.axes}) is not a 2-D image with 1 to 4 samples")
+                    raise InputError(f"{where}: a reduced-resolution or mask image, not a figure "
+                                     f"(NewSubfileType {int(page.subfiletype)})")
+                axes = page.axes
+                if axes not in ("YX", "YXS", "SYX") or (axes != "YX" and page.shape[axes.index("S")] > 4):
+                    raise InputError(f"{where}: shape {page.shape} ({axes}) is not a 2-D image with 1 to 4 samples")
                 h, w = page.shape[page.axes.index("Y")], page.shape[page.axes.index("X")]
                 _check_shape(h, w, where)
                 ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts) if c]

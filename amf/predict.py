@@ -5,8 +5,9 @@ one row per patch: ``path, page, p_atypical, class``, with the same ensemble, vi
 container, so its numbers are the container's numbers.
 
 Same guarantees as the container (docs/failure-modes.md): weights verified first (before any input is
-read), then the output folder, then every file's structure, all before any model work; one file that fails fails the run with a
-one-line error naming the file and page, and then no CSV is written (an existing one is left as it was).
+read), then the output folder, then every file's structure, all before any model work; one file that
+fails fails the run with a one-line error naming the file and page, and then no CSV is written (an
+existing one is left as it was).
 """
 
 from __future__ import annotations

@@ -217,7 +217,7 @@ def read_manifest(weights_dir: Path) -> dict:
     if not isinstance(members, list) or not members:
         raise WeightsError(f"{path} lists no members")
     for i, entry in enumerate(members):
-        if not (isinstance(entry, dict) and isinstance(entry.get("file"), str) and isinstance(entry.get("sha256"), str)):
+        if not (isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in ("file", "sha256"))):
             raise WeightsError(f"{path}: member {i} is not a {{'file': ..., 'sha256': ...}} entry")
         name = entry["file"]
         if not name or Path(name).name != name or name in (".", ".."):
@@ -336,7 +336,8 @@ def load_ensemble(weights_dir: Path, device: torch.device | str = "cpu", manifes
         try:
             model = build_classifier(spec)
         except Exception as exc:  # timm: RuntimeError for an unknown arch, TypeError for bad kwargs, ...
-            raise WeightsError(f"{weights_dir / MANIFEST}: cannot build model {spec.arch!r}: {_first_line(exc)}") from exc
+            where = weights_dir / MANIFEST
+            raise WeightsError(f"{where}: cannot build model {spec.arch!r}: {_first_line(exc)}") from exc
         params = {name for name, _ in model.backbone.named_parameters()}
         for key, tensor in state.items():
             if tensor.is_floating_point():

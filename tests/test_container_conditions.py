@@ -50,7 +50,8 @@ mount -t tmpfs -o mode=755,size=1m tmpfs "$NEW/dev"
 for d in null zero full random urandom; do touch "$NEW/dev/$d"; mount --bind "/dev/$d" "$NEW/dev/$d"; done
 mount -o remount,ro "$NEW/dev"
 mount -t proc proc "$NEW/proc"
-mount -t sysfs -o ro sysfs "$NEW/sys" 2>/dev/null || { mount --rbind /sys "$NEW/sys"; mount -o remount,bind,ro "$NEW/sys"; }
+mount -t sysfs -o ro sysfs "$NEW/sys" 2>/dev/null ||
+    { mount --rbind /sys "$NEW/sys"; mount -o remount,bind,ro "$NEW/sys"; }
 mount -t tmpfs -o mode=1777,size=256m tmpfs "$NEW/tmp"
 ro "$INP" /input
 ro "$W" /weights

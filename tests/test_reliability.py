@@ -66,7 +66,8 @@ def tif(pages: np.ndarray | list, **kw) -> Callable[[Path], None]:
     def write(p: Path) -> None:
         with tifffile.TiffWriter(p) as w:
             for page in pages:
-                w.write(page, **({"photometric": "rgb"} if np.ndim(page) == 3 and page.shape[-1] in (3, 4) else {}), **kw)
+                colour = np.ndim(page) == 3 and page.shape[-1] in (3, 4)
+                w.write(page, **({"photometric": "rgb"} if colour else {}), **kw)
     return write
 
 

@@ -73,7 +73,8 @@ def kill_in_second_epoch(proc: subprocess.Popen, out: Path, sig: int, timeout: f
         if proc.poll() is not None:
             raise AssertionError(f"training ended (rc {proc.returncode}) before it could be killed: "
                                  f"{proc.stderr.read()[-2000:]}")
-        if log.is_file() and any('"event": "epoch"' in ln and '"epoch": 1,' in ln for ln in log.read_text().splitlines()):
+        lines = log.read_text().splitlines() if log.is_file() else []
+        if any('"event": "epoch"' in ln and '"epoch": 1,' in ln for ln in lines):
             proc.send_signal(sig)
             proc.wait(timeout=60)
             return
@@ -141,7 +142,8 @@ def runs(labels, tmp_path_factory) -> dict[str, Path]:
         except BaseException as exc:  # noqa: BLE001 - reported in the main thread
             failures.append(exc)
 
-    threads = [threading.Thread(target=victim, args=a) for a in (("sigkill", signal.SIGKILL), ("sigterm", signal.SIGTERM))]
+    victims = (("sigkill", signal.SIGKILL), ("sigterm", signal.SIGTERM))
+    threads = [threading.Thread(target=victim, args=a) for a in victims]
     for t in threads:
         t.start()
     try:
