@@ -1,0 +1,147 @@
+"""``python -m amf export RUN --output weights/``: a training run's all-domains folds -> a weights folder.
+
+The members are the best epochs of ``RUN/all/fold*/best.safetensors`` (the k-fold over all domains; the
+LODO folds only measure generalisation). The decision threshold is ONE number, chosen on the pooled
+all-domains out-of-fold (OOF) predictions with ``--threshold-method`` (default: the run's config, itself
+defaulting to maximum balanced accuracy); all three candidates (balanced accuracy, Youden's J, Otsu)
+go into the manifest. The OOF scores are single-view, single-member probabilities, so the threshold is
+an estimate for the TTA-averaged ensemble score, not an exact fit.
+
+Provenance in the manifest: the training config and model spec, the training and export command lines,
+the data fingerprint (labels sha256, sorted file-list sha256, n), git commit of the training and of the
+export, the threshold candidates and OOF metrics, per-member best epoch and validation metrics, and a
+``note`` (automatic for short or subset runs, plus ``--note``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from amf.errors import AmfError, WeightsError
+from amf.model import build_classifier
+from amf.threshold import METHODS, choose_threshold, safe_auc, threshold_candidates
+from amf.tta import TTAConfig
+from amf.weights import Threshold, save_ensemble
+
+#: The paper's schedule length; shorter runs get a note in the provenance.
+PAPER_EPOCHS = 30
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", type=Path, help="training run folder (python -m amf train --output RUN)")
+    p.add_argument("--output", type=Path, required=True, help="weights folder to write")
+    p.add_argument("--threshold-method", choices=list(METHODS), help="default: the run's threshold_method")
+    p.add_argument("--tta-views", type=int, default=TTAConfig().views, help="test-time views (1 = none)")
+    p.add_argument("--tta-sigma", type=float, default=TTAConfig().sigma, help="TTA stain sigma (natural OD)")
+    p.add_argument("--tta-delta", type=float, default=TTAConfig().delta, help="TTA stain delta (natural OD)")
+    p.add_argument("--dtype", choices=list(DTYPES), default="fp16", help="storage dtype of the members")
+    p.add_argument("--note", help="free text stored in the manifest")
+
+
+def auto_note(cfg, record: dict) -> str:
+    bits = []
+    if cfg.epochs < PAPER_EPOCHS:
+        bits.append(f"short schedule ({cfg.epochs} epochs; the paper config uses {PAPER_EPOCHS})")
+    if cfg.limit:
+        bits.append(f"trained on a {cfg.limit}-patch subset")
+    if not cfg.init_weights:
+        bits.append("backbone trained from random initialisation (no pretrained weights)")
+    bits.append(f"{cfg.arch}@{cfg.input_size}px, {cfg.folds}-fold, data n={record['data']['n']}")
+    return "; ".join(bits)
+
+
+def export_run(
+    run_dir: Path,
+    out_dir: Path,
+    threshold_method: str | None = None,
+    tta: TTAConfig | None = None,
+    dtype: torch.dtype = torch.float16,
+    note: str = "",
+    command: list[str] | None = None,
+    arguments: list[str] | None = None,
+) -> dict:
+    """Write ``out_dir`` (members + manifest) from ``run_dir``; returns the manifest."""
+    from amf.train import BEST, RESULT, collect_oof, git_commit, load_best_state, load_run_config
+
+    run_dir = Path(run_dir)
+    cfg, record = load_run_config(run_dir)
+    method = threshold_method or cfg.threshold_method
+    if method not in METHODS:
+        raise AmfError(f"unknown threshold method {method!r}; use one of {', '.join(METHODS)}")
+    fold_dirs = [run_dir / "all" / f"fold{k}" for k in range(cfg.folds)]
+    unfinished = [
+        str(d.relative_to(run_dir)) for d in fold_dirs if not (d / RESULT).is_file() or not (d / BEST).is_file()
+    ]
+    if unfinished:
+        raise AmfError(f"{run_dir} is not finished: {', '.join(unfinished)} lack {RESULT}/{BEST}; "
+                       "finish it with python -m amf train --resume")
+    spec = cfg.model_spec()
+    members, member_info = [], []
+    for d in fold_dirs:
+        model = build_classifier(spec)
+        try:
+            model.load_state_dict(load_best_state(d / BEST))
+        except Exception as exc:  # noqa: BLE001 - safetensors and torch raise several types
+            raise WeightsError(f"cannot load {d / BEST} into {spec.arch}: {str(exc).splitlines()[0]}") from exc
+        members.append(model.eval())
+        result = json.loads((d / RESULT).read_text())
+        member_info.append({"fold": result["fold"], "best_epoch": result["best_epoch"], "val": result["val"]})
+
+    oof = collect_oof(run_dir, [str(d.relative_to(run_dir)) for d in fold_dirs])
+    candidates = threshold_candidates(oof["prob"], oof["label"])
+    value = choose_threshold(oof["prob"], oof["label"], method)
+    threshold = Threshold(value=float(value), method=f"oof_{method}")
+    summary_path = run_dir / "summary.json"
+    lodo = json.loads(summary_path.read_text()).get("lodo_mean") if summary_path.is_file() else None
+    provenance = {
+        "training": {
+            "config": record["config"],
+            "command": record.get("command"),
+            "arguments": record.get("arguments"),
+            "git_commit": record.get("git_commit", "unknown"),
+            "created": record.get("created"),
+            "run": str(run_dir),
+            "torch": record.get("torch"),
+            "init_weights_sha256": record.get("init_weights_sha256"),
+        },
+        "data": record["data"],
+        "git_commit": git_commit(),
+        "export_command": command if command is not None else [sys.executable, *sys.argv],
+        "export_arguments": arguments,
+        "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "threshold_candidates": candidates,
+        "oof": {
+            "n": int(oof["label"].size),
+            "n_atypical": int(oof["label"].sum()),
+            "auc": safe_auc(oof["prob"], oof["label"]),
+            "note": "pooled out-of-fold probabilities of the all-domains members, single view",
+        },
+        "lodo_mean": lodo,
+        "member_info": member_info,
+        "note": "; ".join(x for x in (note, auto_note(cfg, record)) if x),
+    }
+    return save_ensemble(members, Path(out_dir), threshold, tta or TTAConfig(), provenance, dtype=dtype)
+
+
+def run(args: argparse.Namespace) -> int:
+    from amf.train import args_to_argv
+
+    if args.tta_views < 1:
+        raise AmfError("--tta-views must be >= 1")
+    tta = TTAConfig(views=args.tta_views, sigma=args.tta_sigma, delta=args.tta_delta)
+    manifest = export_run(args.run, args.output, args.threshold_method, tta, DTYPES[args.dtype], args.note or "",
+                          command=[sys.executable, *sys.argv], arguments=args_to_argv("export", args, ("run",)))
+    th = manifest["threshold"]
+    print(f"wrote {len(manifest['members'])} members to {args.output}; threshold {th['value']:.4f} ({th['method']})")
+    for m, c in manifest["threshold_candidates"].items():
+        print(f"  {m:<17} {c['value']:.4f}  OOF BA {c['oof_balanced_accuracy']:.4f}")
+    return 0
+

@@ -1,0 +1,751 @@
+"""Training: leave-one-domain-out x k-fold ensembles, resumable and bit-reproducible on CPU.
+
+What a run does
+---------------
+1. Reads and validates the whole dataset (:mod:`amf.data`), then preloads every patch as uint8.
+2. Plans the folds (:mod:`amf.splits`): for each domain, a grouped stratified k-fold over the other
+   domains with that domain held out (``lodo``), then a k-fold over all domains (``all``, the ensemble that
+   :mod:`amf.export` ships). ``--no-lodo`` trains only the ``all`` folds.
+3. Trains each fold: AdamW, linear warm-up then cosine LR per step, focal loss, class-balanced sampling
+   with replacement (epoch length = training-set size), in-batch augmentation (random D4 element and H&E
+   stain jitter, :mod:`amf.tta` and :mod:`amf.stain`). It validates every epoch and keeps the epoch with
+   the best validation balanced accuracy at the fixed threshold 0.5 on the sigmoid (ties keep the earlier
+   epoch). Threshold 0.5 is only for *selecting* the epoch; the shipped threshold is chosen afterwards on
+   the out-of-fold (OOF) scores (:mod:`amf.threshold`).
+4. Writes the best model's OOF predictions on its validation fold and, for LODO folds, its predictions
+   on the held-out domain; then ``summary.json`` with per-domain metrics and threshold candidates.
+
+Run folder
+----------
+::
+
+    runs/NAME/
+      config.json          # resolved TrainConfig, data fingerprint, command line (exact process argv and
+                           # canonical amf arguments), git commit, start time
+      log.jsonl            # one JSON object per line: run start/resume, every epoch of every fold, fold end
+      summary.json         # per held-out domain metrics, OOF metrics, threshold candidates (written last)
+      lodo/<domain>/fold<k>/
+        checkpoint.pt      # written atomically after every epoch (see "Resume")
+        best.safetensors   # best epoch's Classifier state dict (fp32), metadata: epoch, val BA
+        oof.csv            # best model on its validation fold: line,image,domain,group,label,logit,prob
+        heldout.csv        # best model on the held-out domain (LODO folds only), same columns
+        result.json        # fold metrics; its presence marks the fold as finished
+      all/fold<k>/         # same files, no heldout.csv
+
+Randomness and resume
+---------------------
+Every random draw comes from a generator seeded by ``(seed, fold name, epoch, purpose)`` (sha256-derived):
+model initialisation, the epoch's sampling order, D4 and stain parameters, and the global torch RNG
+(dropout, drop-path) which is re-seeded at the start of each epoch. ``checkpoint.pt`` holds the model,
+optimizer, LR scheduler, grad scaler, epoch count, best-so-far weights and metrics, and the RNG states;
+it is written to a temporary file and renamed (``os.replace``), so a kill at any moment leaves either the
+previous or the new checkpoint. ``--resume`` skips finished folds and continues an unfinished one from
+its last completed epoch; with ``deterministic = true`` and a fixed thread count, a resumed CPU run
+reaches bit-identical weights to an uninterrupted one (tested). On CUDA, results are reproducible only
+as far as cuDNN/cuBLAS kernels are deterministic. A kill between the checkpoint and the log write can
+lose one log line (never a checkpoint).
+
+Mixed precision (bf16 autocast, or fp16 autocast with a GradScaler) is used on CUDA only.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import datetime as _dt
+import hashlib
+import io
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from amf.data import LabelTable, fingerprint, limit_table, load_images, read_labels
+from amf.errors import AmfError
+from amf.losses import focal_loss
+from amf.model import PRESETS, Classifier, ModelSpec, build_classifier
+from amf.sampling import epoch_indices
+from amf.splits import Fold, domain_slugs, make_folds
+from amf.stain import random_hed_jitter
+from amf.threshold import METHODS, balanced_accuracy, choose_threshold, safe_auc, threshold_candidates
+from amf.tta import random_d4
+from amf.weights import atomic_write_bytes
+
+# cuBLAS needs this before CUDA starts for deterministic matmuls; harmless on CPU.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.safetensors"
+RESULT = "result.json"
+OOF = "oof.csv"
+HELDOUT = "heldout.csv"
+PRED_COLUMNS = ("line", "image", "domain", "group", "label", "logit", "prob")
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; loadable from TOML (flat keys with these names, or a ``[train]`` table)."""
+
+    preset: str | None = None  # "paper" | "cpu": fills arch and input_size unless those are given
+    arch: str = "efficientvit_b0"  # any timm model name
+    input_size: int = 128  # the backbone's input side; patches (128 px) are resized inside the model
+    timm_kwargs: dict = field(default_factory=dict)
+    init_weights: str | None = None  # local backbone checkpoint; weights never come from the network
+    epochs: int = 10
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    lr: float = 1e-3
+    min_lr: float = 1e-6
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    grad_clip: float = 0.0  # max gradient norm; 0 disables
+    focal_alpha: float | None = 0.5  # weight of the atypical class; sampling already balances classes
+    focal_gamma: float = 2.0
+    weighted_sampling: bool = True
+    d4: bool = True
+    stain_sigma: float = 0.1  # H&E jitter, natural OD units (amf.stain); 0 and 0 disable it
+    stain_delta: float = 0.05
+    folds: int = 5
+    lodo: bool = True
+    seed: int = 0
+    threads: int = 2  # torch CPU threads; 0 leaves torch's default
+    deterministic: bool = True
+    amp: str = "auto"  # CUDA only: auto (= bf16 if supported, else fp16) | bf16 | fp16 | off
+    threshold_method: str = "balanced_accuracy"  # balanced_accuracy | youden | otsu
+    limit: int = 0  # use only this many patches (tiny runs); 0 = all
+    keep_checkpoints: bool = True  # keep checkpoint.pt after a fold finishes
+    note: str = ""  # free text carried into the export's provenance
+
+    def __post_init__(self) -> None:
+        if self.preset is not None and self.preset not in PRESETS:
+            raise AmfError(f"unknown preset {self.preset!r}; use one of {', '.join(PRESETS)}")
+        if self.threshold_method not in METHODS:
+            raise AmfError(f"unknown threshold_method {self.threshold_method!r}; use one of {', '.join(METHODS)}")
+        if self.amp not in ("auto", "bf16", "fp16", "off"):
+            raise AmfError(f"amp must be auto, bf16, fp16 or off, not {self.amp!r}")
+        for name in ("epochs", "batch_size", "eval_batch_size", "input_size"):
+            if getattr(self, name) < 1:
+                raise AmfError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.folds < 2:
+            raise AmfError(f"folds must be >= 2, got {self.folds}")
+        if self.focal_alpha is not None and not 0 <= self.focal_alpha <= 1:
+            raise AmfError(f"focal_alpha must be in [0, 1], got {self.focal_alpha}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        d = dict(d.get("train", d))
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise AmfError(f"unknown config key(s): {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+        if d.get("focal_alpha") in ("none", "None", -1):
+            d["focal_alpha"] = None
+        preset = d.get("preset")
+        if preset is not None:
+            if preset not in PRESETS:
+                raise AmfError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
+            spec = PRESETS[preset]
+            d.setdefault("arch", spec.arch)
+            d.setdefault("input_size", spec.input_size)
+        try:
+            return cls(**d)
+        except TypeError as exc:
+            raise AmfError(f"bad config: {exc}") from exc
+
+    @classmethod
+    def from_toml(cls, path: Path) -> TrainConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise AmfError(f"config file not found: {path}")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise AmfError(f"{path}: invalid TOML: {exc}") from exc
+        return cls.from_dict(data)
+
+    def replace(self, **changes) -> TrainConfig:
+        """A copy with ``changes``; ``preset`` resets arch and input_size to the preset's."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if "preset" in changes:
+            spec = PRESETS.get(changes["preset"])
+            if spec is None:
+                raise AmfError(f"unknown preset {changes['preset']!r}; use one of {', '.join(PRESETS)}")
+            changes.setdefault("arch", spec.arch)
+            changes.setdefault("input_size", spec.input_size)
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def model_spec(self) -> ModelSpec:
+        base = PRESETS[self.preset] if self.preset else ModelSpec(self.arch)
+        return dataclasses.replace(base, arch=self.arch, input_size=self.input_size, timm_kwargs=dict(self.timm_kwargs))
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed from any parts, stable across runs, platforms and Python hash seeds."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    cwd = cwd or Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_json(path: Path, data: dict) -> None:
+    atomic_write_bytes(Path(path), (json.dumps(_clean(data), indent=2, default=_json_default) + "\n").encode())
+
+
+def _clean(o):
+    """NaN/inf are not JSON: write them as null."""
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    return o
+
+
+def atomic_torch_save(obj: dict, path: Path) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+class RunLog:
+    """Append-only JSON-lines log."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def write(self, **record) -> None:
+        record = {"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **record}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(_clean(record), default=_json_default) + "\n")
+            f.flush()
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise AmfError("--device cuda requested but CUDA is not available")
+    return dev
+
+
+def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or cfg.amp == "off":
+        return None
+    if cfg.amp == "fp16":
+        return torch.float16
+    if cfg.amp == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def make_batches(n: int, batch_size: int) -> list[slice]:
+    """Consecutive slices of an epoch's order; a final batch of one is dropped (BatchNorm needs two)."""
+    out = [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+    if len(out) > 1 and out[-1].stop - out[-1].start < 2:
+        out.pop()
+    return out
+
+
+def lr_lambda_factory(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warm = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total - 1)
+    floor = cfg.min_lr / cfg.lr if cfg.lr > 0 else 0.0
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = (step - warm) / max(1, total - warm)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    return f
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases and normalisation parameters (1-D tensors)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def to_float(images_u8: torch.Tensor) -> torch.Tensor:
+    return images_u8.float().div_(255.0)
+
+
+@torch.no_grad()
+def predict_logits(
+    model: Classifier,
+    images: torch.Tensor,
+    idx: np.ndarray,
+    device: torch.device,
+    batch_size: int,
+    amp: torch.dtype | None,
+) -> np.ndarray:
+    """Logits of ``images[idx]`` (no augmentation), float32 numpy."""
+    model.eval()
+    out = []
+    for s in range(0, len(idx), batch_size):
+        x = to_float(images[torch.as_tensor(idx[s : s + batch_size])].to(device, non_blocking=True))
+        ctx = torch.autocast("cuda", dtype=amp) if amp is not None else nullcontext()
+        with ctx:
+            out.append(model(x).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
+
+
+def write_predictions(path: Path, table: LabelTable, idx: np.ndarray, logits: np.ndarray) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(PRED_COLUMNS)
+    for i, z in zip(idx.tolist(), logits.tolist(), strict=True):
+        w.writerow([int(table.rows[i]), table.paths[i], table.domains[i], table.groups[i], int(table.labels[i]),
+                    repr(float(z)), repr(float(sigmoid(z)))])
+    atomic_write_bytes(Path(path), buf.getvalue().encode())
+
+
+def read_predictions(path: Path) -> dict[str, np.ndarray]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {
+        "line": np.array([int(r["line"]) for r in rows], dtype=np.int64),
+        "label": np.array([int(r["label"]) for r in rows], dtype=np.int64),
+        "logit": np.array([float(r["logit"]) for r in rows], dtype=np.float64),
+        "prob": np.array([float(r["prob"]) for r in rows], dtype=np.float64),
+        "domain": np.array([r["domain"] for r in rows], dtype=object),
+    }
+
+
+def metrics(labels: np.ndarray, probs: np.ndarray, loss: float | None = None) -> dict:
+    labels = np.asarray(labels)
+    out = {"n": int(labels.size), "n_atypical": int(labels.sum())}
+    if labels.size:
+        out["balanced_accuracy@0.5"] = balanced_accuracy(probs, labels, 0.5)
+        out["auc"] = safe_auc(probs, labels)
+    if loss is not None:
+        out["loss"] = loss
+    return out
+
+
+def save_best_safetensors(path: Path, state: dict, meta: dict) -> None:
+    from safetensors.torch import save
+
+    data = save({k: v.contiguous() for k, v in state.items()}, metadata={k: str(v) for k, v in meta.items()})
+    atomic_write_bytes(Path(path), data)
+
+
+def load_best_state(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def _numpy_state_to(state: tuple) -> tuple:
+    """numpy's RNG state with its array as a tensor, so checkpoints load with ``weights_only=True``."""
+    name, keys, pos, has_gauss, gauss = state
+    return (name, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(gauss))
+
+
+def _numpy_state_from(state: tuple) -> tuple:
+    name, keys, pos, has_gauss, gauss = state
+    return (name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss)
+
+
+# ------------------------------------------------------------------------------------------ fold loop
+
+
+EpochHook = Callable[[str, int], None]
+
+
+def train_fold(
+    fold: Fold,
+    cfg: TrainConfig,
+    table: LabelTable,
+    images: torch.Tensor,
+    fold_dir: Path,
+    device: torch.device,
+    log: RunLog,
+    progress: bool = False,
+    on_epoch_end: EpochHook | None = None,
+) -> dict:
+    """Train one fold (resuming from ``fold_dir/checkpoint.pt`` if present); return its ``result.json``."""
+    from tqdm import tqdm
+
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    amp = amp_dtype(cfg, device)
+    spec = cfg.model_spec()
+    torch.manual_seed(derive_seed(cfg.seed, fold.name, "init"))
+    model = build_classifier(spec, Path(cfg.init_weights) if cfg.init_weights else None).to(device)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    batches = make_batches(len(fold.train), cfg.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda_factory(cfg, len(batches)))
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+    train_labels = table.labels[fold.train]
+    val_labels = table.labels[fold.val]
+    best: dict = {"epoch": -1, "val_balanced_accuracy": -1.0, "val_auc": None, "state": None}
+    start_epoch = 0
+    ckpt_path = fold_dir / CHECKPOINT
+    if ckpt_path.is_file():
+        try:
+            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is reported the same way
+            raise AmfError(f"cannot read checkpoint {ckpt_path}: {exc}; delete it to restart this fold") from exc
+        if ckpt.get("fold") != fold.name or ckpt.get("n_train") != len(fold.train):
+            raise AmfError(f"{ckpt_path} belongs to another fold plan; delete it to restart this fold")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        best = ckpt["best"]
+        start_epoch = int(ckpt["epoch"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        np.random.set_state(_numpy_state_from(ckpt["rng"]["numpy"]))
+        random.setstate(ckpt["rng"]["python"])
+        if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        log.write(event="fold_resume", fold=fold.name, epoch=start_epoch)
+
+    epoch_bar = tqdm(range(start_epoch, cfg.epochs), desc=fold.name, unit="ep", disable=not progress,
+                     initial=start_epoch, total=cfg.epochs, leave=True, dynamic_ncols=True)
+    for epoch in epoch_bar:
+        t0 = time.time()
+        g = torch.Generator().manual_seed(derive_seed(cfg.seed, fold.name, epoch, "data"))
+        torch.manual_seed(derive_seed(cfg.seed, fold.name, epoch, "global"))  # dropout, drop-path
+        order = epoch_indices(train_labels, g, balanced=cfg.weighted_sampling)
+        model.train()
+        total_loss, seen = 0.0, 0
+        batch_bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
+                         disable=not progress, dynamic_ncols=True)
+        for b in batch_bar:
+            idx = fold.train[order[b].numpy()]
+            x = to_float(images[torch.as_tensor(idx)].to(device, non_blocking=True))
+            y = torch.as_tensor(table.labels[idx], dtype=torch.float32, device=device)
+            if cfg.d4:
+                x = random_d4(x, g)
+            x = random_hed_jitter(x, cfg.stain_sigma, cfg.stain_delta, g)
+            ctx = torch.autocast("cuda", dtype=amp) if amp is not None else nullcontext()
+            with ctx:
+                logits = model(x)
+            loss = focal_loss(logits.float(), y, cfg.focal_alpha, cfg.focal_gamma)
+            if not torch.isfinite(loss):
+                raise AmfError(f"{fold.name} epoch {epoch + 1}: loss is {loss.item()}; lower the learning rate")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            total_loss += loss.item() * len(idx)
+            seen += len(idx)
+            batch_bar.set_postfix(loss=f"{loss.item():.4f}")
+        batch_bar.close()
+        train_loss = total_loss / max(1, seen)
+
+        val_logits = predict_logits(model, images, fold.val, device, cfg.eval_batch_size, amp)
+        val_loss = float(focal_loss(torch.from_numpy(val_logits), torch.from_numpy(val_labels).float(),
+                                    cfg.focal_alpha, cfg.focal_gamma))
+        val = metrics(val_labels, sigmoid(val_logits), val_loss)
+        improved = val["balanced_accuracy@0.5"] > best["val_balanced_accuracy"]
+        if improved:
+            best = {
+                "epoch": epoch,
+                "val_balanced_accuracy": val["balanced_accuracy@0.5"],
+                "val_auc": val["auc"],
+                "val_loss": val_loss,
+                "state": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
+            }
+        ckpt = {
+            "fold": fold.name,
+            "n_train": len(fold.train),
+            "epoch": epoch + 1,  # completed epochs
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "best": best,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": _numpy_state_to(np.random.get_state()),
+                "python": random.getstate(),
+                "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+            },
+            "config": cfg.to_dict(),
+        }
+        atomic_torch_save(ckpt, ckpt_path)
+        seconds = time.time() - t0
+        log.write(event="epoch", fold=fold.name, epoch=epoch + 1, epochs=cfg.epochs, train_loss=train_loss,
+                  val_loss=val_loss, val_balanced_accuracy=val["balanced_accuracy@0.5"], val_auc=val["auc"],
+                  lr=scheduler.get_last_lr()[0], best_epoch=best["epoch"] + 1, seconds=round(seconds, 2),
+                  n_train=len(fold.train), steps=len(batches))
+        epoch_bar.set_postfix(loss=f"{train_loss:.4f}", val_ba=f"{val['balanced_accuracy@0.5']:.3f}",
+                              best=f"{best['val_balanced_accuracy']:.3f}@{best['epoch'] + 1}")
+        if on_epoch_end is not None:
+            on_epoch_end(fold.name, epoch)
+    epoch_bar.close()
+
+    return finish_fold(fold, cfg, table, images, fold_dir, device, model, best, log)
+
+
+def finish_fold(fold: Fold, cfg: TrainConfig, table: LabelTable, images: torch.Tensor, fold_dir: Path,
+                device: torch.device, model: Classifier, best: dict, log: RunLog) -> dict:
+    """Best weights -> ``best.safetensors``, OOF and held-out predictions, ``result.json`` (last)."""
+    amp = amp_dtype(cfg, device)
+    model.load_state_dict(best["state"])
+    save_best_safetensors(fold_dir / BEST, best["state"], {
+        "fold": fold.name, "epoch": best["epoch"] + 1, "val_balanced_accuracy": best["val_balanced_accuracy"],
+        "arch": cfg.arch, "input_size": cfg.input_size})
+    val_logits = predict_logits(model, images, fold.val, device, cfg.eval_batch_size, amp)
+    write_predictions(fold_dir / OOF, table, fold.val, val_logits)
+    result = {
+        "fold": fold.name,
+        "heldout_domain": fold.heldout_domain,
+        "best_epoch": best["epoch"] + 1,
+        "epochs": cfg.epochs,
+        "n_train": len(fold.train),
+        "n_train_atypical": int(table.labels[fold.train].sum()),
+        "val": metrics(table.labels[fold.val], sigmoid(val_logits), best.get("val_loss")),
+    }
+    if len(fold.heldout):
+        held_logits = predict_logits(model, images, fold.heldout, device, cfg.eval_batch_size, amp)
+        write_predictions(fold_dir / HELDOUT, table, fold.heldout, held_logits)
+        result["heldout"] = metrics(table.labels[fold.heldout], sigmoid(held_logits))
+    write_json(fold_dir / RESULT, result)
+    if not cfg.keep_checkpoints:
+        (fold_dir / CHECKPOINT).unlink(missing_ok=True)
+    log.write(event="fold_done", **{k: v for k, v in result.items() if k != "fold"}, fold=fold.name)
+    return result
+
+
+# ------------------------------------------------------------------------------------------- the run
+
+
+def args_to_argv(command: str, args: object, positional: tuple[str, ...] = ()) -> list[str]:
+    """Rebuild a canonical ``python -m amf`` argument list from a parsed ``argparse.Namespace``.
+
+    ``sys.argv`` is the exact process command line, but it is not this command's when ``amf.cli.main``
+    is called from Python (tests, notebooks); this form always is.
+    """
+    values = {k: v for k, v in vars(args).items() if k != "command"}
+    out = [command, *(str(values.pop(p)) for p in positional)]
+    for k, v in values.items():
+        flag = "--" + k.replace("_", "-")
+        if v is True:
+            out.append(flag)
+        elif v is not None and v is not False:
+            out += [flag, str(v)]
+    return out
+
+
+def _config_record(cfg: TrainConfig, fp: dict, command: list[str] | None, images_dir: Path, columns: dict,
+                   arguments: list[str] | None = None) -> dict:
+    rec = {
+        "config": cfg.to_dict(),
+        "model": cfg.model_spec().to_dict(),
+        "data": fp,
+        "images_dir": str(images_dir),
+        "column_overrides": {k: v for k, v in (columns or {}).items() if v},
+        "command": command if command is not None else [sys.executable, *sys.argv],
+        "arguments": arguments,
+        "cwd": os.getcwd(),
+        "git_commit": git_commit(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+    }
+    if cfg.init_weights:
+        from amf.weights import sha256_file
+
+        p = Path(cfg.init_weights)
+        rec["init_weights_sha256"] = sha256_file(p) if p.is_file() else None
+    return rec
+
+
+def _check_resume(run_dir: Path, record: dict) -> None:
+    old = json.loads((run_dir / "config.json").read_text())
+    if old.get("config") != _clean(record["config"]):
+        diff = sorted(k for k in set(old.get("config", {})) | set(record["config"])
+                      if old.get("config", {}).get(k) != _clean(record["config"]).get(k))
+        raise AmfError(f"--resume with a different config than {run_dir / 'config.json'} (differs in: "
+                       f"{', '.join(diff)}); use the same options or a new --output")
+    for key in ("labels_sha256", "files_sha256", "n"):
+        if old.get("data", {}).get(key) != record["data"][key]:
+            raise AmfError(f"--resume with different data than {run_dir} was started with ({key} differs)")
+
+
+class _Determinism:
+    """Fix threads and deterministic algorithms for the run; restore the previous settings after."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+
+    def __enter__(self):
+        self.threads = torch.get_num_threads()
+        self.det = torch.are_deterministic_algorithms_enabled()
+        self.det_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+        self.bench = torch.backends.cudnn.benchmark
+        if self.cfg.threads > 0:
+            torch.set_num_threads(self.cfg.threads)
+        if self.cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        return self
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.threads)
+        torch.use_deterministic_algorithms(self.det, warn_only=self.det_warn)
+        torch.backends.cudnn.benchmark = self.bench
+        return False
+
+
+def train_run(
+    cfg: TrainConfig,
+    labels_file: Path,
+    output: Path,
+    images_dir: Path | None = None,
+    columns: dict[str, str | None] | None = None,
+    resume: bool = False,
+    device: str | None = "cpu",
+    progress: bool = False,
+    command: list[str] | None = None,
+    on_epoch_end: EpochHook | None = None,
+    arguments: list[str] | None = None,
+) -> dict:
+    """Train every fold of a run into ``output`` and write ``summary.json``; returns the summary."""
+    output = Path(output)
+    dev = resolve_device(device)
+    table = read_labels(labels_file, images_dir, columns)  # validates every row before anything else
+    table = limit_table(table, cfg.limit, cfg.seed)
+    fp = fingerprint(table)
+    record = _config_record(cfg, fp, command, table.image_dir, columns or {}, arguments)
+    if (output / "config.json").is_file():
+        if not resume:
+            raise AmfError(f"{output} already holds a run; pass --resume to continue it, or choose a new --output")
+        _check_resume(output, record)
+    else:
+        if output.exists() and any(output.iterdir()) and not resume:
+            raise AmfError(f"{output} exists and is not empty; choose a new --output")
+        output.mkdir(parents=True, exist_ok=True)
+        write_json(output / "config.json", record)
+    log = RunLog(output / "log.jsonl")
+    folds = make_folds(table.labels, table.domains, table.groups, cfg.folds, cfg.seed, lodo=cfg.lodo)
+    log.write(event="resume" if resume else "start", command=record["command"], arguments=arguments, device=str(dev),
+              n=len(table), folds=[f.name for f in folds], counts=table.summary())
+    images = load_images(table, progress=progress)  # every file decoded before training starts
+    if dev.type == "cuda":
+        images = images.to(dev)
+
+    results: dict[str, dict] = {}
+    with _Determinism(cfg):
+        for fold in folds:
+            fold_dir = output / fold.name
+            if (fold_dir / RESULT).is_file() and (fold_dir / BEST).is_file():
+                results[fold.name] = json.loads((fold_dir / RESULT).read_text())
+                continue
+            results[fold.name] = train_fold(fold, cfg, table, images, fold_dir, dev, log, progress, on_epoch_end)
+    summary = summarize(output, cfg, folds, results, table, fp)
+    write_json(output / "summary.json", summary)
+    log.write(event="done", all_thresholds=summary["all"]["thresholds"])
+    return summary
+
+
+# ------------------------------------------------------------------------------------------- summary
+
+
+def collect_oof(run_dir: Path, fold_names: list[str]) -> dict[str, np.ndarray]:
+    parts = [read_predictions(Path(run_dir) / n / OOF) for n in fold_names]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def summarize(run_dir: Path, cfg: TrainConfig, folds: list[Fold], results: dict, table: LabelTable, fp: dict) -> dict:
+    slugs = domain_slugs(table.domains)
+    summary: dict = {"data": fp, "counts": table.summary(), "threshold_method": cfg.threshold_method,
+                     "folds": results, "lodo": {}}
+    by_domain: dict[str, list[Fold]] = {}
+    for f in folds:
+        if f.heldout_domain is not None:
+            by_domain.setdefault(f.heldout_domain, []).append(f)
+    for domain, dfolds in by_domain.items():
+        names = [f.name for f in dfolds]
+        oof = collect_oof(run_dir, names)
+        cands = threshold_candidates(oof["prob"], oof["label"])
+        held = [read_predictions(run_dir / n / HELDOUT) for n in names]
+        y = held[0]["label"]
+        mean_prob = np.mean([h["prob"] for h in held], axis=0)  # ensemble = mean of member probabilities
+        ens = metrics(y, mean_prob)
+        for m, c in cands.items():
+            ens[f"balanced_accuracy@{m}"] = balanced_accuracy(mean_prob, y, c["value"])
+        summary["lodo"][domain] = {
+            "slug": slugs[domain],
+            "oof": metrics(oof["label"], oof["prob"]),
+            "thresholds": cands,
+            "heldout_folds": {n: results[n].get("heldout") for n in names},
+            "heldout_ensemble": ens,
+        }
+    if summary["lodo"]:
+        ens = [v["heldout_ensemble"] for v in summary["lodo"].values()]
+        key = f"balanced_accuracy@{cfg.threshold_method}"
+        aucs = [e["auc"] for e in ens if e.get("auc") is not None]
+        summary["lodo_mean"] = {
+            "heldout_ensemble_auc": float(np.mean(aucs)) if aucs else None,
+            "heldout_ensemble_balanced_accuracy@0.5": float(np.mean([e["balanced_accuracy@0.5"] for e in ens])),
+            f"heldout_ensemble_{key}": float(np.mean([e[key] for e in ens])),
+        }
+    all_names = [f.name for f in folds if f.heldout_domain is None]
+    oof = collect_oof(run_dir, all_names)
+    cands = threshold_candidates(oof["prob"], oof["label"])
+    summary["all"] = {
+        "folds": all_names,
+        "oof": metrics(oof["label"], oof["prob"]),
+        "thresholds": cands,
+        "chosen": {"method": cfg.threshold_method,
+                   "value": choose_threshold(oof["prob"], oof["label"], cfg.threshold_method)},
+    }
+    return summary
+
+
+def load_run_config(run_dir: Path) -> tuple[TrainConfig, dict]:
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise AmfError(f"{run_dir} is not a training run (no config.json)")
+    record = json.loads(path.read_text())
+    return TrainConfig.from_dict(copy.deepcopy(record["config"])), record

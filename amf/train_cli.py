@@ -1,0 +1,128 @@
+"""``python -m amf train``: train a leave-one-domain-out x k-fold ensemble (see :mod:`amf.train`).
+
+Examples::
+
+    python -m amf train --config configs/cpu.toml --labels ../shared/data/ami-br-midog21/labels.csv \\
+        --output runs/cpu
+    python -m amf train --resume --output runs/cpu --labels ../shared/data/ami-br-midog21/labels.csv
+    python -m amf train --config configs/smoke.toml --labels ... --output runs/tiny --limit 64 --no-lodo
+
+Command-line options override the config file. With ``--resume`` and no ``--config``, the run's own
+``config.json`` is used; any option given must then agree with it (a resumed run must be the same run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from amf.errors import AmfError
+
+# Idle OpenMP threads sleep instead of spinning. On a 2-core machine shared with other processes, spinning
+# threads made 2-thread training 3-10x slower (measured); alone on the machine it costs little. This must be
+# set before torch loads, which is why it lives here and not in amf.train.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML training config (e.g. configs/cpu.toml)")
+    p.add_argument("--labels", type=Path, required=True, help="labels CSV (AMi-Br or MIDOG 2025 format)")
+    p.add_argument("--images", type=Path, help="image folder (default: the labels CSV's folder)")
+    p.add_argument("--output", type=Path, required=True, help="run folder, e.g. runs/NAME")
+    p.add_argument("--resume", action="store_true", help="continue the run in --output where it stopped")
+    p.add_argument("--no-lodo", action="store_true", help="train only the all-domains folds (the shipped ensemble)")
+    p.add_argument("--folds", type=int, help="k of the k-fold")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--arch", help="any timm model name (weights are never downloaded)")
+    p.add_argument("--preset", choices=["paper", "cpu"], help="model preset: sets arch and input size")
+    p.add_argument("--input-size", type=int, help="backbone input side in pixels")
+    p.add_argument("--init-weights", type=Path, help="local backbone weights (.safetensors or torch checkpoint)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (0 = torch default)")
+    p.add_argument("--limit", type=int, help="use only N patches, spread over domains and classes (tiny runs)")
+    p.add_argument("--threshold-method", choices=["balanced_accuracy", "youden", "otsu"])
+    p.add_argument("--note", help="free text carried into the export's provenance")
+    for role in ("image", "label", "domain", "group"):
+        p.add_argument(f"--{role}-column", help=f"name of the {role} column (overrides the detected format)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_config(args: argparse.Namespace):
+    from amf.train import TrainConfig, load_run_config
+
+    if args.config is not None:
+        cfg = TrainConfig.from_toml(args.config)
+    elif args.resume and (args.output / "config.json").is_file():
+        cfg, _ = load_run_config(args.output)
+    else:
+        raise AmfError("--config is required (except with --resume of an existing run)")
+    changes = {
+        "folds": args.folds,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "preset": args.preset,
+        "arch": args.arch,
+        "input_size": args.input_size,
+        "init_weights": str(args.init_weights) if args.init_weights else None,
+        "threads": args.threads,
+        "limit": args.limit,
+        "threshold_method": args.threshold_method,
+        "note": args.note,
+    }
+    if args.no_lodo:
+        changes["lodo"] = False
+    return cfg.replace(**changes)
+
+
+def run(args: argparse.Namespace) -> int:
+    from amf.train import args_to_argv, train_run
+
+    cfg = build_config(args)
+    columns = {r: getattr(args, f"{r}_column") for r in ("image", "label", "domain", "group")}
+    if args.resume and (args.output / "config.json").is_file():
+        # Column overrides and image folder are part of the run: reuse the recorded ones unless given.
+        record = json.loads((args.output / "config.json").read_text())
+        for k, v in record.get("column_overrides", {}).items():
+            columns[k] = columns.get(k) or v
+        if args.images is None and record.get("images_dir"):
+            args.images = Path(record["images_dir"])
+    try:
+        summary = train_run(
+            cfg,
+            args.labels,
+            args.output,
+            images_dir=args.images,
+            columns=columns,
+            resume=args.resume,
+            device=args.device,
+            progress=not args.no_progress,
+            command=[sys.executable, *sys.argv],
+            arguments=args_to_argv("train", args),
+        )
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: python -m amf train --resume --output {args.output} "
+              f"--labels {args.labels}", file=sys.stderr)
+        return 130
+    all_ = summary["all"]
+    print(f"run {args.output}: all-domains OOF n={all_['oof']['n']} AUC={_fmt(all_['oof'].get('auc'))} "
+          f"BA@0.5={_fmt(all_['oof'].get('balanced_accuracy@0.5'))}")
+    for m, c in all_["thresholds"].items():
+        print(f"  threshold {m:<17} {c['value']:.4f}  OOF BA {c['oof_balanced_accuracy']:.4f}")
+    for domain, d in summary["lodo"].items():
+        e = d["heldout_ensemble"]
+        print(f"  held out {domain!r}: n={e['n']} AUC={_fmt(e.get('auc'))} BA@0.5={_fmt(e['balanced_accuracy@0.5'])} "
+              f"BA@{cfg.threshold_method}={_fmt(e[f'balanced_accuracy@{cfg.threshold_method}'])}")
+    print(f"summary: {args.output / 'summary.json'}")
+    return 0
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.4f}"

@@ -1,0 +1,88 @@
+"""Export a training run into a weights folder, load it back, and refuse a tampered member."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from amf.cli import main
+from amf.errors import AmfError, WeightsError
+from amf.export import export_run
+from amf.model import build_classifier
+from amf.train import TrainConfig, load_best_state, train_run
+from amf.weights import load_ensemble
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def synthetic_dataset(root: Path, n: int = 24) -> Path:
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(n):
+        p = root / f"{i}.png"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (128, 128, 3)).astype(np.uint8)).save(p)
+        rows.append([f"{i}.png", f"{i % 8}.tiff", f"tumour {i % 8 % 2}", ["NMF", "AMF"][i % 3 == 0]])
+    path = root / "labels.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image_id", "filename", "Tumor", "majority"])
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    cfg = TrainConfig.from_toml(ROOT / "configs" / "smoke.toml").replace(epochs=1, lodo=False)
+    train_run(cfg, synthetic_dataset(root / "data"), root / "run")
+    return root / "run"
+
+
+def test_export_then_load(run_dir, tmp_path, capsys):
+    out = tmp_path / "weights"
+    rc = main(["export", str(run_dir), "--output", str(out), "--threshold-method", "youden", "--tta-views", "4",
+               "--note", "unit test"])
+    assert rc == 0 and "wrote 2 members" in capsys.readouterr().out
+    ens = load_ensemble(out)
+    m = ens.manifest
+    assert len(ens.members) == 2 and ens.tta.views == 4 and ens.threshold.method == "oof_youden"
+    assert ens.threshold.value == pytest.approx(m["threshold_candidates"]["youden"]["value"])
+    assert set(m["threshold_candidates"]) == {"balanced_accuracy", "youden", "otsu"}
+    assert m["data"]["n"] == 24 and len(m["data"]["labels_sha256"]) == 64 and len(m["data"]["files_sha256"]) == 64
+    assert m["training"]["config"]["arch"] == "test_efficientnet" and m["training"]["command"]
+    assert m["export_arguments"][-1] == "unit test" and m["git_commit"]
+    assert m["note"].startswith("unit test; short schedule")
+    # Members reproduce the trained best weights (stored in fp16).
+    x = torch.rand(3, 3, 128, 128)
+    ref = build_classifier(ens.spec)
+    ref.load_state_dict(load_best_state(run_dir / "all" / "fold1" / "best.safetensors"))
+    with torch.no_grad():
+        assert torch.allclose(ens.members[1](x), ref.eval()(x), atol=5e-2)
+
+
+def test_tampered_member_is_refused(run_dir, tmp_path):
+    out = tmp_path / "weights"
+    manifest = export_run(run_dir, out)
+    assert manifest["threshold"]["method"] == "oof_balanced_accuracy"
+    member = out / manifest["members"][0]["file"]
+    data = bytearray(member.read_bytes())
+    data[-1] ^= 0x01
+    member.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="sha256 mismatch"):
+        load_ensemble(out)
+
+
+def test_unfinished_run_is_refused(run_dir, tmp_path):
+    import shutil
+
+    partial = tmp_path / "partial"
+    shutil.copytree(run_dir, partial)
+    (partial / "all" / "fold1" / "result.json").unlink()
+    with pytest.raises(AmfError, match="not finished"):
+        export_run(partial, tmp_path / "w")
+    assert json.loads((run_dir / "config.json").read_text())["config"]["folds"] == 2

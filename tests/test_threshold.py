@@ -1,0 +1,62 @@
+"""Threshold selection on out-of-fold scores: max balanced accuracy, Youden's J, Otsu."""
+
+import numpy as np
+import pytest
+
+from amf.threshold import (
+    balanced_accuracy,
+    choose_threshold,
+    max_balanced_accuracy_threshold,
+    otsu_threshold,
+    safe_auc,
+    threshold_candidates,
+    youden_threshold,
+)
+
+
+def test_separable_scores_give_perfect_cut_between_classes():
+    s = np.array([0.1, 0.2, 0.3, 0.6, 0.7])
+    y = np.array([0, 0, 0, 1, 1])
+    for t in (max_balanced_accuracy_threshold(s, y), youden_threshold(s, y)):
+        assert 0.3 < t < 0.6
+        assert balanced_accuracy(s, y, t) == 1.0
+
+
+def test_balanced_accuracy_rule_is_greater_or_equal():
+    s, y = np.array([0.5, 0.4]), np.array([1, 0])
+    assert balanced_accuracy(s, y, 0.5) == 1.0
+    assert balanced_accuracy(s, y, 0.50001) == 0.5
+
+
+def test_max_ba_matches_brute_force_and_prefers_cut_near_half():
+    rng = np.random.default_rng(0)
+    y = (rng.random(300) < 0.2).astype(int)
+    s = np.clip(rng.normal(0.35 + 0.3 * y, 0.15), 0, 1)
+    t = max_balanced_accuracy_threshold(s, y)
+    brute = max(balanced_accuracy(s, y, c) for c in np.unique(s))
+    assert balanced_accuracy(s, y, t) == pytest.approx(brute)
+    assert balanced_accuracy(s, y, youden_threshold(s, y)) == pytest.approx(brute)  # J = 2 BA - 1
+    # plateau: any cut between 0.2 and 0.8 is perfect; the one nearest 0.5 is chosen
+    assert max_balanced_accuracy_threshold(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1])) == 0.5
+
+
+def test_otsu_splits_two_modes():
+    rng = np.random.default_rng(1)
+    s = np.concatenate([rng.normal(0.2, 0.03, 200), rng.normal(0.8, 0.03, 50)])
+    t = otsu_threshold(s)
+    assert np.mean(s[:200] >= t) < 0.02 and np.all(s[200:] >= t)  # the two modes fall on either side
+    assert otsu_threshold(np.full(4, 0.3)) == 0.3
+
+
+def test_one_class_and_candidates():
+    s, y = np.array([0.2, 0.9]), np.array([0, 0])
+    assert choose_threshold(s, y, "balanced_accuracy") == 0.5
+    assert choose_threshold(s, y, "youden") == 0.5
+    assert safe_auc(s, y) is None
+    c = threshold_candidates(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]))
+    assert set(c) == {"balanced_accuracy", "youden", "otsu"}
+    assert all(0 <= v["oof_balanced_accuracy"] <= 1 for v in c.values())
+    with pytest.raises(ValueError):
+        choose_threshold(s, y, "median")
+    with pytest.raises(ValueError):
+        threshold_candidates(np.array([np.nan, 0.1]), np.array([0, 1]))

@@ -1,0 +1,173 @@
+"""Training runs: layout, resume == uninterrupted (bit for bit), config handling, and a real-data epoch."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from amf.cli import main
+from amf.errors import AmfError
+from amf.train import CHECKPOINT, TrainConfig, train_run
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "configs" / "smoke.toml"
+AMIBR = ROOT.parent / "shared" / "data" / "ami-br-midog21" / "labels.csv"
+
+
+def synthetic_dataset(root: Path, n: int = 24) -> Path:
+    """``n`` 128 px patches in AMi-Br format: 3 scanners, 12 slides, atypical ones darker with a blob."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        y = int(i % 3 == 0)
+        img = rng.integers(150, 230, (128, 128, 3)).astype(np.uint8)
+        img[48:80, 48:80] = (60, 30, 90) if y else (120, 60, 140)
+        p = root / "patches" / f"{i}.png"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(p)
+        slide = i % 12
+        rows.append([f"{slide:03d}.tiff", f"patches/{i}.png", str(bool(y)), f"scanner{slide % 3}"])
+    path = root / "labels.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["slide", "patch", "majority_atypical", "scanner"])
+        w.writerows(rows)
+    return path
+
+
+def smoke(**changes) -> TrainConfig:
+    return TrainConfig.from_toml(SMOKE).replace(**changes)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_reaches_identical_weights(tmp_path):
+    labels = synthetic_dataset(tmp_path / "data")
+    cfg = smoke(epochs=2, lodo=False)
+    train_run(cfg, labels, tmp_path / "straight")
+
+    def kill_after_first_epoch(fold, epoch):
+        if fold == "all/fold0" and epoch == 0:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_run(cfg, labels, tmp_path / "resumed", on_epoch_end=kill_after_first_epoch)
+    ckpt = torch.load(tmp_path / "resumed" / "all" / "fold0" / CHECKPOINT, weights_only=True)
+    assert ckpt["epoch"] == 1 and not (tmp_path / "resumed" / "all" / "fold1").exists()
+    with pytest.raises(AmfError, match="--resume"):
+        train_run(cfg, labels, tmp_path / "resumed")
+    with pytest.raises(AmfError, match="differs in: lr"):
+        train_run(cfg.replace(lr=0.1), labels, tmp_path / "resumed", resume=True)
+    train_run(cfg, labels, tmp_path / "resumed", resume=True)
+
+    for fold in ("all/fold0", "all/fold1"):
+        a = torch.load(tmp_path / "straight" / fold / CHECKPOINT, weights_only=True)
+        b = torch.load(tmp_path / "resumed" / fold / CHECKPOINT, weights_only=True)
+        assert a["epoch"] == b["epoch"] == 2
+        assert a["model"].keys() == b["model"].keys()
+        for k in a["model"]:
+            assert torch.equal(a["model"][k], b["model"][k]), (fold, k)
+        best_a = load_file(tmp_path / "straight" / fold / "best.safetensors")
+        best_b = load_file(tmp_path / "resumed" / fold / "best.safetensors")
+        assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)
+        oof_a, oof_b = (tmp_path / run / fold / "oof.csv" for run in ("straight", "resumed"))
+        assert oof_a.read_bytes() == oof_b.read_bytes()
+    events = [json.loads(x)["event"] for x in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
+    assert events.count("resume") == 1 and "fold_resume" in events
+
+
+def test_lodo_run_layout_via_cli(tmp_path, capsys):
+    labels = synthetic_dataset(tmp_path / "data")
+    out = tmp_path / "run"
+    rc = main(["train", "--config", str(SMOKE), "--labels", str(labels), "--output", str(out),
+               "--epochs", "1", "--no-progress"])
+    assert rc == 0
+    assert "held out 'scanner0'" in capsys.readouterr().out
+    record = json.loads((out / "config.json").read_text())
+    assert record["config"]["epochs"] == 1 and record["data"]["n"] == 24 and "--epochs" in record["arguments"]
+    for d in ("scanner0", "scanner1", "scanner2"):
+        for k in (0, 1):
+            fold = out / "lodo" / d / f"fold{k}"
+            for name in ("checkpoint.pt", "best.safetensors", "oof.csv", "heldout.csv", "result.json"):
+                assert (fold / name).is_file(), fold / name
+            held = list(csv.DictReader(open(fold / "heldout.csv")))
+            assert {r["domain"] for r in held} == {d} and len(held) == 8
+            oof = list(csv.DictReader(open(fold / "oof.csv")))
+            assert d not in {r["domain"] for r in oof}
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["lodo"]) == {"scanner0", "scanner1", "scanner2"}
+    assert set(summary["all"]["thresholds"]) == {"balanced_accuracy", "youden", "otsu"}
+    assert summary["all"]["oof"]["n"] == 24
+    epochs = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert sum(e["event"] == "epoch" for e in epochs) == 8 and all(
+        "val_balanced_accuracy" in e for e in epochs if e["event"] == "epoch")
+    # Resuming a finished run retrains nothing.
+    assert main(["train", "--resume", "--labels", str(labels), "--output", str(out), "--no-progress"]) == 0
+    assert sum(json.loads(x)["event"] == "epoch" for x in (out / "log.jsonl").read_text().splitlines()) == 8
+
+
+def test_config_files_and_overrides():
+    for name in ("cpu", "paper", "smoke"):
+        TrainConfig.from_toml(ROOT / "configs" / f"{name}.toml")
+    paper = TrainConfig.from_toml(ROOT / "configs" / "paper.toml")
+    assert (paper.arch, paper.input_size, paper.folds, paper.lodo) == ("efficientvit_l2", 256, 5, True)
+    cfg = smoke().replace(preset="cpu")
+    assert (cfg.arch, cfg.input_size) == ("efficientvit_b0", 128)
+    assert smoke().replace(arch="resnet10t").model_spec().arch == "resnet10t"
+    with pytest.raises(AmfError, match="unknown config key"):
+        TrainConfig.from_dict({"epochz": 3})
+    with pytest.raises(AmfError, match="preset"):
+        TrainConfig.from_dict({"preset": "gpu"})
+
+
+def test_bad_data_fails_before_training(tmp_path):
+    labels = synthetic_dataset(tmp_path / "data", n=12)
+    (tmp_path / "data" / "patches" / "3.png").unlink()
+    out = tmp_path / "r"
+    rc = main(["train", "--config", str(SMOKE), "--labels", str(labels), "--output", str(out), "--no-progress"])
+    assert rc == 2 and not out.exists()
+
+
+def test_real_data_one_tiny_epoch(tmp_path):
+    if not AMIBR.is_file():
+        pytest.skip(f"AMi-Br data not found at {AMIBR}; see ../shared/data/SOURCES.md")
+    summary = train_run(smoke(epochs=1, limit=64, lodo=False), AMIBR, tmp_path / "real")
+    assert summary["data"]["n"] == 64 and summary["all"]["oof"]["n"] == 64
+    assert summary["all"]["oof"]["n_atypical"] >= 16  # --limit spreads over classes and scanners
+    assert 0.0 <= summary["all"]["chosen"]["value"] <= 1.0
+
+
+def test_inference_modules_never_import_training_code():
+    """Static check, following amf imports transitively (also imports inside functions)."""
+    import ast
+
+    training = {"amf.train", "amf.train_cli", "amf.export", "amf.data", "amf.splits", "amf.losses",
+                "amf.sampling", "amf.threshold"}
+    todo = ["amf.io", "amf.stain", "amf.tta", "amf.model", "amf.weights", "amf.engine", "amf.challenge", "amf.predict"]
+    seen: dict[str, str] = {}
+    while todo:
+        mod = todo.pop()
+        path = ROOT / (mod.replace(".", "/") + ".py")
+        if not path.is_file():
+            path = ROOT / mod.replace(".", "/") / "__init__.py"
+        if not path.is_file():
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            for name in names:
+                if name.startswith("amf.") and name not in seen:
+                    seen[name] = mod
+                    todo.append(name)
+    leaks = {m: seen[m] for m in seen if m in training}
+    assert not leaks, f"inference code imports training modules (module: imported by): {leaks}"
