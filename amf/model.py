@@ -104,10 +104,10 @@ def load_backbone_weights(backbone: nn.Module, path: Path) -> None:
             state = state.get("state_dict", state.get("model", state))
     except Exception as exc:  # any parse failure is a bad file, whatever the library raised
         raise WeightsError(f"cannot read initial weights {path}: {exc}") from exc
-    head = {k for k in backbone.state_dict() if k.startswith(_head_prefix(backbone))}
-    state = {k: v for k, v in state.items() if k not in head and not k.startswith(_head_prefix(backbone))}
+    head = _head_prefix(backbone)
+    state = {k: v for k, v in state.items() if not k.startswith(head)}
     missing, unexpected = backbone.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k not in head]
+    missing = [k for k in missing if not k.startswith(head)]
     if missing or unexpected:
         raise WeightsError(
             f"initial weights {path} do not fit {type(backbone).__name__}: "
@@ -116,6 +116,6 @@ def load_backbone_weights(backbone: nn.Module, path: Path) -> None:
 
 
 def _head_prefix(backbone: nn.Module) -> str:
-    """The state-dict prefix of timm's classifier layer (``head.classifier.4`` style names vary)."""
-    name = backbone.default_cfg.get("classifier", "head") if hasattr(backbone, "default_cfg") else "head"
+    """The state-dict prefix of timm's classifier layer (e.g. ``head.classifier.4``), which we replace."""
+    name = getattr(backbone, "default_cfg", {}).get("classifier", "head")
     return name if isinstance(name, str) else name[0]
