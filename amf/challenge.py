@@ -46,7 +46,8 @@ import numpy as np
 
 from amf.errors import AmfError, InputError, OutputError
 from amf.io import STACK_SUFFIXES, count_pages, iter_patches
-from amf.weights import fsync_dir, load_ensemble, read_manifest, write_temp
+from amf.files import fsync_dir, read_json, write_temp
+from amf.weights import load_ensemble, read_manifest
 
 INTERFACE = "stacked-histopathology-roi-cropouts"
 OUTPUT_NAME = "multiple-mitotic-figure-classification.json"
@@ -63,14 +64,7 @@ class Job:
 
 def _read_inputs_json(input_dir: Path) -> list:
     inputs_json = input_dir / "inputs.json"
-    if not inputs_json.is_file():
-        raise InputError(f"{inputs_json} is missing (the platform writes it beside images/; is --input right?)")
-    try:
-        inputs = json.loads(inputs_json.read_bytes())
-    except OSError as exc:
-        raise InputError(f"cannot read {inputs_json}: {exc.strerror or exc}") from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{inputs_json} is not valid JSON: {exc}") from exc
+    inputs = read_json(inputs_json, InputError, " (the platform writes it beside images/; is --input right?)")
     if not isinstance(inputs, list):
         raise InputError(f"{inputs_json} is not a list of interface values")
     return inputs

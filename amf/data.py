@@ -273,7 +273,7 @@ def load_images(table: LabelTable, progress: bool = False) -> torch.Tensor:
 
 def fingerprint(table: LabelTable) -> dict:
     """What identifies the training data: labels-file sha256, sha256 of the sorted file list, counts."""
-    from amf.weights import sha256_file
+    from amf.files import sha256_file
 
     listing = "\n".join(sorted(table.paths)).encode()
     return {

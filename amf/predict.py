@@ -24,7 +24,8 @@ from tqdm import tqdm
 from amf.challenge import DEFAULT_WEIGHTS, check_output_dir
 from amf.errors import InputError, OutputError
 from amf.io import count_pages, find_images, iter_patches
-from amf.weights import atomic_write_bytes, load_ensemble, read_manifest
+from amf.files import atomic_write_bytes
+from amf.weights import load_ensemble, read_manifest
 
 COLUMNS = ("path", "page", "p_atypical", "class")
 

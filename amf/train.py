@@ -81,7 +81,7 @@ from amf.splits import Fold, domain_slugs, make_folds
 from amf.stain import random_hed_jitter
 from amf.threshold import METHODS, balanced_accuracy, choose_threshold, safe_auc, threshold_candidates
 from amf.tta import random_d4
-from amf.weights import atomic_write_bytes
+from amf.files import atomic_write_bytes
 
 # cuBLAS needs this before CUDA starts for deterministic matmuls; harmless on CPU.
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -593,7 +593,7 @@ def _config_record(cfg: TrainConfig, fp: dict, command: list[str] | None, images
         "torch": torch.__version__,
     }
     if cfg.init_weights:
-        from amf.weights import sha256_file
+        from amf.files import sha256_file
 
         p = Path(cfg.init_weights)
         rec["init_weights_sha256"] = sha256_file(p) if p.is_file() else None

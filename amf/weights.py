@@ -17,17 +17,15 @@ second; :func:`load_ensemble` adds what needs the model (architecture, tensor sh
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from amf.errors import WeightsError
+from amf.files import atomic_write_bytes, read_json, sha256_file
 
 if TYPE_CHECKING:  # torch and the model code load only when a model is built
     import torch
@@ -38,78 +36,6 @@ if TYPE_CHECKING:  # torch and the model code load only when a model is built
 MANIFEST = "manifest.json"
 #: Bump when the manifest changes in a way older code cannot read.
 FORMAT_VERSION = 1
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def write_temp(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a new hidden temporary file beside ``path`` (same folder, so a rename is atomic).
-
-    The file is flushed to disk and gets the mode a plain ``open`` would give it (``0o666`` less the
-    umask), not ``mkstemp``'s ``0o600``. On any failure the temporary file is removed and the error raised.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return Path(tmp)
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where Linux allows (``os.umask`` sets it too)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (best effort: some filesystems refuse to sync a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, then rename: readers never see half a file.
-
-    A crash or signal at any moment leaves either the old file or the new one, never a mix; the
-    temporary file is removed on any Python-level failure (including SIGTERM turned into ``SystemExit``).
-    Only SIGKILL can leave a ``.<name>.*.tmp`` file behind, never under the final name.
-    """
-    path = Path(path)
-    tmp = write_temp(path, data)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 @dataclass(frozen=True)
@@ -148,7 +74,7 @@ def save_ensemble(
     as given. Returns the manifest.
     """
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     dtype = torch.float16 if dtype is None else dtype
     out_dir = Path(out_dir)
@@ -159,16 +85,7 @@ def save_ensemble(
         state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
                  for k, v in member.backbone.state_dict().items()}
         name = f"member_{i}.safetensors"
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
-        os.close(fd)
-        try:
-            save_file(state, tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o666 & ~_umask())
-            os.replace(tmp, out_dir / name)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        atomic_write_bytes(out_dir / name, save(state))
         entries.append({"file": name, "sha256": sha256_file(out_dir / name)})
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -194,14 +111,7 @@ def read_manifest(weights_dir: Path) -> dict:
     path = weights_dir / MANIFEST
     if not weights_dir.is_dir():
         raise WeightsError(f"weights folder {weights_dir} does not exist")
-    if not path.is_file():
-        raise WeightsError(f"no {MANIFEST} in weights folder {weights_dir}")
-    try:
-        manifest = json.loads(path.read_bytes())
-    except OSError as exc:
-        raise WeightsError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WeightsError(f"{path} is not valid JSON: {exc}") from exc
+    manifest = read_json(path, WeightsError, f" (no {MANIFEST} in weights folder {weights_dir})")
     if not isinstance(manifest, dict):
         raise WeightsError(f"{path} is not a JSON object")
     version = manifest.get("format_version")

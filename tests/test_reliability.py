@@ -116,7 +116,7 @@ def _set_manifest(w: Path, m: dict) -> None:
 
 
 def _rehash(w: Path) -> None:
-    from amf.weights import sha256_file
+    from amf.files import sha256_file
 
     m = _manifest(w)
     for e in m["members"]:

@@ -4,40 +4,18 @@ import csv
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
 from amf.cli import main
 from amf.errors import AmfError
 from amf.train import CHECKPOINT, TrainConfig, train_run
+from synthetic_data import amibr_style_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.toml"
 AMIBR = ROOT.parent / "shared" / "data" / "ami-br-midog21" / "labels.csv"
-
-
-def synthetic_dataset(root: Path, n: int = 24) -> Path:
-    """``n`` 128 px patches in AMi-Br format: 3 scanners, 12 slides, atypical ones darker with a blob."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(n):
-        y = int(i % 3 == 0)
-        img = rng.integers(150, 230, (128, 128, 3)).astype(np.uint8)
-        img[48:80, 48:80] = (60, 30, 90) if y else (120, 60, 140)
-        p = root / "patches" / f"{i}.png"
-        p.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img).save(p)
-        slide = i % 12
-        rows.append([f"{slide:03d}.tiff", f"patches/{i}.png", str(bool(y)), f"scanner{slide % 3}"])
-    path = root / "labels.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["slide", "patch", "majority_atypical", "scanner"])
-        w.writerows(rows)
-    return path
 
 
 def smoke(**changes) -> TrainConfig:
@@ -49,7 +27,7 @@ class Interrupt(Exception):
 
 
 def test_resume_reaches_identical_weights(tmp_path):
-    labels = synthetic_dataset(tmp_path / "data")
+    labels = amibr_style_dataset(tmp_path / "data")
     cfg = smoke(epochs=2, lodo=False)
     train_run(cfg, labels, tmp_path / "straight")
 
@@ -84,7 +62,7 @@ def test_resume_reaches_identical_weights(tmp_path):
 
 
 def test_lodo_run_layout_via_cli(tmp_path, capsys):
-    labels = synthetic_dataset(tmp_path / "data")
+    labels = amibr_style_dataset(tmp_path / "data")
     out = tmp_path / "run"
     rc = main(["train", "--config", str(SMOKE), "--labels", str(labels), "--output", str(out),
                "--epochs", "1", "--no-progress"])
@@ -128,7 +106,7 @@ def test_config_files_and_overrides():
 
 
 def test_bad_data_fails_before_training(tmp_path):
-    labels = synthetic_dataset(tmp_path / "data", n=12)
+    labels = amibr_style_dataset(tmp_path / "data", n=12)
     (tmp_path / "data" / "patches" / "3.png").unlink()
     out = tmp_path / "r"
     rc = main(["train", "--config", str(SMOKE), "--labels", str(labels), "--output", str(out), "--no-progress"])

@@ -13,7 +13,6 @@ kill lands in epoch 2 (checked afterwards: the last checkpoint says 1 completed 
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -22,36 +21,17 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
 from amf.cli import main
+from synthetic_data import amibr_style_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.toml"
 FOLDS = ("all/fold0", "all/fold1")
 EPOCHS = 3
-
-
-def dataset(root: Path, n: int = 96) -> Path:
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(n):
-        y = int(i % 3 == 0)
-        img = rng.integers(150, 230, (128, 128, 3)).astype(np.uint8)
-        img[48:80, 48:80] = (60, 30, 90) if y else (120, 60, 140)
-        p = root / "patches" / f"{i}.png"
-        p.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img).save(p)
-        rows.append([f"{i % 12:03d}.tiff", f"patches/{i}.png", str(bool(y)), f"scanner{i % 3}"])
-    with open(root / "labels.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["slide", "patch", "majority_atypical", "scanner"])
-        w.writerows(rows)
-    return root / "labels.csv"
 
 
 def train_args(labels: Path, out: Path) -> list[str]:
@@ -122,7 +102,7 @@ def assert_same_run(a: Path, b: Path) -> None:
 
 @pytest.fixture(scope="module")
 def labels(tmp_path_factory) -> Path:
-    return dataset(tmp_path_factory.mktemp("data"))
+    return amibr_style_dataset(tmp_path_factory.mktemp("data"), n=96)
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 from amf.errors import OutputError
+from amf.files import atomic_write_bytes
 from amf.evaluation.analysis import Evaluation, Scope
 from amf.evaluation.bootstrap import Interval
 
@@ -78,23 +77,11 @@ def metrics_document(evaluation: Evaluation) -> dict[str, object]:
 
 
 def write_json_atomic(path: Path, document: object) -> None:
-    """Write strict JSON (no NaN tokens) to ``path`` via a temporary file and ``os.replace``."""
+    """Write strict JSON (no NaN tokens) to ``path`` all at once (:func:`amf.files.atomic_write_bytes`)."""
     path = Path(path)
     text = json.dumps(document, indent=4, allow_nan=False) + "\n"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        atomic_write_bytes(path, text.encode("utf-8"))
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc}") from None
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the metrics from other readers
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise OutputError(f"cannot write {path}: {exc}") from None
-        raise

@@ -1,0 +1,100 @@
+"""Durable file operations shared by the whole package: hashes, atomic writes, JSON reads with clear errors.
+
+Why one module: every output we write (challenge JSON, predictions CSV, weights, checkpoints, metrics)
+must be all-or-nothing, and every JSON we read must fail with a one-line error of the right type.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from amf.errors import AmfError
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_temp(path: Path, data: bytes) -> Path:
+    """Write ``data`` to a new hidden temporary file beside ``path`` (same folder, so a rename is atomic).
+
+    The file is flushed to disk and gets the mode a plain ``open`` would give it (``0o666`` less the
+    umask), not ``mkstemp``'s ``0o600``. On any failure the temporary file is removed and the error raised.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (``os.umask`` sets it too)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (best effort: some filesystems refuse to sync a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path``, then rename: readers never see half a file.
+
+    A crash or signal at any moment leaves either the old file or the new one, never a mix; the
+    temporary file is removed on any Python-level failure (including SIGTERM turned into ``SystemExit``).
+    Only SIGKILL can leave a ``.<name>.*.tmp`` file behind, never under the final name.
+    """
+    path = Path(path)
+    tmp = write_temp(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def read_json(path: Path, error: type[AmfError], missing_hint: str = "") -> object:
+    """Parse ``path`` as JSON, raising ``error`` with a one-line message when it is missing, unreadable or invalid."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path} is missing{missing_hint}")
+    try:
+        return json.loads(path.read_bytes())
+    except OSError as exc:
+        raise error(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{path} is not valid JSON: {exc}") from exc
