@@ -28,17 +28,21 @@ else
     [ -x "$PY" ] || { echo "test.sh: $PY missing: run 'make venv' first" >&2; exit 1; }
     cp -r "$SCRIPT_DIR/test/input" "$WORK/input"
     chmod -R a-w "$WORK/input"
-    RUN=(env -i PATH=/usr/bin:/bin HOME=/nonexistent HF_HUB_OFFLINE=1 TMPDIR=/tmp
-         MPLCONFIGDIR=/tmp/amf-mpl PYTHONDONTWRITEBYTECODE=1)
-    if unshare -n true 2>/dev/null; then RUN=(unshare -n "${RUN[@]}"); else echo "test.sh: unshare -n unavailable: network left on"; fi
+    ENVIRONMENT=(env -i PATH=/usr/bin:/bin HOME=/nonexistent HF_HUB_OFFLINE=1 TMPDIR=/tmp
+                 MPLCONFIGDIR=/tmp/amf-mpl PYTHONDONTWRITEBYTECODE=1)
+    USER_SWITCH=()
+    NETWORK=()
     if [ "$(id -u)" = 0 ]; then
         chmod 755 "$WORK"
-        if setpriv --reuid=65534 --regid=65534 --clear-groups "$PY" -c "import amf" 2>/dev/null; then
-            RUN=(setpriv --reuid=65534 --regid=65534 --clear-groups "${RUN[@]}")
+        if (cd "$SCRIPT_DIR" && setpriv --reuid=65534 --regid=65534 --clear-groups "$PY" -c "import amf") 2>/dev/null; then
+            USER_SWITCH=(setpriv --reuid=65534 --regid=65534 --clear-groups)
         else
             echo "test.sh: the interpreter is not reachable by an unprivileged user here: running as root"
         fi
     fi
+    if unshare -n true 2>/dev/null; then NETWORK=(unshare -n); else echo "test.sh: unshare -n unavailable: network left on"; fi
+    # Order matters: the network namespace needs privileges, so the user switch comes last, right before python.
+    RUN=("${NETWORK[@]}" "${ENVIRONMENT[@]}" "${USER_SWITCH[@]}")
     (cd "$SCRIPT_DIR" && "${RUN[@]}" "$PY" process.py --input "$WORK/input" --output "$OUTPUT")
 fi
 

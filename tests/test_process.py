@@ -75,3 +75,12 @@ def test_real_sample_stack(tmp_path):
     if not SAMPLE.is_dir():
         pytest.skip(f"the organisers' sample input is missing at {SAMPLE} (../shared/data/midog25-t2-samples)")
     check_schema(run_process(SAMPLE, tmp_path), pages=16)
+
+
+def test_container_test_script():
+    """./test.sh, the container check, passes (docker where it runs, else the local container-like run)."""
+    if not (ROOT / ".venv" / "bin" / "python").exists():
+        pytest.skip("test.sh runs process.py from .venv, which this checkout lacks (make venv makes it)")
+    proc = subprocess.run(["bash", str(ROOT / "test.sh")], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "test.sh: OK, 16 entries match" in proc.stdout
