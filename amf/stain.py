@@ -25,15 +25,24 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from skimage.color import hed_from_rgb, rgb_from_hed
 
 #: Smallest intensity before the log, as in scikit-image.
 EPS = 1e-6
 #: ``-ln(EPS)``: the factor between natural OD and scikit-image's normalised OD.
 SKIMAGE_OD_SCALE = float(-np.log(EPS))
 
-_HED_FROM_RGB = torch.from_numpy(np.ascontiguousarray(hed_from_rgb, dtype=np.float32))
-_RGB_FROM_HED = torch.from_numpy(np.ascontiguousarray(rgb_from_hed, dtype=np.float32))
+#: scikit-image's Ruifrok & Johnston matrices (``skimage.color.rgb_from_hed`` and its inverse
+#: ``hed_from_rgb``), written out because importing ``skimage.color`` costs a third of a second of every
+#: container start; ``tests/test_engine.py`` checks they equal skimage's to the last bit.
+RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
+HED_FROM_RGB = np.array([
+    [1.8779827368521356, -1.0076786862855642, -0.5561158181996246],
+    [-0.06590806222356334, 1.1347303724996625, -0.13552179862837116],
+    [-0.6019073634392891, -0.4804141884970579, 1.5735880719641926],
+])
+
+_HED_FROM_RGB = torch.from_numpy(np.ascontiguousarray(HED_FROM_RGB, dtype=np.float32))
+_RGB_FROM_HED = torch.from_numpy(np.ascontiguousarray(RGB_FROM_HED, dtype=np.float32))
 
 
 def sample_stain_params(
