@@ -44,7 +44,6 @@ ro /etc /etc
 for l in bin lib lib64 sbin; do
     if [ -L "/$l" ]; then ln -s "$(readlink "/$l")" "$NEW/$l"; elif [ -d "/$l" ]; then ro "/$l" "/$l"; fi
 done
-for p in "$@"; do ro "$p" "$p"; done
 mkdir -p "$NEW/dev" "$NEW/proc" "$NEW/sys" "$NEW/tmp" "$NEW/input" "$NEW/output" "$NEW/weights"
 mount -t tmpfs -o mode=755,size=1m tmpfs "$NEW/dev"
 for d in null zero full random urandom; do touch "$NEW/dev/$d"; mount --bind "/dev/$d" "$NEW/dev/$d"; done
@@ -53,6 +52,8 @@ mount -t proc proc "$NEW/proc"
 mount -t sysfs -o ro sysfs "$NEW/sys" 2>/dev/null ||
     { mount --rbind /sys "$NEW/sys"; mount -o remount,bind,ro "$NEW/sys"; }
 mount -t tmpfs -o mode=1777,size=256m tmpfs "$NEW/tmp"
+# After /tmp's tmpfs, so a checkout or venv that lives under /tmp is bound on top of it, read-only.
+for p in "$@"; do ro "$p" "$p"; done
 ro "$INP" /input
 ro "$W" /weights
 mount --bind "$OUTD" "$NEW/output"
