@@ -47,7 +47,7 @@ import numpy as np
 from amf.errors import AmfError, InputError, OutputError
 from amf.io import STACK_SUFFIXES, count_pages, iter_patches
 from amf.files import fsync_dir, read_json, write_temp
-from amf.weights import load_ensemble, read_manifest
+from amf.weights import read_manifest
 
 INTERFACE = "stacked-histopathology-roi-cropouts"
 OUTPUT_NAME = "multiple-mitotic-figure-classification.json"
@@ -219,17 +219,17 @@ def run(
     for k, job in enumerate(jobs):
         with _context(job, k, len(jobs)):
             counts.append(count_pages(job.stack))
-    from amf.engine import Engine  # torch: only once everything that can be checked without it passed
+    from amf.engine import load_engine  # torch: only once everything that can be checked without it passed
 
-    ensemble = load_ensemble(weights_dir, manifest=manifest)
-    engine = Engine(ensemble.members, ensemble.tta, device=device)
+    loaded = load_engine(weights_dir, device=device, manifest=manifest)
+    engine = loaded.engine
     results: list[tuple[Path, list[dict]]] = []
     for k, (job, n) in enumerate(zip(jobs, counts)):
         with _context(job, k, len(jobs)):
             probs = engine.predict_proba(iter_patches(job.stack))
             if probs.shape != (n,):
                 raise InputError(f"{job.stack}: {probs.size} pages decoded but {n} counted: refusing a partial result")
-        results.append((job.output, classify(probs, ensemble.threshold.value)))
+        results.append((job.output, classify(probs, loaded.threshold)))
     write_results(results)
     for job, (_, records) in zip(jobs, results):
         n_atypical = sum(r["class"] == "atypical" for r in records)

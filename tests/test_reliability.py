@@ -471,8 +471,8 @@ def test_weights_are_checked_before_the_input_is_touched(tmp_path, weights, monk
 def test_nan_from_the_model_is_an_error_and_nothing_is_written(tmp_path, weights, monkeypatch):
     import torch
 
-    import amf.challenge
     import amf.engine
+    import amf.weights
     from amf.weights import load_ensemble
 
     real = load_ensemble
@@ -489,7 +489,7 @@ def test_nan_from_the_model_is_an_error_and_nothing_is_written(tmp_path, weights
         member.forward = forward
         return ens
 
-    monkeypatch.setattr(amf.challenge, "load_ensemble", nan_ensemble)
+    monkeypatch.setattr(amf.weights, "load_ensemble", nan_ensemble)
     # The reference strategy calls the members as given; the CPU default runs frozen graphs traced from them.
     monkeypatch.setattr(amf.engine, "default_strategy", lambda device: "loop")
     inp = platform_input(tmp_path, {"s.tif": good()})
