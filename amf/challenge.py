@@ -197,11 +197,6 @@ def write_results(results: list[tuple[Path, list[dict]]]) -> None:
                 pass
 
 
-def write_result(records: list[dict], path: Path) -> None:
-    """Write one result atomically (see :func:`write_results`)."""
-    write_results([(path, records)])
-
-
 def run(
     input_dir: Path,
     output_dir: Path,

@@ -25,7 +25,7 @@ from amf.challenge import DEFAULT_WEIGHTS, check_output_dir
 from amf.errors import InputError, OutputError
 from amf.io import count_pages, find_images, iter_patches
 from amf.files import atomic_write_bytes
-from amf.weights import load_ensemble, read_manifest
+from amf.weights import read_manifest
 
 COLUMNS = ("path", "page", "p_atypical", "class")
 
@@ -61,13 +61,14 @@ def run(args: argparse.Namespace) -> int:
     counts = [count_pages(path) for path in files]  # every file's structure, before any model work
     import torch
 
-    from amf.engine import Engine
+    from amf.engine import load_engine
+    from amf.tta import TTAConfig
 
     if args.device is not None and str(args.device).startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"--device {args.device}: no CUDA device is available here")
-    ensemble = load_ensemble(args.weights, manifest=manifest)
-    tta = ensemble.tta if args.views is None else dataclasses.replace(ensemble.tta, views=args.views)
-    engine = Engine(ensemble.members, tta, device=args.device, chunk_size=args.chunk_size)
+    tta = None if args.views is None else dataclasses.replace(TTAConfig(**manifest["tta"]), views=args.views)
+    loaded = load_engine(args.weights, device=args.device, manifest=manifest, chunk_size=args.chunk_size, tta=tta)
+    engine = loaded.engine
     keys: list[tuple[Path, int]] = []
 
     def patches():
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     probs = engine.predict_proba(patches())
     if len(keys) != sum(counts) or probs.shape != (len(keys),):
         raise InputError(f"{len(keys)} pages decoded but {sum(counts)} counted: refusing a partial result")
-    threshold = ensemble.threshold.value
+    threshold = loaded.threshold
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(COLUMNS)
