@@ -1,4 +1,4 @@
-"""Command-line entry: ``python -m amf train|export|predict|evaluate|bench``.
+"""Command-line entry: ``python -m amf train|export|predict|evaluate|crossval|bench``.
 
 Each sub-command lives in its own module, which provides ``add_arguments(parser)`` and ``run(args) -> int``.
 The modules are imported only when their sub-command runs, so ``predict`` never loads training code and
@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("amf.export", "export a training run into a weights folder"),
     "predict": ("amf.predict", "score images or stacks into a CSV"),
     "evaluate": ("amf.evaluation.cli", "official MIDOG 2025 Track 2 metrics, plus a report"),
+    "crossval": ("amf.crossval", "leave-one-domain-out results of training runs, with and without TTA"),
     "bench": ("amf.bench", "speed and memory benchmark, measured side by side"),
 }
 

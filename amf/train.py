@@ -119,7 +119,9 @@ class TrainConfig:
     stain_sigma: float = 0.1  # H&E jitter, natural OD units (amf.stain); 0 and 0 disable it
     stain_delta: float = 0.05
     folds: int = 5
-    lodo: bool = True
+    lodo: bool = True  # train the leave-one-domain-out x k-fold models (the cross-domain estimate)
+    ensemble: bool = True  # train the all-domains k-fold (the ensemble that gets shipped)
+    fold_limit: int = 0  # train only folds 0..N-1 of each k-fold (cheap ablations); 0 = all k
     seed: int = 0
     threads: int = 2  # torch CPU threads; 0 leaves torch's default
     deterministic: bool = True
@@ -141,6 +143,10 @@ class TrainConfig:
                 raise AmfError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.folds < 2:
             raise AmfError(f"folds must be >= 2, got {self.folds}")
+        if not 0 <= self.fold_limit <= self.folds:
+            raise AmfError(f"fold_limit must be in [0, folds={self.folds}], got {self.fold_limit}")
+        if not (self.lodo or self.ensemble):
+            raise AmfError("nothing to train: lodo and ensemble are both off")
         if self.focal_alpha is not None and not 0 <= self.focal_alpha <= 1:
             raise AmfError(f"focal_alpha must be in [0, 1], got {self.focal_alpha}")
 
@@ -600,11 +606,17 @@ def _config_record(cfg: TrainConfig, fp: dict, command: list[str] | None, images
     return rec
 
 
+# Settings that only choose which folds get trained: a resumed run may change them (e.g. grow a one-fold
+# ablation into the full k-fold), because every fold's split, seeds and training stay the same.
+FOLD_SELECTION = ("lodo", "ensemble", "fold_limit")
+
+
 def _check_resume(run_dir: Path, record: dict) -> None:
     old = json.loads((run_dir / "config.json").read_text())
-    if old.get("config") != _clean(record["config"]):
-        diff = sorted(k for k in set(old.get("config", {})) | set(record["config"])
-                      if old.get("config", {}).get(k) != _clean(record["config"]).get(k))
+    old_cfg = {k: v for k, v in old.get("config", {}).items() if k not in FOLD_SELECTION}
+    new_cfg = {k: v for k, v in _clean(record["config"]).items() if k not in FOLD_SELECTION}
+    if old_cfg != new_cfg:
+        diff = sorted(k for k in set(old_cfg) | set(new_cfg) if old_cfg.get(k) != new_cfg.get(k))
         raise AmfError(f"--resume with a different config than {run_dir / 'config.json'} (differs in: "
                        f"{', '.join(diff)}); use the same options or a new --output")
     for key in ("labels_sha256", "files_sha256", "n"):
@@ -661,13 +673,14 @@ def train_run(
         if not resume:
             raise AmfError(f"{output} already holds a run; pass --resume to continue it, or choose a new --output")
         _check_resume(output, record)
+        write_json(output / "config.json", record)  # the fold selection may have grown
     else:
         if output.exists() and any(output.iterdir()) and not resume:
             raise AmfError(f"{output} exists and is not empty; choose a new --output")
         output.mkdir(parents=True, exist_ok=True)
         write_json(output / "config.json", record)
     log = RunLog(output / "log.jsonl")
-    folds = make_folds(table.labels, table.domains, table.groups, cfg.folds, cfg.seed, lodo=cfg.lodo)
+    folds = select_folds(make_folds(table.labels, table.domains, table.groups, cfg.folds, cfg.seed, lodo=cfg.lodo), cfg)
     log.write(event="resume" if resume else "start", command=record["command"], arguments=arguments, device=str(dev),
               n=len(table), folds=[f.name for f in folds], counts=table.summary())
     images = load_images(table, progress=progress)  # every file decoded before training starts
@@ -684,8 +697,15 @@ def train_run(
             results[fold.name] = train_fold(fold, cfg, table, images, fold_dir, dev, log, progress, on_epoch_end)
     summary = summarize(output, cfg, folds, results, table, fp)
     write_json(output / "summary.json", summary)
-    log.write(event="done", all_thresholds=summary["all"]["thresholds"])
+    log.write(event="done", all_thresholds=summary.get("all", {}).get("thresholds"))
     return summary
+
+
+def select_folds(folds: list[Fold], cfg: TrainConfig) -> list[Fold]:
+    """The folds this run trains: the splits are always made with the full ``k`` (so a fold is the same
+    fold whatever is selected); ``fold_limit`` and ``ensemble`` only leave some out."""
+    return [f for f in folds
+            if (cfg.fold_limit == 0 or f.fold < cfg.fold_limit) and (f.kind == "lodo" or cfg.ensemble)]
 
 
 # ------------------------------------------------------------------------------------------- summary
@@ -731,6 +751,8 @@ def summarize(run_dir: Path, cfg: TrainConfig, folds: list[Fold], results: dict,
             f"heldout_ensemble_{key}": float(np.mean([e[key] for e in ens])),
         }
     all_names = [f.name for f in folds if f.heldout_domain is None]
+    if not all_names:
+        return summary
     oof = collect_oof(run_dir, all_names)
     cands = threshold_candidates(oof["prob"], oof["label"])
     summary["all"] = {

@@ -14,9 +14,11 @@ Command-line options override the config file. With ``--resume`` and no ``--conf
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
+import tomllib
 from pathlib import Path
 
 from amf.errors import AmfError
@@ -34,6 +36,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", type=Path, required=True, help="run folder, e.g. runs/NAME")
     p.add_argument("--resume", action="store_true", help="continue the run in --output where it stopped")
     p.add_argument("--no-lodo", action="store_true", help="train only the all-domains folds (the shipped ensemble)")
+    p.add_argument("--lodo-only", action="store_true",
+                   help="train only the leave-one-domain-out folds (cross-domain estimate, nothing to ship)")
+    p.add_argument("--fold-limit", type=int, help="train only folds 0..N-1 of each k-fold (cheap ablations)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, value in TOML syntax, e.g. --set stain_sigma=0 (repeatable)")
     p.add_argument("--folds", type=int, help="k of the k-fold")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
@@ -76,10 +83,36 @@ def build_config(args: argparse.Namespace):
         "limit": args.limit,
         "threshold_method": args.threshold_method,
         "note": args.note,
+        "fold_limit": args.fold_limit,
     }
+    if args.no_lodo and args.lodo_only:
+        raise AmfError("--no-lodo and --lodo-only exclude each other")
     if args.no_lodo:
         changes["lodo"] = False
+    if args.lodo_only:
+        changes["ensemble"] = False
+    changes.update(parse_overrides(args.set))
     return cfg.replace(**changes)
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["stain_sigma=0", "arch='efficientvit_b1'"]`` -> config changes; values are TOML (bare words are strings)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise AmfError(f"--set wants KEY=VALUE, got {item!r}")
+        key = key.strip()
+        try:
+            out[key] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = value.strip()  # a bare word: a string
+    from amf.train import TrainConfig
+
+    unknown = sorted(set(out) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise AmfError(f"--set: unknown config key(s): {', '.join(unknown)}")
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -111,11 +144,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"\ninterrupted; continue with: python -m amf train --resume --output {args.output} "
               f"--labels {args.labels}", file=sys.stderr)
         return 130
-    all_ = summary["all"]
-    print(f"run {args.output}: all-domains OOF n={all_['oof']['n']} AUC={_fmt(all_['oof'].get('auc'))} "
-          f"BA@0.5={_fmt(all_['oof'].get('balanced_accuracy@0.5'))}")
-    for m, c in all_["thresholds"].items():
-        print(f"  threshold {m:<17} {c['value']:.4f}  OOF BA {c['oof_balanced_accuracy']:.4f}")
+    all_ = summary.get("all")
+    if all_ is not None:
+        print(f"run {args.output}: all-domains OOF n={all_['oof']['n']} AUC={_fmt(all_['oof'].get('auc'))} "
+              f"BA@0.5={_fmt(all_['oof'].get('balanced_accuracy@0.5'))}")
+        for m, c in all_["thresholds"].items():
+            print(f"  threshold {m:<17} {c['value']:.4f}  OOF BA {c['oof_balanced_accuracy']:.4f}")
     for domain, d in summary["lodo"].items():
         e = d["heldout_ensemble"]
         print(f"  held out {domain!r}: n={e['n']} AUC={_fmt(e.get('auc'))} BA@0.5={_fmt(e['balanced_accuracy@0.5'])} "

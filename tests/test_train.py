@@ -149,3 +149,40 @@ def test_inference_modules_never_import_training_code():
                     todo.append(name)
     leaks = {m: seen[m] for m in seen if m in training}
     assert not leaks, f"inference code imports training modules (module: imported by): {leaks}"
+
+
+def test_one_fold_ablation_grows_into_the_full_kfold(tmp_path, capsys):
+    """--lodo-only --fold-limit 1 trains fold 0 of each held-out domain; resuming without the limit adds the
+    other folds and keeps fold 0 as it was (the splits are always made with the full k)."""
+    labels = amibr_style_dataset(tmp_path / "data")
+    out = tmp_path / "run"
+    base = ["train", "--config", str(SMOKE), "--labels", str(labels), "--output", str(out), "--epochs", "1",
+            "--no-progress", "--lodo-only"]
+    assert main([*base, "--fold-limit", "1", "--set", "stain_sigma=0.2"]) == 0
+    done = sorted(p.parent.relative_to(out).as_posix() for p in out.glob("**/result.json"))
+    assert done == [f"lodo/scanner{d}/fold0" for d in range(3)]
+    summary = json.loads((out / "summary.json").read_text())
+    assert "all" not in summary and set(summary["lodo"]) == {"scanner0", "scanner1", "scanner2"}
+    fold0 = (out / "lodo" / "scanner0" / "fold0" / "best.safetensors").read_bytes()
+    assert main([*base, "--resume", "--set", "stain_sigma=0.3"]) == 2  # a different stain strength: another run
+    assert "differs in: stain_sigma" in capsys.readouterr().err
+    assert main([*base, "--resume", "--set", "stain_sigma=0.2"]) == 0
+    done = sorted(p.parent.relative_to(out).as_posix() for p in out.glob("**/result.json"))
+    assert done == [f"lodo/scanner{d}/fold{k}" for d in range(3) for k in (0, 1)]
+    assert (out / "lodo" / "scanner0" / "fold0" / "best.safetensors").read_bytes() == fold0
+    assert json.loads((out / "config.json").read_text())["config"]["fold_limit"] == 0
+
+
+def test_set_overrides_and_their_errors():
+    from amf.train_cli import parse_overrides
+
+    assert parse_overrides(["stain_sigma=0", "d4=false", "arch=efficientvit_b1", "note='a = b'"]) == {
+        "stain_sigma": 0, "d4": False, "arch": "efficientvit_b1", "note": "a = b"}
+    with pytest.raises(AmfError, match="unknown config key"):
+        parse_overrides(["stain=0.1"])
+    with pytest.raises(AmfError, match="KEY=VALUE"):
+        parse_overrides(["stain_sigma"])
+    with pytest.raises(AmfError, match="fold_limit"):
+        smoke(fold_limit=5)
+    with pytest.raises(AmfError, match="nothing to train"):
+        smoke(lodo=False, ensemble=False)

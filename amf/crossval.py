@@ -1,0 +1,256 @@
+"""``python -m amf crossval RUN...``: leave-one-domain-out results of training runs, scored like the container.
+
+Training already writes single-view held-out predictions (``heldout.csv``). This module rescores every
+held-out domain the way ``process.py`` scores a stack, through :class:`amf.engine.Engine` with or without
+test-time augmentation, so "TTA on vs off" is measured on the same models. For each held-out domain:
+
+* the ensemble is that domain's LODO folds (their best epochs): models that never saw the domain, not
+  even unlabelled;
+* its threshold is chosen on those folds' out-of-fold predictions (validation patches of the *training*
+  domains, scored with the same TTA), with the run's threshold method; Otsu's threshold on the same
+  scores is reported next to it;
+* the held-out figures are scored with the evaluator's code (:func:`amf.evaluation.analysis.evaluate`):
+  the official metrics, bootstrap 95% intervals and the ROC plot.
+
+The headline of a run is the mean over held-out domains of balanced accuracy (at the OOF threshold) and
+ROC AUC, as in the paper's leave-one-domain-out protocol. Outputs, in ``--output``:
+``crossval.json`` (everything), ``crossval.md`` (tables), ``roc_<run>_<tta|plain>.png`` and
+``heldout_<run>_<tta|plain>.csv`` (one row per held-out figure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from amf.errors import AmfError
+from amf.evaluation.analysis import Evaluation, Scope, evaluate
+from amf.evaluation.figures import Figures
+from amf.evaluation.report import plot_roc
+from amf.evaluation.summary import ci_text, num_text
+from amf.files import atomic_write_bytes
+from amf.threshold import balanced_accuracy, threshold_candidates
+from amf.tta import TTAConfig
+
+#: Test-time augmentation modes: the shipped default views, and the plain image alone.
+MODES: dict[str, TTAConfig] = {"tta": TTAConfig(), "plain": TTAConfig(views=1)}
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """One held-out domain of one run: ensemble scores on it, and the OOF scores its threshold comes from."""
+
+    domain: str
+    members: int
+    images: list[str]
+    labels: np.ndarray
+    probs: np.ndarray
+    oof_labels: np.ndarray
+    oof_probs: np.ndarray
+    thresholds: dict  # amf.threshold.threshold_candidates on the OOF scores
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def lodo_folds(run_dir: Path) -> dict[str, list[Path]]:
+    """Finished LODO fold folders of a run, by held-out domain name."""
+    from amf.train import BEST, RESULT
+
+    out: dict[str, list[Path]] = {}
+    for result in sorted(Path(run_dir).glob("lodo/*/fold*/" + RESULT)):
+        if (result.parent / BEST).is_file():
+            domain = json.loads(result.read_text())["heldout_domain"]
+            out.setdefault(domain, []).append(result.parent)
+    if not out:
+        raise AmfError(f"{run_dir} has no finished leave-one-domain-out folds (lodo/*/fold*/result.json)")
+    return out
+
+
+def score_run(run_dir: Path, tta: TTAConfig, threads: int | None = None) -> list[HeldOut]:
+    """Score every held-out domain of ``run_dir`` with its own LODO ensemble and ``tta``."""
+    from amf.engine import Engine
+    from amf.io import read_patches
+    from amf.model import build_classifier
+    from amf.train import HELDOUT, OOF, load_best_state, load_run_config
+
+    cfg, record = load_run_config(run_dir)
+    images_dir = Path(record["images_dir"])
+    spec = cfg.model_spec()
+    cache: dict[str, np.ndarray] = {}
+
+    def patches(rows: list[dict[str, str]]) -> np.ndarray:
+        for r in rows:
+            if r["image"] not in cache:
+                cache[r["image"]] = read_patches(images_dir / r["image"])[0]
+        return np.stack([cache[r["image"]] for r in rows])
+
+    out = []
+    for domain, fold_dirs in sorted(lodo_folds(run_dir).items()):
+        members, oof_labels, oof_probs = [], [], []
+        for d in fold_dirs:
+            model = build_classifier(spec)
+            model.load_state_dict(load_best_state(d / "best.safetensors"))
+            members.append(model.eval())
+            val = _read_rows(d / OOF)
+            engine = Engine([model], tta, device="cpu", strategy="batched", num_threads=threads)
+            oof_probs.append(engine.predict_proba(patches(val)))
+            oof_labels.append(np.array([int(r["label"]) for r in val]))
+        held = _read_rows(fold_dirs[0] / HELDOUT)
+        engine = Engine(members, tta, device="cpu", strategy="batched", num_threads=threads)
+        probs = engine.predict_proba(patches(held))
+        oof_y, oof_p = np.concatenate(oof_labels), np.concatenate(oof_probs)
+        out.append(HeldOut(domain, len(members), [r["image"] for r in held],
+                           np.array([int(r["label"]) for r in held]), probs, oof_y, oof_p,
+                           threshold_candidates(oof_p, oof_y)))
+    return out
+
+
+def evaluate_heldout(heldout: list[HeldOut], method: str, source: str, n_resamples: int) -> Evaluation:
+    """The evaluator's view of the held-out figures, each classified at its own domain's OOF threshold."""
+    labels = np.concatenate([h.labels for h in heldout])
+    scores = np.concatenate([h.probs for h in heldout])
+    preds = np.concatenate([(h.probs >= h.thresholds[method]["value"]).astype(np.int64) for h in heldout])
+    domains = np.concatenate([np.full(len(h.labels), h.domain, dtype=object) for h in heldout]).astype(str)
+    return evaluate(Figures(labels, preds, scores, domains, source), n_resamples=n_resamples)
+
+
+def _scope_record(scope: Scope) -> dict:
+    return {
+        "n": scope.confusion.n,
+        "atypical": scope.n_atypical,
+        **{k: (None if v != v else v) for k, v in scope.metrics.items()},  # NaN AUC -> null
+        "balanced_accuracy_ci95": _interval(scope.balanced_accuracy_ci),
+        "roc_auc_ci95": _interval(scope.roc.auc if scope.roc else None),
+    }
+
+
+def _interval(ci) -> list[float] | None:
+    return None if ci is None else [ci.low, ci.high]
+
+
+def summarize(heldout: list[HeldOut], evaluation: Evaluation, method: str) -> dict:
+    """JSON-ready results of one run and mode: per domain, pooled, and the mean over domains."""
+    domains = {}
+    for h, scope in zip(heldout, evaluation.domains, strict=True):
+        otsu = h.thresholds["otsu"]["value"]
+        domains[h.domain] = {
+            **_scope_record(scope),
+            "members": h.members,
+            "threshold": {"method": method, "value": h.thresholds[method]["value"], "otsu": otsu,
+                          "oof_n": len(h.oof_labels)},
+            "balanced_accuracy_at_otsu": balanced_accuracy(h.probs, h.labels, otsu),
+            "balanced_accuracy_at_0.5": balanced_accuracy(h.probs, h.labels, 0.5),
+            "best_threshold_balanced_accuracy": scope.best.balanced_accuracy if scope.best else None,
+        }
+    aucs = [d["roc_auc"] for d in domains.values() if d["roc_auc"] is not None]
+    return {
+        "domains": domains,
+        "pooled": _scope_record(evaluation.overall),
+        "mean": {
+            "balanced_accuracy": float(np.mean([d["balanced_accuracy"] for d in domains.values()])),
+            "roc_auc": float(np.mean(aucs)) if aucs else None,
+            "sensitivity": float(np.mean([d["sensitivity"] for d in domains.values()])),
+            "specificity": float(np.mean([d["specificity"] for d in domains.values()])),
+            "balanced_accuracy_at_otsu": float(np.mean([d["balanced_accuracy_at_otsu"] for d in domains.values()])),
+        },
+    }
+
+
+def write_heldout_csv(path: Path, heldout: list[HeldOut], method: str) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["image", "domain", "label", "p_atypical", "threshold", "class"])
+    for h in heldout:
+        t = h.thresholds[method]["value"]
+        for image, y, p in zip(h.images, h.labels.tolist(), h.probs.tolist(), strict=True):
+            w.writerow([image, h.domain, "atypical" if y else "normal", repr(float(p)), repr(float(t)),
+                        "atypical" if p >= t else "normal"])
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def markdown(results: dict) -> str:
+    """An ablation table (one row per run and mode) and one leave-one-domain-out table per run and mode."""
+    lines = ["## Ablation: mean over held-out domains", "",
+             "| run | TTA | models per domain | mean BA (OOF threshold) | mean AUC | mean BA (Otsu) "
+             "| mean sensitivity | mean specificity |", "|---|---|---|---|---|---|---|---|"]
+    for run, modes in results.items():
+        for mode, r in modes.items():
+            members = sorted({d["members"] for d in r["domains"].values()})
+            m = r["mean"]
+            lines.append(f"| {run} | {'on' if mode == 'tta' else 'off'} | {'/'.join(map(str, members))} "
+                         f"| {num_text(m['balanced_accuracy'])} | {num_text(m['roc_auc'])} "
+                         f"| {num_text(m['balanced_accuracy_at_otsu'])} | {num_text(m['sensitivity'])} "
+                         f"| {num_text(m['specificity'])} |")
+    for run, modes in results.items():
+        for mode, r in modes.items():
+            lines += ["", f"## {run}, TTA {'on' if mode == 'tta' else 'off'}: each domain held out", "",
+                      "| held-out domain | figures (atypical) | BA [95% CI] | AUC [95% CI] | sensitivity "
+                      "| specificity | threshold (OOF) | Otsu threshold | BA at Otsu |",
+                      "|---|---|---|---|---|---|---|---|---|"]
+            for name, d in [*r["domains"].items(), ("pooled", r["pooled"])]:
+                t = d.get("threshold")
+                lines.append(
+                    f"| {name} | {d['n']} ({d['atypical']}) | {num_text(d['balanced_accuracy'])} "
+                    f"[{_ci(d['balanced_accuracy_ci95'])}] | {num_text(d['roc_auc'])} [{_ci(d['roc_auc_ci95'])}] "
+                    f"| {num_text(d['sensitivity'])} | {num_text(d['specificity'])} "
+                    f"| {num_text(t['value']) if t else ''} | {num_text(t['otsu']) if t else ''} "
+                    f"| {num_text(d['balanced_accuracy_at_otsu']) if t else ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def _ci(pair: list[float] | None) -> str:
+    return ci_text(None) if pair is None else f"{pair[0]:.3f}-{pair[1]:.3f}"
+
+
+def crossval(runs: list[Path], output: Path, modes: list[str], n_resamples: int = 1000,
+             threads: int | None = None) -> dict:
+    """Score ``runs`` in every mode of ``modes`` and write the outputs into ``output``; returns the results."""
+    from amf.train import load_run_config
+
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    for run in runs:
+        name = Path(run).name
+        if name in results:
+            raise AmfError(f"two runs are named {name!r}; give them distinct folder names")
+        method = load_run_config(run)[0].threshold_method
+        results[name] = {}
+        for mode in modes:
+            heldout = score_run(run, MODES[mode], threads)
+            ev = evaluate_heldout(heldout, method, f"{run} held-out domains, TTA {mode}", n_resamples)
+            results[name][mode] = {"run": str(run), "tta": MODES[mode].to_dict(), **summarize(heldout, ev, method)}
+            plot_roc(ev, output / f"roc_{name}_{mode}.png")
+            write_heldout_csv(output / f"heldout_{name}_{mode}.csv", heldout, method)
+    atomic_write_bytes(output / "crossval.json", json.dumps(results, indent=2).encode())
+    atomic_write_bytes(output / "crossval.md", markdown(results).encode())
+    return results
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", type=Path, help="training run folders with LODO folds")
+    p.add_argument("--output", type=Path, required=True, help="folder for crossval.json/.md, ROC PNGs, CSVs")
+    p.add_argument("--tta", choices=["on", "off", "both"], default="both", help="score with TTA, without, or both")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs (0 = none)")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+
+
+def run(args: argparse.Namespace) -> int:
+    modes = {"on": ["tta"], "off": ["plain"], "both": ["plain", "tta"]}[args.tta]
+    results = crossval(args.runs, args.output, modes, args.bootstrap, args.threads)
+    for name, by_mode in results.items():
+        for mode, r in by_mode.items():
+            m = r["mean"]
+            print(f"{name} [{mode}]: mean held-out BA {num_text(m['balanced_accuracy'])}, "
+                  f"AUC {num_text(m['roc_auc'])} (BA at Otsu {num_text(m['balanced_accuracy_at_otsu'])})")
+    print(f"written: {args.output / 'crossval.md'}")
+    return 0

@@ -1,0 +1,59 @@
+"""``amf crossval``: held-out domains rescored through the inference engine, thresholds from OOF only."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from amf.cli import main
+from amf.crossval import lodo_folds
+from amf.errors import AmfError
+from amf.threshold import threshold_candidates
+from amf.train import TrainConfig, read_predictions, train_run
+from synthetic_data import amibr_style_dataset
+from test_train import SMOKE
+
+
+@pytest.fixture(scope="module")
+def lodo_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("crossval")
+    labels = amibr_style_dataset(root / "data")
+    cfg = TrainConfig.from_toml(SMOKE).replace(epochs=1, ensemble=False)
+    train_run(cfg, labels, root / "run")
+    return root / "run"
+
+
+def test_plain_mode_equals_training_heldout_and_oof_thresholds(lodo_run, tmp_path, capsys):
+    out = tmp_path / "cv"
+    assert main(["crossval", str(lodo_run), "--output", str(out), "--bootstrap", "50", "--threads", "1"]) == 0
+    assert "mean held-out BA" in capsys.readouterr().out
+    results = json.loads((out / "crossval.json").read_text())["run"]
+    assert set(results) == {"plain", "tta"} and results["tta"]["tta"]["views"] == 8
+    plain = results["plain"]
+    rows = list(csv.DictReader(open(out / "heldout_run_plain.csv")))
+    assert len(rows) == 24 and {r["domain"] for r in rows} == {"scanner0", "scanner1", "scanner2"}
+    for domain, fold_dirs in lodo_folds(lodo_run).items():
+        held = [read_predictions(d / "heldout.csv") for d in fold_dirs]
+        ensemble = np.mean([h["prob"] for h in held], axis=0)  # training's single-view held-out scores
+        ours = np.array([float(r["p_atypical"]) for r in rows if r["domain"] == domain])
+        np.testing.assert_allclose(ours, ensemble, atol=1e-6)
+        # The threshold comes from the domain's own OOF predictions, never from the held-out figures.
+        oof = [read_predictions(d / "oof.csv") for d in fold_dirs]
+        cands = threshold_candidates(np.concatenate([o["prob"] for o in oof]),
+                                     np.concatenate([o["label"] for o in oof]))
+        t = plain["domains"][domain]["threshold"]
+        assert t["value"] == pytest.approx(cands["balanced_accuracy"]["value"], abs=1e-6)
+        assert t["otsu"] == pytest.approx(cands["otsu"]["value"], abs=1e-6)
+        assert {r["threshold"] for r in rows if r["domain"] == domain} == {repr(t["value"])}
+    bas = [d["balanced_accuracy"] for d in plain["domains"].values()]
+    assert plain["mean"]["balanced_accuracy"] == pytest.approx(np.mean(bas))
+    assert plain["pooled"]["n"] == 24
+    for name in ("crossval.md", "roc_run_plain.png", "roc_run_tta.png", "heldout_run_tta.csv"):
+        assert (out / name).stat().st_size > 0
+    assert "| run | on | 2 |" in (out / "crossval.md").read_text()
+
+
+def test_a_run_without_lodo_folds_is_refused(tmp_path):
+    with pytest.raises(AmfError, match="no finished leave-one-domain-out folds"):
+        lodo_folds(tmp_path)
