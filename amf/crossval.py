@@ -75,40 +75,68 @@ def lodo_folds(run_dir: Path) -> dict[str, list[Path]]:
     return out
 
 
+class PatchCache:
+    """Patches of a run's image folder, decoded once, looked up by the ``image`` column of its CSVs."""
+
+    def __init__(self, images_dir: Path):
+        self.images_dir = Path(images_dir)
+        self._patches: dict[str, np.ndarray] = {}
+
+    def __call__(self, rows: list[dict[str, str]]) -> np.ndarray:
+        from amf.io import read_patches
+
+        for r in rows:
+            if r["image"] not in self._patches:
+                self._patches[r["image"]] = read_patches(self.images_dir / r["image"])[0]
+        return np.stack([self._patches[r["image"]] for r in rows])
+
+
+def load_fold_model(spec, fold_dir: Path):
+    """A fold's best epoch as an eval-mode :class:`amf.model.Classifier`."""
+    from amf.errors import WeightsError
+    from amf.model import build_classifier
+    from amf.train import BEST, load_best_state
+
+    model = build_classifier(spec)
+    try:
+        model.load_state_dict(load_best_state(fold_dir / BEST))
+    except Exception as exc:  # noqa: BLE001 - safetensors and torch raise several types
+        raise WeightsError(f"cannot load {fold_dir / BEST} into {spec.arch}: {str(exc).splitlines()[0]}") from exc
+    return model.eval()
+
+
+def oof_scores(models: list, fold_dirs: list[Path], patches: PatchCache, tta: TTAConfig,
+               threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled out-of-fold ``(labels, P(atypical))``: each fold's validation patches scored by that fold's
+    model alone (the only model that never trained on them), through the engine with ``tta``, so a
+    threshold chosen on them fits scores made the way the container makes them."""
+    from amf.engine import Engine
+    from amf.train import OOF
+
+    labels, probs = [], []
+    for model, d in zip(models, fold_dirs, strict=True):
+        val = _read_rows(d / OOF)
+        engine = Engine([model], tta, device="cpu", strategy="batched", num_threads=threads)
+        probs.append(engine.predict_proba(patches(val)))
+        labels.append(np.array([int(r["label"]) for r in val], dtype=np.int64))
+    return np.concatenate(labels), np.concatenate(probs)
+
+
 def score_run(run_dir: Path, tta: TTAConfig, threads: int | None = None) -> list[HeldOut]:
     """Score every held-out domain of ``run_dir`` with its own LODO ensemble and ``tta``."""
     from amf.engine import Engine
-    from amf.io import read_patches
-    from amf.model import build_classifier
-    from amf.train import HELDOUT, OOF, load_best_state, load_run_config
+    from amf.train import HELDOUT, load_run_config
 
     cfg, record = load_run_config(run_dir)
-    images_dir = Path(record["images_dir"])
-    spec = cfg.model_spec()
-    cache: dict[str, np.ndarray] = {}
-
-    def patches(rows: list[dict[str, str]]) -> np.ndarray:
-        for r in rows:
-            if r["image"] not in cache:
-                cache[r["image"]] = read_patches(images_dir / r["image"])[0]
-        return np.stack([cache[r["image"]] for r in rows])
-
+    patches = PatchCache(Path(record["images_dir"]))
     out = []
     for domain, fold_dirs in sorted(lodo_folds(run_dir).items()):
-        members, oof_labels, oof_probs = [], [], []
-        for d in fold_dirs:
-            model = build_classifier(spec)
-            model.load_state_dict(load_best_state(d / "best.safetensors"))
-            members.append(model.eval())
-            val = _read_rows(d / OOF)
-            engine = Engine([model], tta, device="cpu", strategy="batched", num_threads=threads)
-            oof_probs.append(engine.predict_proba(patches(val)))
-            oof_labels.append(np.array([int(r["label"]) for r in val]))
+        models = [load_fold_model(cfg.model_spec(), d) for d in fold_dirs]
+        oof_y, oof_p = oof_scores(models, fold_dirs, patches, tta, threads)
         held = _read_rows(fold_dirs[0] / HELDOUT)
-        engine = Engine(members, tta, device="cpu", strategy="batched", num_threads=threads)
+        engine = Engine(models, tta, device="cpu", strategy="batched", num_threads=threads)
         probs = engine.predict_proba(patches(held))
-        oof_y, oof_p = np.concatenate(oof_labels), np.concatenate(oof_probs)
-        out.append(HeldOut(domain, len(members), [r["image"] for r in held],
+        out.append(HeldOut(domain, len(models), [r["image"] for r in held],
                            np.array([int(r["label"]) for r in held]), probs, oof_y, oof_p,
                            threshold_candidates(oof_p, oof_y)))
     return out

@@ -4,8 +4,9 @@ The members are the best epochs of ``RUN/all/fold*/best.safetensors`` (the k-fol
 LODO folds only measure generalisation). The decision threshold is ONE number, chosen on the pooled
 all-domains out-of-fold (OOF) predictions with ``--threshold-method`` (default: the run's config, itself
 defaulting to maximum balanced accuracy); all three candidates (balanced accuracy, Youden's J, Otsu)
-go into the manifest. The OOF scores are single-view, single-member probabilities, so the threshold is
-an estimate for the TTA-averaged ensemble score, not an exact fit.
+go into the manifest. The OOF patches are rescored through the inference engine with the TTA the manifest
+ships (each by the one member that never trained on it), so the threshold is chosen on scores made the way
+the container makes them; only the averaging over five members is left out, which no OOF score can have.
 
 Provenance in the manifest: the training config and model spec, the training and export command lines,
 the data fingerprint (labels sha256, sorted file-list sha256, n), git commit of the training and of the
@@ -23,8 +24,7 @@ from pathlib import Path
 
 import torch
 
-from amf.errors import AmfError, WeightsError
-from amf.model import build_classifier
+from amf.errors import AmfError
 from amf.threshold import METHODS, choose_threshold, safe_auc, threshold_candidates
 from amf.tta import TTAConfig
 from amf.weights import Threshold, save_ensemble
@@ -69,7 +69,8 @@ def export_run(
     arguments: list[str] | None = None,
 ) -> dict:
     """Write ``out_dir`` (members + manifest) from ``run_dir``; returns the manifest."""
-    from amf.train import BEST, RESULT, collect_oof, git_commit, load_best_state, load_run_config
+    from amf.crossval import PatchCache, load_fold_model, oof_scores
+    from amf.train import BEST, RESULT, git_commit, load_run_config
 
     run_dir = Path(run_dir)
     cfg, record = load_run_config(run_dir)
@@ -83,21 +84,16 @@ def export_run(
     if unfinished:
         raise AmfError(f"{run_dir} is not finished: {', '.join(unfinished)} lack {RESULT}/{BEST}; "
                        "finish it with python -m amf train --resume")
-    spec = cfg.model_spec()
-    members, member_info = [], []
+    tta = tta or TTAConfig()
+    members = [load_fold_model(cfg.model_spec(), d) for d in fold_dirs]
+    member_info = []
     for d in fold_dirs:
-        model = build_classifier(spec)
-        try:
-            model.load_state_dict(load_best_state(d / BEST))
-        except Exception as exc:  # noqa: BLE001 - safetensors and torch raise several types
-            raise WeightsError(f"cannot load {d / BEST} into {spec.arch}: {str(exc).splitlines()[0]}") from exc
-        members.append(model.eval())
         result = json.loads((d / RESULT).read_text())
         member_info.append({"fold": result["fold"], "best_epoch": result["best_epoch"], "val": result["val"]})
 
-    oof = collect_oof(run_dir, [str(d.relative_to(run_dir)) for d in fold_dirs])
-    candidates = threshold_candidates(oof["prob"], oof["label"])
-    value = choose_threshold(oof["prob"], oof["label"], method)
+    labels, probs = oof_scores(members, fold_dirs, PatchCache(Path(record["images_dir"])), tta)
+    candidates = threshold_candidates(probs, labels)
+    value = choose_threshold(probs, labels, method)
     threshold = Threshold(value=float(value), method=f"oof_{method}")
     summary_path = run_dir / "summary.json"
     lodo = json.loads(summary_path.read_text()).get("lodo_mean") if summary_path.is_file() else None
@@ -119,16 +115,17 @@ def export_run(
         "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "threshold_candidates": candidates,
         "oof": {
-            "n": int(oof["label"].size),
-            "n_atypical": int(oof["label"].sum()),
-            "auc": safe_auc(oof["prob"], oof["label"]),
-            "note": "pooled out-of-fold probabilities of the all-domains members, single view",
+            "n": int(labels.size),
+            "n_atypical": int(labels.sum()),
+            "auc": safe_auc(probs, labels),
+            "note": f"pooled out-of-fold probabilities of the all-domains members, {tta.views} TTA view(s) as "
+                    "shipped, each patch scored by the one member that did not train on it",
         },
         "lodo_mean": lodo,
         "member_info": member_info,
         "note": "; ".join(x for x in (note, auto_note(cfg, record)) if x),
     }
-    return save_ensemble(members, Path(out_dir), threshold, tta or TTAConfig(), provenance, dtype=dtype)
+    return save_ensemble(members, Path(out_dir), threshold, tta, provenance, dtype=dtype)
 
 
 def run(args: argparse.Namespace) -> int:

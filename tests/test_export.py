@@ -65,6 +65,27 @@ def test_export_then_load(run_dir, tmp_path, capsys):
         assert torch.allclose(ens.members[1](x), ref.eval()(x), atol=5e-2)
 
 
+def test_threshold_is_chosen_on_oof_scored_like_the_container(run_dir, tmp_path):
+    """views=1: the engine's OOF scores are training's oof.csv; views=8: the threshold fits the TTA scores."""
+    from amf.crossval import PatchCache, load_fold_model, oof_scores
+    from amf.threshold import threshold_candidates
+    from amf.train import collect_oof, load_run_config
+    from amf.tta import TTAConfig
+
+    plain = export_run(run_dir, tmp_path / "plain", tta=TTAConfig(views=1))
+    single_view = collect_oof(run_dir, ["all/fold0", "all/fold1"])
+    expected = threshold_candidates(single_view["prob"], single_view["label"])
+    for method, c in plain["threshold_candidates"].items():
+        assert c == pytest.approx(expected[method], abs=1e-6), method
+    tta = export_run(run_dir, tmp_path / "tta", tta=TTAConfig(views=8))
+    cfg, record = load_run_config(run_dir)
+    dirs = [run_dir / "all" / f"fold{k}" for k in (0, 1)]
+    labels, probs = oof_scores([load_fold_model(cfg.model_spec(), d) for d in dirs], dirs,
+                               PatchCache(record["images_dir"]), TTAConfig(views=8))
+    assert tta["threshold"]["value"] == pytest.approx(threshold_candidates(probs, labels)["balanced_accuracy"]["value"])
+    assert "8 TTA view(s)" in tta["oof"]["note"]
+
+
 def test_tampered_member_is_refused(run_dir, tmp_path):
     out = tmp_path / "weights"
     manifest = export_run(run_dir, out)
