@@ -15,7 +15,8 @@ test-time augmentation, so "TTA on vs off" is measured on the same models. For e
 The headline of a run is the mean over held-out domains of balanced accuracy (at the OOF threshold) and
 ROC AUC, as in the paper's leave-one-domain-out protocol. Outputs, in ``--output``:
 ``crossval.json`` (everything), ``crossval.md`` (tables), ``roc_<run>_<tta|plain>.png`` and
-``heldout_<run>_<tta|plain>.csv`` (one row per held-out figure).
+``heldout_<run>_<tta|plain>.csv`` (one row per held-out figure). Runs scored earlier into the same folder
+stay in its tables, so an ablation can be scored row by row as its runs finish.
 """
 
 from __future__ import annotations
@@ -241,22 +242,31 @@ def _ci(pair: list[float] | None) -> str:
 
 def crossval(runs: list[Path], output: Path, modes: list[str], n_resamples: int = 1000,
              threads: int | None = None) -> dict:
-    """Score ``runs`` in every mode of ``modes`` and write the outputs into ``output``; returns the results."""
+    """Score ``runs`` in every mode of ``modes`` into ``output``; returns the results.
+
+    Results already in ``output/crossval.json`` are kept, so an ablation table can grow one run at a
+    time; an entry is scored again only when its run's finished folds, TTA or bootstrap size changed.
+    """
     from amf.train import load_run_config
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict] = {}
-    for run in runs:
-        name = Path(run).name
-        if name in results:
-            raise AmfError(f"two runs are named {name!r}; give them distinct folder names")
+    previous = output / "crossval.json"
+    results: dict[str, dict] = json.loads(previous.read_text()) if previous.is_file() else {}
+    names = [Path(run).name for run in runs]
+    if len(set(names)) < len(names):
+        raise AmfError(f"two runs share a folder name ({', '.join(names)}); give them distinct names")
+    for run, name in zip(runs, names, strict=True):
         method = load_run_config(run)[0].threshold_method
-        results[name] = {}
+        folds = sorted(str(d.relative_to(run)) for dirs in lodo_folds(run).values() for d in dirs)
+        entry = results.setdefault(name, {})
         for mode in modes:
+            key = {"run": str(run), "folds": folds, "tta": MODES[mode].to_dict(), "bootstrap": n_resamples}
+            if all(entry.get(mode, {}).get(k) == v for k, v in key.items()):
+                continue
             heldout = score_run(run, MODES[mode], threads)
             ev = evaluate_heldout(heldout, method, f"{run} held-out domains, TTA {mode}", n_resamples)
-            results[name][mode] = {"run": str(run), "tta": MODES[mode].to_dict(), **summarize(heldout, ev, method)}
+            entry[mode] = {**key, **summarize(heldout, ev, method)}
             plot_roc(ev, output / f"roc_{name}_{mode}.png")
             write_heldout_csv(output / f"heldout_{name}_{mode}.csv", heldout, method)
     atomic_write_bytes(output / "crossval.json", json.dumps(results, indent=2).encode())
