@@ -209,13 +209,14 @@ def write_heldout_csv(path: Path, heldout: list[HeldOut], method: str) -> None:
 def markdown(results: dict) -> str:
     """An ablation table (one row per run and mode) and one leave-one-domain-out table per run and mode."""
     lines = ["## Ablation: mean over held-out domains", "",
-             "| run | TTA | models per domain | mean BA (OOF threshold) | mean AUC | mean BA (Otsu) "
-             "| mean sensitivity | mean specificity |", "|---|---|---|---|---|---|---|---|"]
+             "| run | TTA | held-out domains | models per domain | mean BA (OOF threshold) | mean AUC "
+             "| mean BA (Otsu) | mean sensitivity | mean specificity |", "|---|---|---|---|---|---|---|---|---|"]
     for run, modes in results.items():
         for mode, r in modes.items():
             members = sorted({d["members"] for d in r["domains"].values()})
             m = r["mean"]
-            lines.append(f"| {run} | {'on' if mode == 'tta' else 'off'} | {'/'.join(map(str, members))} "
+            lines.append(f"| {run} | {'on' if mode == 'tta' else 'off'} | {len(r['domains'])} "
+                         f"| {'/'.join(map(str, members))} "
                          f"| {num_text(m['balanced_accuracy'])} | {num_text(m['roc_auc'])} "
                          f"| {num_text(m['balanced_accuracy_at_otsu'])} | {num_text(m['sensitivity'])} "
                          f"| {num_text(m['specificity'])} |")
@@ -223,8 +224,8 @@ def markdown(results: dict) -> str:
         for mode, r in modes.items():
             lines += ["", f"## {run}, TTA {'on' if mode == 'tta' else 'off'}: each domain held out", "",
                       "| held-out domain | figures (atypical) | BA [95% CI] | AUC [95% CI] | sensitivity "
-                      "| specificity | threshold (OOF) | Otsu threshold | BA at Otsu |",
-                      "|---|---|---|---|---|---|---|---|---|"]
+                      "| specificity | threshold (OOF) | Otsu threshold | BA at Otsu | BA at hindsight-best threshold |",
+                      "|---|---|---|---|---|---|---|---|---|---|"]
             for name, d in [*r["domains"].items(), ("pooled", r["pooled"])]:
                 t = d.get("threshold")
                 lines.append(
@@ -232,7 +233,8 @@ def markdown(results: dict) -> str:
                     f"[{_ci(d['balanced_accuracy_ci95'])}] | {num_text(d['roc_auc'])} [{_ci(d['roc_auc_ci95'])}] "
                     f"| {num_text(d['sensitivity'])} | {num_text(d['specificity'])} "
                     f"| {num_text(t['value']) if t else ''} | {num_text(t['otsu']) if t else ''} "
-                    f"| {num_text(d['balanced_accuracy_at_otsu']) if t else ''} |")
+                    f"| {num_text(d['balanced_accuracy_at_otsu']) if t else ''} "
+                    f"| {num_text(d['best_threshold_balanced_accuracy']) if t else ''} |")
     return "\n".join(lines) + "\n"
 
 

@@ -51,7 +51,7 @@ def test_plain_mode_equals_training_heldout_and_oof_thresholds(lodo_run, tmp_pat
     assert plain["pooled"]["n"] == 24
     for name in ("crossval.md", "roc_run_plain.png", "roc_run_tta.png", "heldout_run_tta.csv"):
         assert (out / name).stat().st_size > 0
-    assert "| run | on | 2 |" in (out / "crossval.md").read_text()
+    assert "| run | on | 3 | 2 |" in (out / "crossval.md").read_text()
     # Scoring again into the same folder reuses what is there: same results, no new files written.
     before = (out / "roc_run_tta.png").stat().st_mtime_ns
     assert main(["crossval", str(lodo_run), "--output", str(out), "--bootstrap", "50", "--tta", "on"]) == 0
