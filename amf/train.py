@@ -26,7 +26,7 @@ Run folder
       summary.json         # per held-out domain metrics, OOF metrics, threshold candidates (written last)
       lodo/<domain>/fold<k>/
         checkpoint.pt      # written atomically after every epoch (see "Resume")
-        best.safetensors   # best epoch's Classifier state dict (fp32), metadata: epoch, val BA
+        best.safetensors   # best epoch's Classifier state dict (fp32), metadata "amf": JSON of epoch, val BA
         oof.csv            # best model on its validation fold: line,image,domain,group,label,logit,prob
         heldout.csv        # best model on the held-out domain (LODO folds only), same columns
         result.json        # fold metrics; its presence marks the fold as finished
@@ -375,7 +375,9 @@ def metrics(labels: np.ndarray, probs: np.ndarray, loss: float | None = None) ->
 def save_best_safetensors(path: Path, state: dict, meta: dict) -> None:
     from safetensors.torch import save
 
-    data = save({k: v.contiguous() for k, v in state.items()}, metadata={k: str(v) for k, v in meta.items()})
+    # One metadata entry: safetensors writes several in a per-process random order, and then the same
+    # weights give different bytes (seen when a fold was retrained to check reproducibility).
+    data = save({k: v.contiguous() for k, v in state.items()}, metadata={"amf": json.dumps(meta, sort_keys=True)})
     atomic_write_bytes(Path(path), data)
 
 
