@@ -57,11 +57,6 @@ class HeldOut:
     thresholds: dict  # amf.threshold.threshold_candidates on the OOF scores
 
 
-def _read_rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
 def lodo_folds(run_dir: Path) -> dict[str, list[Path]]:
     """Finished LODO fold folders of a run, by held-out domain name."""
     from amf.train import BEST, RESULT
@@ -83,13 +78,13 @@ class PatchCache:
         self.images_dir = Path(images_dir)
         self._patches: dict[str, np.ndarray] = {}
 
-    def __call__(self, rows: list[dict[str, str]]) -> np.ndarray:
+    def __call__(self, images) -> np.ndarray:
         from amf.io import read_patches
 
-        for r in rows:
-            if r["image"] not in self._patches:
-                self._patches[r["image"]] = read_patches(self.images_dir / r["image"])[0]
-        return np.stack([self._patches[r["image"]] for r in rows])
+        for image in images:
+            if image not in self._patches:
+                self._patches[image] = read_patches(self.images_dir / image)[0]
+        return np.stack([self._patches[image] for image in images])
 
 
 def load_fold_model(spec, fold_dir: Path):
@@ -112,33 +107,32 @@ def oof_scores(models: list, fold_dirs: list[Path], patches: PatchCache, tta: TT
     model alone (the only model that never trained on them), through the engine with ``tta``, so a
     threshold chosen on them fits scores made the way the container makes them."""
     from amf.engine import Engine
-    from amf.train import OOF
+    from amf.train import OOF, read_predictions
 
     labels, probs = [], []
     for model, d in zip(models, fold_dirs, strict=True):
-        val = _read_rows(d / OOF)
+        val = read_predictions(d / OOF)
         engine = Engine([model], tta, device="cpu", strategy="batched", num_threads=threads)
-        probs.append(engine.predict_proba(patches(val)))
-        labels.append(np.array([int(r["label"]) for r in val], dtype=np.int64))
+        probs.append(engine.predict_proba(patches(val["image"])))
+        labels.append(val["label"])
     return np.concatenate(labels), np.concatenate(probs)
 
 
-def score_run(run_dir: Path, tta: TTAConfig, threads: int | None = None) -> list[HeldOut]:
-    """Score every held-out domain of ``run_dir`` with its own LODO ensemble and ``tta``."""
+def score_run(run_dir: Path, tta: TTAConfig, patches: PatchCache, threads: int | None = None) -> list[HeldOut]:
+    """Score every held-out domain of ``run_dir`` with its own LODO ensemble and ``tta``; ``patches`` reads
+    the run's image folder."""
     from amf.engine import Engine
-    from amf.train import HELDOUT, load_run_config
+    from amf.train import HELDOUT, load_run_config, read_predictions
 
-    cfg, record = load_run_config(run_dir)
-    patches = PatchCache(Path(record["images_dir"]))
+    cfg = load_run_config(run_dir)[0]
     out = []
     for domain, fold_dirs in sorted(lodo_folds(run_dir).items()):
         models = [load_fold_model(cfg.model_spec(), d) for d in fold_dirs]
         oof_y, oof_p = oof_scores(models, fold_dirs, patches, tta, threads)
-        held = _read_rows(fold_dirs[0] / HELDOUT)
+        held = read_predictions(fold_dirs[0] / HELDOUT)
         engine = Engine(models, tta, device="cpu", strategy="batched", num_threads=threads)
-        probs = engine.predict_proba(patches(held))
-        out.append(HeldOut(domain, len(models), [r["image"] for r in held],
-                           np.array([int(r["label"]) for r in held]), probs, oof_y, oof_p,
+        probs = engine.predict_proba(patches(held["image"]))
+        out.append(HeldOut(domain, len(models), held["image"].tolist(), held["label"], probs, oof_y, oof_p,
                            threshold_candidates(oof_p, oof_y)))
     return out
 
@@ -258,15 +252,18 @@ def crossval(runs: list[Path], output: Path, modes: list[str], n_resamples: int 
     names = [Path(run).name for run in runs]
     if len(set(names)) < len(names):
         raise AmfError(f"two runs share a folder name ({', '.join(names)}); give them distinct names")
+    caches: dict[str, PatchCache] = {}  # one per image folder: runs and modes share the decoded patches
     for run, name in zip(runs, names, strict=True):
-        method = load_run_config(run)[0].threshold_method
+        cfg, record = load_run_config(run)
+        method = cfg.threshold_method
+        patches = caches.setdefault(record["images_dir"], PatchCache(record["images_dir"]))
         folds = sorted(str(d.relative_to(run)) for dirs in lodo_folds(run).values() for d in dirs)
         entry = results.setdefault(name, {})
         for mode in modes:
             key = {"run": str(run), "folds": folds, "tta": MODES[mode].to_dict(), "bootstrap": n_resamples}
             if all(entry.get(mode, {}).get(k) == v for k, v in key.items()):
                 continue
-            heldout = score_run(run, MODES[mode], threads)
+            heldout = score_run(run, MODES[mode], patches, threads)
             ev = evaluate_heldout(heldout, method, f"{run} held-out domains, TTA {mode}", n_resamples)
             entry[mode] = {**key, **summarize(heldout, ev, method)}
             plot_roc(ev, output / f"roc_{name}_{mode}.png")

@@ -354,6 +354,7 @@ def read_predictions(path: Path) -> dict[str, np.ndarray]:
         rows = list(csv.DictReader(f))
     return {
         "line": np.array([int(r["line"]) for r in rows], dtype=np.int64),
+        "image": np.array([r["image"] for r in rows], dtype=object),
         "label": np.array([int(r["label"]) for r in rows], dtype=np.int64),
         "logit": np.array([float(r["logit"]) for r in rows], dtype=np.float64),
         "prob": np.array([float(r["prob"]) for r in rows], dtype=np.float64),
@@ -675,7 +676,10 @@ def train_run(
         if not resume:
             raise AmfError(f"{output} already holds a run; pass --resume to continue it, or choose a new --output")
         _check_resume(output, record)
-        write_json(output / "config.json", record)  # the fold selection may have grown
+        # Keep the recorded run (its command, creation time); only the fold selection may have grown.
+        old = json.loads((output / "config.json").read_text())
+        old["config"].update({k: record["config"][k] for k in FOLD_SELECTION})
+        write_json(output / "config.json", old)
     else:
         if output.exists() and any(output.iterdir()) and not resume:
             raise AmfError(f"{output} exists and is not empty; choose a new --output")

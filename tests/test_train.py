@@ -170,7 +170,9 @@ def test_one_fold_ablation_grows_into_the_full_kfold(tmp_path, capsys):
     done = sorted(p.parent.relative_to(out).as_posix() for p in out.glob("**/result.json"))
     assert done == [f"lodo/scanner{d}/fold{k}" for d in range(3) for k in (0, 1)]
     assert (out / "lodo" / "scanner0" / "fold0" / "best.safetensors").read_bytes() == fold0
-    assert json.loads((out / "config.json").read_text())["config"]["fold_limit"] == 0
+    record = json.loads((out / "config.json").read_text())
+    assert record["config"]["fold_limit"] == 0
+    assert "--fold-limit" in record["arguments"]  # the run's original command is kept
 
 
 def test_set_overrides_and_their_errors():
