@@ -10,6 +10,11 @@ Two CSV formats are recognised from their columns (any column can be overridden 
 Image paths are relative to the image folder (default: the CSV's folder). Labels may be written
 True/False, AMF/NMF, atypical/normal or 1/0 (any case); 1 means atypical.
 
+Several labels files train together (:func:`read_datasets`): each is read with its own image folder and
+its own detected format, so AMi-Br's ``scanner`` and MIDOG 2025's ``Tumor`` stay the domain of their own
+rows. The combined table addresses images relative to the folder the image folders share, and keeps each
+file's groups apart (a slide named alike in two data sets is still two slides).
+
 Validation is all-or-nothing: :func:`read_labels` checks every row (empty or missing image, unknown
 label, empty domain or group) and raises one :class:`~amf.errors.DatasetError` that counts every kind of
 problem and names the first few lines of each, so a broken dataset is fixed in one go and never half
@@ -21,6 +26,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -219,6 +226,64 @@ def read_labels(
     )
 
 
+def read_datasets(
+    sources: list[tuple[Path, Path | None]],
+    columns: dict[str, str | None] | None = None,
+    check_files: bool = True,
+) -> LabelTable:
+    """Read several ``(labels file, image folder or None)`` pairs into one table, validating all of them.
+
+    One source gives exactly :func:`read_labels`'s table. Several are concatenated in the order given:
+    image paths become relative to the deepest folder holding every image folder, groups are prefixed with
+    the labels file's folder name, and every file's problems are reported together before any is loaded.
+    ``columns`` overrides apply to every file (each file's format is detected on its own).
+    """
+    if not sources:
+        raise DatasetError("no labels file given")
+    if len(sources) == 1:
+        return read_labels(sources[0][0], sources[0][1], columns, check_files)
+    tables, errors = [], []
+    for labels_file, image_dir in sources:
+        try:
+            tables.append(read_labels(labels_file, image_dir, columns, check_files))
+        except DatasetError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise DatasetError(" | ".join(errors))
+    dirs = [t.image_dir.resolve() for t in tables]
+    root = Path(os.path.commonpath(dirs))
+    names = _source_names(tables)
+    paths, groups, files = [], [], []
+    for t, d, name in zip(tables, dirs, names, strict=True):
+        prefix = d.relative_to(root).as_posix()
+        paths += [p if prefix == "." else f"{prefix}/{p}" for p in t.paths]
+        groups += [f"{name}/{g}" for g in t.groups]
+        files.append(str(t.labels_file))
+    dup = sorted(p for p, n in Counter(paths).items() if n > 1)
+    if dup:
+        raise DatasetError(f"{len(dup)} image(s) listed by more than one labels file ({', '.join(dup[:SHOW])})")
+    return LabelTable(
+        labels_file=tables[0].labels_file,
+        image_dir=root,
+        format="+".join(t.format for t in tables),
+        columns=tables[0].columns,
+        paths=paths,
+        labels=np.concatenate([t.labels for t in tables]),
+        domains=[d for t in tables for d in t.domains],
+        groups=groups,
+        rows=np.concatenate([t.rows for t in tables]),
+        meta={"labels_files": files, "columns": [t.columns.to_dict() for t in tables]},
+    )
+
+
+def _source_names(tables: list[LabelTable]) -> list[str]:
+    """A short, unique name per labels file (its folder's name, else its stem), to keep groups apart."""
+    names = [t.labels_file.resolve().parent.name or t.labels_file.stem for t in tables]
+    if len(set(names)) < len(names):
+        names = [f"{i}-{n}" for i, n in enumerate(names)]
+    return names
+
+
 def limit_table(table: LabelTable, n: int, seed: int = 0) -> LabelTable:
     """A deterministic subset of ``n`` rows for tiny runs, spread over every (domain, class) stratum.
 
@@ -276,9 +341,14 @@ def fingerprint(table: LabelTable) -> dict:
     from amf.files import sha256_file
 
     listing = "\n".join(sorted(table.paths)).encode()
+    files = table.meta.get("labels_files")
+    if files:  # several labels files: the sha256 of their sha256s, in order
+        labels_sha = hashlib.sha256("\n".join(sha256_file(Path(f)) for f in files).encode()).hexdigest()
+    else:
+        labels_sha = sha256_file(table.labels_file)
     return {
-        "labels_file": str(table.labels_file),
-        "labels_sha256": sha256_file(table.labels_file),
+        "labels_file": files or str(table.labels_file),
+        "labels_sha256": labels_sha,
         "files_sha256": hashlib.sha256(listing).hexdigest(),
         "n": len(table),
         "n_atypical": int(table.labels.sum()),

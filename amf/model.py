@@ -104,7 +104,7 @@ def load_backbone_weights(backbone: nn.Module, path: Path) -> None:
             state = state.get("state_dict", state.get("model", state))
     except Exception as exc:  # any parse failure is a bad file, whatever the library raised
         raise WeightsError(f"cannot read initial weights {path}: {exc}") from exc
-    head = _head_prefix(backbone)
+    head = head_prefix(backbone)
     state = {k: v for k, v in state.items() if not k.startswith(head)}
     missing, unexpected = backbone.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith(head)]
@@ -115,7 +115,7 @@ def load_backbone_weights(backbone: nn.Module, path: Path) -> None:
         )
 
 
-def _head_prefix(backbone: nn.Module) -> str:
+def head_prefix(backbone: nn.Module) -> str:
     """The state-dict prefix of timm's classifier layer (e.g. ``head.classifier.4``), which we replace."""
     name = getattr(backbone, "default_cfg", {}).get("classifier", "head")
     return name if isinstance(name, str) else name[0]

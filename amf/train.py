@@ -72,10 +72,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from amf.data import LabelTable, fingerprint, limit_table, load_images, read_labels
+from amf.data import LabelTable, fingerprint, limit_table, load_images, read_datasets
 from amf.errors import AmfError
 from amf.losses import focal_loss
 from amf.model import PRESETS, Classifier, ModelSpec, build_classifier
+from amf.pretrained import init_backbone, init_head, provenance
 from amf.sampling import epoch_indices
 from amf.splits import Fold, domain_slugs, make_folds
 from amf.stain import random_hed_jitter
@@ -103,7 +104,8 @@ class TrainConfig:
     arch: str = "efficientvit_b0"  # any timm model name
     input_size: int = 128  # the backbone's input side; patches (128 px) are resized inside the model
     timm_kwargs: dict = field(default_factory=dict)
-    init_weights: str | None = None  # local backbone checkpoint; weights never come from the network
+    init_weights: str | None = None  # "imagenet:efficientnet_lite0" (amf.pretrained) or a local file; never network
+    head_init: str = "timm"  # "zero": the new one-logit head starts at logit 0 (pretrained backbones)
     epochs: int = 10
     batch_size: int = 32
     eval_batch_size: int = 128
@@ -147,6 +149,8 @@ class TrainConfig:
             raise AmfError(f"fold_limit must be in [0, folds={self.folds}], got {self.fold_limit}")
         if not (self.lodo or self.ensemble):
             raise AmfError("nothing to train: lodo and ensemble are both off")
+        if self.head_init not in ("timm", "zero"):
+            raise AmfError(f"head_init must be timm or zero, not {self.head_init!r}")
         if self.focal_alpha is not None and not 0 <= self.focal_alpha <= 1:
             raise AmfError(f"focal_alpha must be in [0, 1], got {self.focal_alpha}")
 
@@ -197,7 +201,15 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def model_spec(self) -> ModelSpec:
+        """The member's spec; a named pretrained start brings the input normalisation it was trained with."""
+        from amf.pretrained import source
+
         base = PRESETS[self.preset] if self.preset else ModelSpec(self.arch)
+        src = source(self.init_weights)
+        if src is not None:
+            if src.arch != self.arch:
+                raise AmfError(f"init_weights {src.name} fits arch {src.arch!r}, not {self.arch!r}")
+            base = dataclasses.replace(base, mean=src.mean, std=src.std)
         return dataclasses.replace(base, arch=self.arch, input_size=self.input_size, timm_kwargs=dict(self.timm_kwargs))
 
 
@@ -423,7 +435,11 @@ def train_fold(
     amp = amp_dtype(cfg, device)
     spec = cfg.model_spec()
     torch.manual_seed(derive_seed(cfg.seed, fold.name, "init"))
-    model = build_classifier(spec, Path(cfg.init_weights) if cfg.init_weights else None).to(device)
+    model = build_classifier(spec)
+    if cfg.init_weights:
+        init_backbone(model.backbone, cfg.init_weights)
+    init_head(model.backbone, cfg.head_init)
+    model = model.to(device)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     batches = make_batches(len(fold.train), cfg.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda_factory(cfg, len(batches)))
@@ -581,6 +597,9 @@ def args_to_argv(command: str, args: object, positional: tuple[str, ...] = ()) -
         flag = "--" + k.replace("_", "-")
         if v is True:
             out.append(flag)
+        elif isinstance(v, (list, tuple)):
+            for item in v:
+                out += [flag, str(item)]
         elif v is not None and v is not False:
             out += [flag, str(v)]
     return out
@@ -602,10 +621,8 @@ def _config_record(cfg: TrainConfig, fp: dict, command: list[str] | None, images
         "torch": torch.__version__,
     }
     if cfg.init_weights:
-        from amf.files import sha256_file
-
-        p = Path(cfg.init_weights)
-        rec["init_weights_sha256"] = sha256_file(p) if p.is_file() else None
+        rec["init"] = provenance(cfg.init_weights)
+        rec["init_weights_sha256"] = rec["init"]["sha256"]
     return rec
 
 
@@ -654,9 +671,9 @@ class _Determinism:
 
 def train_run(
     cfg: TrainConfig,
-    labels_file: Path,
+    labels_file: Path | list[Path],
     output: Path,
-    images_dir: Path | None = None,
+    images_dir: Path | list[Path | None] | None = None,
     columns: dict[str, str | None] | None = None,
     resume: bool = False,
     device: str | None = "cpu",
@@ -665,13 +682,18 @@ def train_run(
     on_epoch_end: EpochHook | None = None,
     arguments: list[str] | None = None,
 ) -> dict:
-    """Train every fold of a run into ``output`` and write ``summary.json``; returns the summary."""
+    """Train every fold of a run into ``output`` and write ``summary.json``; returns the summary.
+
+    ``labels_file`` may be a list of labels files trained together, with ``images_dir`` then a list of the
+    same length (``None`` entries: the labels file's folder); see :func:`amf.data.read_datasets`.
+    """
     output = Path(output)
     dev = resolve_device(device)
-    table = read_labels(labels_file, images_dir, columns)  # validates every row before anything else
+    table = read_datasets(data_sources(labels_file, images_dir), columns)  # validates every row first
     table = limit_table(table, cfg.limit, cfg.seed)
     fp = fingerprint(table)
     record = _config_record(cfg, fp, command, table.image_dir, columns or {}, arguments)
+    record["image_dirs"] = [str(d) if d is not None else None for _, d in data_sources(labels_file, images_dir)]
     if (output / "config.json").is_file():
         if not resume:
             raise AmfError(f"{output} already holds a run; pass --resume to continue it, or choose a new --output")
@@ -705,6 +727,19 @@ def train_run(
     write_json(output / "summary.json", summary)
     log.write(event="done", all_thresholds=summary.get("all", {}).get("thresholds"))
     return summary
+
+
+def data_sources(labels: Path | list[Path], images: Path | list[Path | None] | None) -> list[tuple[Path, Path | None]]:
+    """Pair labels files with image folders: one folder per labels file, or none (each CSV's own folder)."""
+    labels = [Path(p) for p in (labels if isinstance(labels, (list, tuple)) else [labels])]
+    if images is None:
+        images = [None] * len(labels)
+    elif not isinstance(images, (list, tuple)):
+        images = [images]
+    if len(images) != len(labels):
+        raise AmfError(f"{len(labels)} --labels file(s) but {len(images)} --images folder(s): give one "
+                       "--images per --labels, in the same order, or none")
+    return [(lab, Path(img) if img is not None else None) for lab, img in zip(labels, images, strict=True)]
 
 
 def select_folds(folds: list[Fold], cfg: TrainConfig) -> list[Fold]:

@@ -31,8 +31,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="TOML training config (e.g. configs/cpu.toml)")
-    p.add_argument("--labels", type=Path, required=True, help="labels CSV (AMi-Br or MIDOG 2025 format)")
-    p.add_argument("--images", type=Path, help="image folder (default: the labels CSV's folder)")
+    p.add_argument("--labels", type=Path, action="append", required=True,
+                   help="labels CSV (AMi-Br or MIDOG 2025 format); repeat to train on several data sets at once, "
+                        "each keeping its own format and domain column")
+    p.add_argument("--images", type=Path, action="append",
+                   help="image folder of the matching --labels (default: each CSV's folder); "
+                        "give one per --labels, in order, or none")
     p.add_argument("--output", type=Path, required=True, help="run folder, e.g. runs/NAME")
     p.add_argument("--resume", action="store_true", help="continue the run in --output where it stopped")
     p.add_argument("--no-lodo", action="store_true", help="train only the all-domains folds (the shipped ensemble)")
@@ -125,8 +129,10 @@ def run(args: argparse.Namespace) -> int:
         record = json.loads((args.output / "config.json").read_text())
         for k, v in record.get("column_overrides", {}).items():
             columns[k] = columns.get(k) or v
-        if args.images is None and record.get("images_dir"):
-            args.images = Path(record["images_dir"])
+        if args.images is None and record.get("image_dirs"):
+            args.images = [Path(d) if d else None for d in record["image_dirs"]]
+        elif args.images is None and record.get("images_dir") and len(args.labels) == 1:  # runs before image_dirs
+            args.images = [Path(record["images_dir"])]
     try:
         summary = train_run(
             cfg,
@@ -141,8 +147,9 @@ def run(args: argparse.Namespace) -> int:
             arguments=args_to_argv("train", args),
         )
     except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with: python -m amf train --resume --output {args.output} "
-              f"--labels {args.labels}", file=sys.stderr)
+        labels = " ".join(f"--labels {p}" for p in args.labels)
+        print(f"\ninterrupted; continue with: python -m amf train --resume --output {args.output} {labels}",
+              file=sys.stderr)
         return 130
     all_ = summary.get("all")
     if all_ is not None:
