@@ -9,10 +9,11 @@ STAMP := $(VENV)/.requirements-installed
 
 venv: $(STAMP)
 
-# Reinstall whenever requirements.txt changes; pip takes torch/torchvision from local disk where it can.
-$(STAMP): requirements.txt
+# Reinstall whenever a requirements file changes; pip takes torch/torchvision from local disk where it can.
+# requirements.txt is the container's runtime; requirements-dev.txt adds the tests and training's pretrained starts.
+$(STAMP): requirements.txt requirements-dev.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(STAMP)
 
 run: $(STAMP)

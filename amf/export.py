@@ -39,6 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", type=Path, help="training run folder (python -m amf train --output RUN)")
     p.add_argument("--output", type=Path, required=True, help="weights folder to write")
     p.add_argument("--threshold-method", choices=list(METHODS), help="default: the run's threshold_method")
+    p.add_argument("--threshold-from", type=Path, metavar="LODO_RUN",
+                   help="choose the threshold that transfers to unseen domains instead: the cut maximising the mean "
+                        "held-out balanced accuracy of this leave-one-domain-out run of the same configuration")
     p.add_argument("--tta-views", type=int, default=TTAConfig().views, help="test-time views (1 = none)")
     p.add_argument("--tta-sigma", type=float, default=TTAConfig().sigma, help="TTA stain sigma (natural OD)")
     p.add_argument("--tta-delta", type=float, default=TTAConfig().delta, help="TTA stain delta (natural OD)")
@@ -67,8 +70,14 @@ def export_run(
     note: str = "",
     command: list[str] | None = None,
     arguments: list[str] | None = None,
+    threshold_from: Path | None = None,
 ) -> dict:
-    """Write ``out_dir`` (members + manifest) from ``run_dir``; returns the manifest."""
+    """Write ``out_dir`` (members + manifest) from ``run_dir``; returns the manifest.
+
+    With ``threshold_from`` (a leave-one-domain-out run of the same configuration and data), the shipped
+    threshold is :func:`amf.threshold.transfer_threshold` of its held-out domains, rescored with the shipped
+    TTA; the OOF candidates are still recorded next to it.
+    """
     from amf.crossval import PatchCache, load_fold_model, oof_scores
     from amf.train import BEST, RESULT, git_commit, load_run_config
 
@@ -95,6 +104,10 @@ def export_run(
     candidates = threshold_candidates(probs, labels)
     value = choose_threshold(probs, labels, method)
     threshold = Threshold(value=float(value), method=f"oof_{method}")
+    transfer = None
+    if threshold_from is not None:
+        transfer = transfer_record(Path(threshold_from), cfg, record, tta)
+        threshold = Threshold(value=transfer["value"], method="lodo_transfer_mean_balanced_accuracy")
     summary_path = run_dir / "summary.json"
     lodo = json.loads(summary_path.read_text()).get("lodo_mean") if summary_path.is_file() else None
     provenance = {
@@ -107,6 +120,7 @@ def export_run(
             "run": str(run_dir),
             "torch": record.get("torch"),
             "init_weights_sha256": record.get("init_weights_sha256"),
+            "init": record.get("init"),
         },
         "data": record["data"],
         "git_commit": git_commit(),
@@ -122,10 +136,51 @@ def export_run(
                     "shipped, each patch scored by the one member that did not train on it",
         },
         "lodo_mean": lodo,
+        "threshold_transfer": transfer,
         "member_info": member_info,
         "note": "; ".join(x for x in (note, auto_note(cfg, record)) if x),
     }
     return save_ensemble(members, Path(out_dir), threshold, tta, provenance, dtype=dtype)
+
+
+#: Settings that may differ between the shipped run and the LODO run its threshold comes from.
+NOT_THE_RECIPE = ("lodo", "ensemble", "fold_limit", "threads", "keep_checkpoints", "note")
+
+
+def transfer_record(lodo_run: Path, cfg, record: dict, tta: TTAConfig) -> dict:
+    """The transfer threshold from ``lodo_run``'s held-out domains, and each domain's balanced accuracy at it,
+    at the cut chosen on the other domains alone, and at its hindsight-best cut."""
+    from amf.crossval import PatchCache, score_run
+    from amf.threshold import balanced_accuracy, max_balanced_accuracy_threshold, nested_transfer_thresholds
+    from amf.threshold import transfer_threshold
+    from amf.train import load_run_config
+
+    lodo_cfg, lodo_record = load_run_config(lodo_run)
+    ours = {k: v for k, v in cfg.to_dict().items() if k not in NOT_THE_RECIPE}
+    theirs = {k: v for k, v in lodo_cfg.to_dict().items() if k not in NOT_THE_RECIPE}
+    differ = sorted(k for k in ours if ours[k] != theirs.get(k))
+    if differ:
+        raise AmfError(f"--threshold-from {lodo_run} was trained with another recipe (differs in: {', '.join(differ)})")
+    if lodo_record["data"]["files_sha256"] != record["data"]["files_sha256"]:
+        raise AmfError(f"--threshold-from {lodo_run} was trained on other data (file list differs)")
+    heldout = score_run(lodo_run, tta, PatchCache(Path(lodo_record["images_dir"])))
+    pairs = [(h.probs, h.labels) for h in heldout]
+    value = transfer_threshold(pairs)
+    nested = nested_transfer_thresholds(pairs) if len(pairs) > 1 else [None] * len(pairs)
+    domains = {}
+    for h, t_nested in zip(heldout, nested, strict=True):
+        best = max_balanced_accuracy_threshold(h.probs, h.labels)
+        domains[h.domain] = {
+            "n": int(h.labels.size), "members": h.members, "auc": safe_auc(h.probs, h.labels),
+            "balanced_accuracy_at_transfer": balanced_accuracy(h.probs, h.labels, value),
+            "nested_threshold": t_nested,
+            "balanced_accuracy_at_nested": None if t_nested is None else balanced_accuracy(h.probs, h.labels, t_nested),
+            "hindsight_best_threshold": best,
+            "balanced_accuracy_at_hindsight_best": balanced_accuracy(h.probs, h.labels, best),
+        }
+    return {"value": value, "run": str(lodo_run), "tta_views": tta.views, "domains": domains,
+            "note": "the cut maximising the mean over held-out domains of balanced accuracy, each domain scored "
+                    "by the models that never saw it, with the shipped TTA"}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -135,10 +190,15 @@ def run(args: argparse.Namespace) -> int:
         raise AmfError("--tta-views must be >= 1")
     tta = TTAConfig(views=args.tta_views, sigma=args.tta_sigma, delta=args.tta_delta)
     manifest = export_run(args.run, args.output, args.threshold_method, tta, DTYPES[args.dtype], args.note or "",
-                          command=[sys.executable, *sys.argv], arguments=args_to_argv("export", args, ("run",)))
+                          command=[sys.executable, *sys.argv], arguments=args_to_argv("export", args, ("run",)),
+                          threshold_from=args.threshold_from)
     th = manifest["threshold"]
     print(f"wrote {len(manifest['members'])} members to {args.output}; threshold {th['value']:.4f} ({th['method']})")
     for m, c in manifest["threshold_candidates"].items():
         print(f"  {m:<17} {c['value']:.4f}  OOF BA {c['oof_balanced_accuracy']:.4f}")
+    transfer = manifest.get("threshold_transfer")
+    for domain, d in (transfer or {}).get("domains", {}).items():
+        print(f"  held out {domain}: BA {d['balanced_accuracy_at_transfer']:.4f} at the shipped threshold, "
+              f"{d['balanced_accuracy_at_hindsight_best']:.4f} at its hindsight-best")
     return 0
 

@@ -8,8 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from amf.data import fingerprint, limit_table, load_images, parse_label, read_labels
+from amf.data import fingerprint, limit_table, load_images, parse_label, read_datasets, read_labels
 from amf.errors import DatasetError
+from synthetic_data import amibr_style_dataset, midog25_style_dataset
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 AMIBR = SHARED / "ami-br-midog21" / "labels.csv"
@@ -121,3 +122,33 @@ def test_real_label_files_parse():
     m25 = read_labels(MIDOG25, check_files=False)  # no images shipped for this one
     assert m25.format == "midog25" and len(m25) == 11937 and len(set(m25.domains)) == 7
     assert int(m25.labels.sum()) == 1748
+
+
+def test_several_labels_files_keep_their_own_format_domains_and_groups(tmp_path):
+    a = amibr_style_dataset(tmp_path / "amibr", n=6)
+    b = midog25_style_dataset(tmp_path / "midog25", n=4)
+    table = read_datasets([(a, None), (b, None)])
+    assert table.image_dir == tmp_path.resolve() and len(table) == 10
+    assert table.paths[0] == "amibr/patches/0.png" and table.paths[6] == "midog25/images/0.png"
+    assert set(table.domains) == {"scanner0", "scanner1", "scanner2", "tumour0", "tumour1"}
+    assert table.groups[0] == "amibr/000.tiff" and table.groups[6] == "midog25/0.tiff"
+    assert table.format == "amibr+midog25" and table.labels.tolist()[6:] == [1, 0, 0, 1]
+    images = load_images(table)
+    assert images.shape == (10, 3, 128, 128)
+    fp = fingerprint(table)
+    assert fp["labels_file"] == [str(a), str(b)] and fp["n"] == 10
+    assert fingerprint(read_datasets([(b, None), (a, None)]))["labels_sha256"] != fp["labels_sha256"]
+    assert read_datasets([(a, None)]).paths == read_labels(a).paths  # one file: exactly read_labels
+
+
+def test_several_labels_files_report_every_problem_and_refuse_duplicates(tmp_path):
+    a = amibr_style_dataset(tmp_path / "amibr", n=6)
+    b = midog25_style_dataset(tmp_path / "midog25", n=4)
+    (tmp_path / "amibr" / "patches" / "1.png").unlink()
+    (tmp_path / "midog25" / "images" / "2.png").unlink()
+    with pytest.raises(DatasetError) as err:
+        read_datasets([(a, None), (b, None)])
+    assert "patches/1.png" in str(err.value) and "images/2.png" in str(err.value)
+    c = amibr_style_dataset(tmp_path / "again", n=6)
+    with pytest.raises(DatasetError, match="more than one labels file"):
+        read_datasets([(c, None), (c, None)])

@@ -107,3 +107,27 @@ def test_unfinished_run_is_refused(run_dir, tmp_path):
     with pytest.raises(AmfError, match="not finished"):
         export_run(partial, tmp_path / "w")
     assert json.loads((run_dir / "config.json").read_text())["config"]["folds"] == 2
+
+
+def test_threshold_from_a_lodo_run_transfers_and_refuses_another_recipe(run_dir, tmp_path):
+    """The shipped cut maximises the mean held-out balanced accuracy of the LODO run, scored with the shipped TTA."""
+    from amf.crossval import PatchCache, score_run
+    from amf.threshold import transfer_threshold
+    from amf.tta import TTAConfig
+
+    data = run_dir.parent / "data" / "labels.csv"
+    cfg = TrainConfig.from_toml(ROOT / "configs" / "smoke.toml").replace(epochs=1, ensemble=False, fold_limit=1)
+    lodo = tmp_path / "lodo"
+    train_run(cfg, data, lodo)
+    manifest = export_run(run_dir, tmp_path / "w", tta=TTAConfig(views=2), threshold_from=lodo)
+    heldout = score_run(lodo, TTAConfig(views=2), PatchCache(data.parent))
+    assert manifest["threshold"]["value"] == transfer_threshold([(h.probs, h.labels) for h in heldout])
+    assert manifest["threshold"]["method"] == "lodo_transfer_mean_balanced_accuracy"
+    record = manifest["threshold_transfer"]
+    assert set(record["domains"]) == {"tumour 0", "tumour 1"} and record["tta_views"] == 2
+    for d in record["domains"].values():
+        assert d["balanced_accuracy_at_hindsight_best"] >= d["balanced_accuracy_at_transfer"]
+    other = tmp_path / "other"
+    train_run(cfg.replace(lr=0.01), data, other)
+    with pytest.raises(AmfError, match="differs in: lr"):
+        export_run(run_dir, tmp_path / "w2", threshold_from=other)

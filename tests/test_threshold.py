@@ -60,3 +60,26 @@ def test_one_class_and_candidates():
         choose_threshold(s, y, "median")
     with pytest.raises(ValueError):
         threshold_candidates(np.array([np.nan, 0.1]), np.array([0, 1]))
+
+
+def test_transfer_threshold_maximises_the_mean_over_domains_and_nested_never_sees_its_domain():
+    import doctest
+
+    import amf.threshold
+    from amf.threshold import balanced_accuracy, nested_transfer_thresholds, transfer_threshold
+
+    assert doctest.testmod(amf.threshold).failed == 0
+    rng = np.random.default_rng(0)
+    domains = []
+    for shift in (0.0, 0.1, -0.1):  # the same separation, the score scale shifted per domain
+        y = (rng.random(200) < 0.25).astype(int)
+        domains.append((np.clip(0.5 + shift + (y - 0.5) * 0.4 + rng.normal(0, 0.12, 200), 0, 1), y))
+    t = transfer_threshold(domains)
+    mean_at = lambda c: np.mean([balanced_accuracy(s, y, c) for s, y in domains])  # noqa: E731
+    grid = np.linspace(0, 1, 201)
+    assert mean_at(t) >= max(mean_at(c) for c in grid) - 1e-9
+    nested = nested_transfer_thresholds(domains)
+    assert nested[1] == transfer_threshold([domains[0], domains[2]]) and len(nested) == 3
+    # a big domain does not outweigh a small one: each counts once
+    big = (np.repeat(domains[1][0], 10), np.repeat(domains[1][1], 10))
+    assert transfer_threshold([domains[0], big, domains[2]]) == t

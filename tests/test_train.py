@@ -188,3 +188,24 @@ def test_set_overrides_and_their_errors():
         smoke(fold_limit=5)
     with pytest.raises(AmfError, match="nothing to train"):
         smoke(lodo=False, ensemble=False)
+
+
+def test_cli_trains_on_two_labels_files_with_their_domains_apart(tmp_path, capsys):
+    from synthetic_data import midog25_style_dataset
+
+    a = amibr_style_dataset(tmp_path / "amibr", n=12)
+    b = midog25_style_dataset(tmp_path / "midog25", n=8)
+    out = tmp_path / "run"
+    args = ["train", "--config", str(SMOKE), "--labels", str(a), "--labels", str(b), "--output", str(out),
+            "--lodo-only", "--fold-limit", "1", "--epochs", "1", "--no-progress"]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["lodo"]) == {"scanner0", "scanner1", "scanner2", "tumour0", "tumour1"}
+    record = json.loads((out / "config.json").read_text())
+    assert record["data"]["labels_file"] == [str(a), str(b)] and record["image_dirs"] == [None, None]
+    assert record["arguments"].count("--labels") == 2
+    assert main(args[:-6] + ["--resume", "--lodo-only", "--fold-limit", "1", "--epochs", "1", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--config", str(SMOKE), "--labels", str(a), "--labels", str(b), "--images", str(a.parent),
+                 "--output", str(tmp_path / "other")]) == 2
+    assert "one --images per --labels" in capsys.readouterr().err
