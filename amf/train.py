@@ -8,9 +8,9 @@ What a run does
    :mod:`amf.export` ships). ``--no-lodo`` trains only the ``all`` folds.
 3. Trains each fold: AdamW, linear warm-up then cosine LR per step, focal loss, class-balanced sampling
    with replacement (epoch length = training-set size), in-batch augmentation (random D4 element and H&E
-   stain jitter, :mod:`amf.tta` and :mod:`amf.stain`). It validates every epoch and keeps the epoch with
-   the best validation balanced accuracy at the fixed threshold 0.5 on the sigmoid (ties keep the earlier
-   epoch). Threshold 0.5 is only for *selecting* the epoch; the shipped threshold is chosen afterwards on
+   stain jitter, :mod:`amf.tta` and :mod:`amf.stain`; optionally mixup of image pairs and their losses).
+   It validates every epoch and keeps the epoch with the best validation balanced accuracy at the fixed
+   threshold 0.5 on the sigmoid (ties keep the earlier epoch). Threshold 0.5 is only for *selecting* the epoch; the shipped threshold is chosen afterwards on
    the out-of-fold (OOF) scores (:mod:`amf.threshold`).
 4. Writes the best model's OOF predictions on its validation fold and, for LODO folds, its predictions
    on the held-out domain; then ``summary.json`` with per-domain metrics and threshold candidates.
@@ -120,6 +120,7 @@ class TrainConfig:
     d4: bool = True
     stain_sigma: float = 0.1  # H&E jitter, natural OD units (amf.stain); 0 and 0 disable it
     stain_delta: float = 0.05
+    mixup_alpha: float = 0.0  # mixup (Zhang et al. 2018): Beta(a, a) blend of image pairs and their losses; 0 = off
     folds: int = 5
     lodo: bool = True  # train the leave-one-domain-out x k-fold models (the cross-domain estimate)
     ensemble: bool = True  # train the all-domains k-fold (the ensemble that gets shipped)
@@ -151,6 +152,8 @@ class TrainConfig:
             raise AmfError("nothing to train: lodo and ensemble are both off")
         if self.head_init not in ("timm", "zero"):
             raise AmfError(f"head_init must be timm or zero, not {self.head_init!r}")
+        if self.mixup_alpha < 0:
+            raise AmfError(f"mixup_alpha must be >= 0, got {self.mixup_alpha}")
         if self.focal_alpha is not None and not 0 <= self.focal_alpha <= 1:
             raise AmfError(f"focal_alpha must be in [0, 1], got {self.focal_alpha}")
 
@@ -476,6 +479,7 @@ def train_fold(
         g = torch.Generator().manual_seed(derive_seed(cfg.seed, fold.name, epoch, "data"))
         torch.manual_seed(derive_seed(cfg.seed, fold.name, epoch, "global"))  # dropout, drop-path
         order = epoch_indices(train_labels, g, balanced=cfg.weighted_sampling)
+        mix_rng = np.random.default_rng(derive_seed(cfg.seed, fold.name, epoch, "mixup"))
         model.train()
         total_loss, seen = 0.0, 0
         batch_bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
@@ -487,10 +491,17 @@ def train_fold(
             if cfg.d4:
                 x = random_d4(x, g)
             x = random_hed_jitter(x, cfg.stain_sigma, cfg.stain_delta, g)
+            lam, partner = 1.0, None
+            if cfg.mixup_alpha > 0:
+                lam = float(mix_rng.beta(cfg.mixup_alpha, cfg.mixup_alpha))
+                partner = torch.as_tensor(mix_rng.permutation(len(idx)), device=device)
+                x = lam * x + (1 - lam) * x[partner]
             ctx = torch.autocast("cuda", dtype=amp) if amp is not None else nullcontext()
             with ctx:
                 logits = model(x)
             loss = focal_loss(logits.float(), y, cfg.focal_alpha, cfg.focal_gamma)
+            if partner is not None:
+                loss = lam * loss + (1 - lam) * focal_loss(logits.float(), y[partner], cfg.focal_alpha, cfg.focal_gamma)
             if not torch.isfinite(loss):
                 raise AmfError(f"{fold.name} epoch {epoch + 1}: loss is {loss.item()}; lower the learning rate")
             optimizer.zero_grad(set_to_none=True)
@@ -633,7 +644,9 @@ FOLD_SELECTION = ("lodo", "ensemble", "fold_limit")
 
 def _check_resume(run_dir: Path, record: dict) -> None:
     old = json.loads((run_dir / "config.json").read_text())
-    old_cfg = {k: v for k, v in old.get("config", {}).items() if k not in FOLD_SELECTION}
+    # Through TrainConfig, so a key added since the run started compares at its default (its old behaviour).
+    old_cfg = {k: v for k, v in _clean(TrainConfig.from_dict(old.get("config", {})).to_dict()).items()
+               if k not in FOLD_SELECTION}
     new_cfg = {k: v for k, v in _clean(record["config"]).items() if k not in FOLD_SELECTION}
     if old_cfg != new_cfg:
         diff = sorted(k for k in set(old_cfg) | set(new_cfg) if old_cfg.get(k) != new_cfg.get(k))

@@ -209,3 +209,21 @@ def test_cli_trains_on_two_labels_files_with_their_domains_apart(tmp_path, capsy
     assert main(["train", "--config", str(SMOKE), "--labels", str(a), "--labels", str(b), "--images", str(a.parent),
                  "--output", str(tmp_path / "other")]) == 2
     assert "one --images per --labels" in capsys.readouterr().err
+
+
+def test_mixup_trains_reproducibly_and_a_run_from_before_a_new_key_still_resumes(tmp_path):
+    labels = amibr_style_dataset(tmp_path / "data")
+    cfg = smoke(epochs=1, lodo=False, fold_limit=1, mixup_alpha=0.4)
+    train_run(cfg, labels, tmp_path / "a")
+    train_run(cfg, labels, tmp_path / "b")
+    a, b = (load_file(tmp_path / r / "all" / "fold0" / "best.safetensors") for r in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    plain = load_file(train_run(smoke(epochs=1, lodo=False, fold_limit=1), labels, tmp_path / "c") and
+                      tmp_path / "c" / "all" / "fold0" / "best.safetensors")
+    assert any(not torch.equal(a[k], plain[k]) for k in a if a[k].is_floating_point())
+    record = json.loads((tmp_path / "c" / "config.json").read_text())
+    del record["config"]["mixup_alpha"]  # as written before the key existed
+    (tmp_path / "c" / "config.json").write_text(json.dumps(record))
+    train_run(smoke(epochs=1, lodo=False, fold_limit=1), labels, tmp_path / "c", resume=True)
+    with pytest.raises(AmfError, match="TrainConfig|mixup_alpha must"):
+        smoke(mixup_alpha=-1)
