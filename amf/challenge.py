@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -214,9 +215,12 @@ def run(
     for k, job in enumerate(jobs):
         with _context(job, k, len(jobs)):
             counts.append(count_pages(job.stack))
-    from amf.engine import load_engine  # torch: only once everything that can be checked without it passed
+    from amf.engine import load_engine, start_device  # torch: only once everything that can be checked without it passed
 
-    loaded = load_engine(weights_dir, device=device, manifest=manifest)
+    dev, note = start_device(device)
+    if note is not None:
+        print(f"process.py: {note}", file=sys.stderr)
+    loaded = load_engine(weights_dir, device=dev, manifest=manifest)
     engine = loaded.engine
     results: list[tuple[Path, list[dict]]] = []
     for k, (job, n) in enumerate(zip(jobs, counts)):

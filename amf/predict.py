@@ -61,13 +61,16 @@ def run(args: argparse.Namespace) -> int:
     counts = [count_pages(path) for path in files]  # every file's structure, before any model work
     import torch
 
-    from amf.engine import load_engine
+    from amf.engine import load_engine, start_device
     from amf.tta import TTAConfig
 
     if args.device is not None and str(args.device).startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"--device {args.device}: no CUDA device is available here")
+    device, note = start_device(args.device)
+    if note is not None:
+        print(f"amf predict: {note}", file=sys.stderr)
     tta = None if args.views is None else dataclasses.replace(TTAConfig(**manifest["tta"]), views=args.views)
-    loaded = load_engine(args.weights, device=args.device, manifest=manifest, chunk_size=args.chunk_size, tta=tta)
+    loaded = load_engine(args.weights, device=device, manifest=manifest, chunk_size=args.chunk_size, tta=tta)
     engine = loaded.engine
     keys: list[tuple[Path, int]] = []
 

@@ -84,3 +84,19 @@ def test_container_test_script():
     proc = subprocess.run(["bash", str(ROOT / "test.sh")], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "test.sh: OK, 16 entries match" in proc.stdout
+
+
+def test_a_cuda_start_failure_falls_back_to_the_cpu_in_one_line(tmp_path):
+    """torch is told a GPU exists, but none is visible: CUDA's start fails, the CPU gives the expected JSON."""
+    script = ("import os, runpy, sys; os.environ['CUDA_VISIBLE_DEVICES'] = ''; import torch; "
+              "torch.cuda.is_available = lambda: True; "
+              f"sys.argv = ['process.py', '--input', {str(ROOT / 'test' / 'input')!r}, '--output', {str(tmp_path)!r}]; "
+              f"runpy.run_path({str(ROOT / 'process.py')!r}, run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("process.py: CUDA could not start (")
+    assert lines[0].endswith("; running on the CPU")
+    plain = run_process(ROOT / "test" / "input", tmp_path / "plain")  # the same machine, no CUDA pretended
+    assert (tmp_path / OUTPUT_NAME).read_bytes() == (tmp_path / "plain" / OUTPUT_NAME).read_bytes()
+    assert json.loads((tmp_path / OUTPUT_NAME).read_text()) == plain

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Leave-one-domain-out ablation over the four AMi-Br domains (three MIDOG21 scanners and TUPAC16; issue 10,
+# docs/results.md): one model per held-out domain (fold 0 of the 5-fold over the other three domains), every row
+# scored on the domain it never saw. Two streams of one thread each keep both cores busy.
+#   tools/lodo_ablation.sh [a|b|all] [RUNS_DIR]     (default: all, runs/lodo; resumable: rerun to finish)
+# then: python -m amf crossval RUNS_DIR/* --output docs/results/lodo4
+# Rows are listed in the order they run; a finished row is skipped, an unfinished one resumes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STREAM=${1:-all}
+RUNS=${2:-runs/lodo}
+PY=${PYTHON:-.venv/bin/python}
+DATA=../shared/data
+LABELS=(--labels "$DATA/ami-br-midog21/labels.csv" --labels "$DATA/ami-br-tupac16/labels.csv")
+row() {  # NAME CONFIG [train options]...
+  local name=$1 config=$2; shift 2
+  [[ -f "$RUNS/$name/summary.json" ]] && return 0
+  local resume=(); [[ -f "$RUNS/$name/config.json" ]] && resume=(--resume)
+  echo "$(date -u +%FT%TZ) start $name" >&2
+  "$PY" -m amf train --config "$config" "${LABELS[@]}" --output "$RUNS/$name" "${resume[@]}" \
+    --lodo-only --fold-limit 1 --threads 1 --no-progress "$@" >> "$RUNS/$name.log" 2>&1
+  echo "$(date -u +%FT%TZ) done $name" >&2
+}
+lite() {  # N: the pretrained EfficientNet-Lite N, arch and weights together
+  echo --arch "efficientnet_lite$1" --set "init_weights='imagenet:efficientnet_lite$1'"
+}
+stream_a() {
+  row lite0-128 configs/lite0.toml                      # the recipe (configs/lite0.toml)
+  row b0-scratch-128 configs/shipped.toml               # the baseline: today's scratch efficientvit_b0, 12 epochs
+  row lite0-128-mixup configs/lite0.toml --set mixup_alpha=0.4
+  row lite2-128 configs/lite0.toml $(lite 2)
+}
+stream_b() {
+  row lite1-128 configs/lite0.toml $(lite 1)
+  row lite0-224 configs/lite0.toml --input-size 224
+}
+mkdir -p "$RUNS"
+case $STREAM in
+  a) stream_a ;;
+  b) stream_b ;;
+  all) stream_a & stream_b & wait ;;
+  *) echo "usage: $0 [a|b|all] [RUNS_DIR]" >&2; exit 2 ;;
+esac
