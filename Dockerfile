@@ -1,5 +1,9 @@
 # MIDOG 2025 Track 2 algorithm container: python process.py reads /input, writes /output.
-FROM --platform=linux/amd64 pytorch/pytorch:2.9.1-cuda12.8-cudnn9-runtime
+# One torch, one CUDA: a slim Python base, and the pinned torch 2.14.1 from PyPI, a CUDA 13.0 build that carries its
+# own CUDA runtime and cuDNN (the nvidia-*-cu13 wheels). The host needs only the NVIDIA driver, >= 580 (CUDA 13.0's
+# minimum on Linux). With an older driver or no GPU the container says so in one line and runs on the CPU, with the
+# same JSON (amf.engine.start_device). Runtime packages only: tests and training extras are in requirements-dev.txt.
+FROM --platform=linux/amd64 python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -13,7 +17,7 @@ RUN groupadd --system user && useradd --system --create-home --no-log-init --gid
 
 WORKDIR /opt/app
 
-# The exact versions the tests ran with (torch is replaced by the pinned one if the base differs).
+# The exact versions the tests ran with.
 COPY --chown=user:user requirements.txt /opt/app/
 RUN python -m pip install --no-cache-dir --disable-pip-version-check -r requirements.txt
 

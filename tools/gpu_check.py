@@ -1,0 +1,190 @@
+"""The prepared device check (``tools/gpu_check.sh``): what the container and training do on a GPU, in one JSON.
+
+Parts, each recorded as ``{"status": "ok" | "failed" | "skipped", ...}`` with what it measured:
+
+engine
+    The shipped ensemble on the bundled stack: the CPU naive loop (the reference) against the fused CUDA
+    engine in fp32 (the container's setting) and with bf16 autocast (what it would cost in agreement):
+    max |difference| and whether every class is the same. On a CPU-only machine: the CPU ``graph``
+    engine against the loop, and the CUDA rows skipped.
+process
+    ``process.py`` on the bundled stack (on the GPU where there is one) against
+    ``test/expected_output.json``: classes equal, max |difference| within test.sh's 1e-4.
+cuda_fallback
+    ``process.py`` told a GPU exists while none is visible: exit 0, one line on stderr, the same JSON.
+bench
+    ``python -m amf bench`` throughput and engine-speed rows on CUDA (fused against the naive loop,
+    patches/s, peak GPU memory). Skipped without a GPU.
+train
+    One short run of the ``paper`` preset (efficientvit_l2 at 256 px, bf16 autocast) on synthetic patches:
+    seconds per epoch and images/s. Skipped without a GPU.
+
+Usage: ``python tools/gpu_check.py OUT.json`` (``tools/gpu_check.sh`` picks the interpreter and the output).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+OUTPUT_NAME = "multiple-mitotic-figure-classification.json"
+STACK_INPUT = ROOT / "test" / "input"
+
+
+def part(fn, *args) -> dict:
+    """Run one part; a failure is recorded with its last lines, and the other parts still run."""
+    started = time.perf_counter()
+    try:
+        out = fn(*args)
+    except Exception as exc:  # noqa: BLE001 - a check reports every failure, it does not stop at one
+        out = {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
+               "traceback": traceback.format_exc().splitlines()[-6:]}
+    out["seconds"] = round(time.perf_counter() - started, 2)
+    print(f"{fn.__name__}: {out['status']} ({out['seconds']} s)", file=sys.stderr)
+    return out
+
+
+def engine_check(cuda: bool) -> dict:
+    from amf.engine import Engine
+    from amf.io import iter_patches
+    from amf.weights import load_ensemble
+
+    ens = load_ensemble(ROOT / "weights", device="cpu")
+    stack = next((STACK_INPUT / "images" / "stacked-histopathology-roi-cropouts").glob("*.tif*"))
+    patches = np.stack(list(iter_patches(stack)))
+    reference = Engine(ens.members, ens.tta, device="cpu", strategy="loop").predict_proba(patches)
+    t = ens.threshold.value
+    rows = {"cpu_graph": Engine(ens.members, ens.tta, device="cpu", strategy="graph").predict_proba(patches)}
+    if cuda:
+        rows["cuda_fused_fp32"] = Engine(ens.members, ens.tta, device="cuda", strategy="fused").predict_proba(patches)
+        rows["cuda_fused_bf16"] = Engine(ens.members, ens.tta, device="cuda", strategy="fused",
+                                         bf16=True).predict_proba(patches)
+    out = {"status": "ok", "reference": "cpu loop", "patches": len(patches), "threshold": t,
+           "closest_to_threshold": float(np.min(np.abs(reference - t)))}
+    for name, probs in rows.items():
+        out[name] = {"max_abs_diff": float(np.max(np.abs(probs - reference))),
+                     "classes_equal": bool(np.array_equal(probs >= t, reference >= t))}
+    if not cuda:
+        out["skipped"] = ["cuda_fused_fp32", "cuda_fused_bf16"]
+    if not all(r["classes_equal"] for r in out.values() if isinstance(r, dict)):
+        out["status"] = "failed"
+    return out
+
+
+def process_check(tmp: Path) -> dict:
+    proc = subprocess.run([sys.executable, str(ROOT / "process.py"), "--input", str(STACK_INPUT), "--output",
+                           str(tmp / "process")], capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        return {"status": "failed", "returncode": proc.returncode, "stderr": proc.stderr[-2000:]}
+    got = json.loads((tmp / "process" / OUTPUT_NAME).read_text())
+    want = json.loads((ROOT / "test" / "expected_output.json").read_text())
+    diff = max(abs(a["confidence"] - b["confidence"]) for a, b in zip(got, want, strict=True))
+    same = [a["class"] for a in got] == [b["class"] for b in want]
+    return {"status": "ok" if same and diff <= 1e-4 else "failed", "classes_equal": same, "max_abs_diff": diff,
+            "stderr": proc.stderr.strip().splitlines()}
+
+
+def cuda_fallback_check(tmp: Path) -> dict:
+    script = ("import os, runpy, sys; os.environ['CUDA_VISIBLE_DEVICES'] = ''; import torch; "
+              "torch.cuda.is_available = lambda: True; "
+              f"sys.argv = ['process.py', '--input', {str(STACK_INPUT)!r}, '--output', {str(tmp / 'fallback')!r}]; "
+              f"runpy.run_path({str(ROOT / 'process.py')!r}, run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    out = {"returncode": proc.returncode, "stderr": lines}
+    if proc.returncode != 0:
+        return {"status": "failed", **out}
+    got = json.loads((tmp / "fallback" / OUTPUT_NAME).read_text())
+    want = json.loads((ROOT / "test" / "expected_output.json").read_text())
+    diff = max(abs(a["confidence"] - b["confidence"]) for a, b in zip(got, want, strict=True))
+    ok = len(lines) == 1 and "running on the CPU" in lines[0] and diff <= 1e-4
+    return {"status": "ok" if ok else "failed", "max_abs_diff": diff, **out}
+
+
+def bench_check(tmp: Path) -> dict:
+    out_json = tmp / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "amf", "bench", "--quick", "--device", "cuda", "--skip",
+                           "latency,fit", "--json", str(out_json)], capture_output=True, text=True, timeout=900,
+                          cwd=ROOT)
+    if proc.returncode != 0:
+        return {"status": "failed", "returncode": proc.returncode, "stderr": proc.stderr[-2000:]}
+    return {"status": "ok", "bench": json.loads(out_json.read_text()), "table": proc.stdout[-4000:]}
+
+
+def train_check(tmp: Path) -> dict:
+    """One epoch of efficientvit_l2 @ 256 px with bf16 autocast on 512 synthetic patches (speed, not accuracy)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rows = ["slide,patch,majority_atypical,scanner"]
+    for i in range(512):
+        path = tmp / "data" / "patches" / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (128, 128, 3)).astype(np.uint8)).save(path)
+        rows.append(f"{i % 16:03d}.tiff,patches/{i}.png,{i % 4 == 0},scanner{i % 2}")
+    (tmp / "data" / "labels.csv").write_text("\n".join(rows) + "\n")
+    run = tmp / "train"
+    cmd = [sys.executable, "-m", "amf", "train", "--config", str(ROOT / "configs" / "paper.toml"), "--labels",
+           str(tmp / "data" / "labels.csv"), "--output", str(run), "--no-lodo", "--fold-limit", "1", "--epochs", "2",
+           "--device", "cuda", "--no-progress"]
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        return {"status": "failed", "returncode": proc.returncode, "stderr": proc.stderr[-2000:]}
+    epochs = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    epochs = [e for e in epochs if e.get("event") == "epoch"]
+    return {"status": "ok", "wall_seconds": round(wall, 1), "amp": "bf16 autocast (configs/paper.toml amp = auto)",
+            "epochs": [{"seconds": e["seconds"], "n_train": e["n_train"],
+                        "images_per_second": round(e["n_train"] / e["seconds"], 1)} for e in epochs]}
+
+
+def main(out_path: Path) -> int:
+    cuda = torch.cuda.is_available()
+    skipped = {"status": "skipped", "reason": "no CUDA device on this machine"}
+    report = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "torch": torch.__version__, "torch_cuda": torch.version.cuda, "cuda_available": cuda,
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "driver": _driver() if cuda else None,
+    }
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        report["engine"] = part(engine_check, cuda)
+        report["process"] = part(process_check, tmp)
+        report["cuda_fallback"] = part(cuda_fallback_check, tmp)
+        report["bench"] = part(bench_check, tmp) if cuda else skipped
+        report["train"] = part(train_check, tmp) if cuda else skipped
+    report["skipped"] = [k for k, v in report.items() if isinstance(v, dict) and v.get("status") == "skipped"]
+    report["failed"] = [k for k, v in report.items() if isinstance(v, dict) and v.get("status") == "failed"]
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out_path}; failed: {report['failed'] or 'none'}; skipped: {report['skipped'] or 'none'}")
+    return 1 if report["failed"] else 0
+
+
+def _driver() -> str | None:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "gpu_check.json"))
