@@ -86,6 +86,12 @@ class PatchCache:
                 self._patches[image] = read_patches(self.images_dir / image)[0]
         return np.stack([self._patches[image] for image in images])
 
+    def digests(self) -> list[str]:
+        """Sorted :func:`amf.io.patch_digest` of every patch read so far."""
+        from amf.io import patch_digest
+
+        return sorted(patch_digest(p) for p in self._patches.values())
+
 
 def load_fold_model(spec, fold_dir: Path):
     """A fold's best epoch as an eval-mode :class:`amf.model.Classifier`."""

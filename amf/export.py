@@ -19,13 +19,14 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import os
 import sys
 from pathlib import Path
 
 import torch
 
 from amf.errors import AmfError
-from amf.threshold import METHODS, choose_threshold, safe_auc, threshold_candidates
+from amf.threshold import METHODS, balanced_accuracy, choose_threshold, safe_auc, threshold_candidates
 from amf.tta import TTAConfig
 from amf.weights import Threshold, save_ensemble
 
@@ -47,6 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta-delta", type=float, default=TTAConfig().delta, help="TTA stain delta (natural OD)")
     p.add_argument("--dtype", choices=list(DTYPES), default="fp16", help="storage dtype of the members")
     p.add_argument("--note", help="free text stored in the manifest")
+    p.add_argument("--force", action="store_true",
+                   help="replace a non-empty --output folder (a new folder is written, then renamed into its place)")
 
 
 def auto_note(cfg, record: dict) -> str:
@@ -71,6 +74,7 @@ def export_run(
     command: list[str] | None = None,
     arguments: list[str] | None = None,
     threshold_from: Path | None = None,
+    force: bool = False,
 ) -> dict:
     """Write ``out_dir`` (members + manifest) from ``run_dir``; returns the manifest.
 
@@ -79,9 +83,13 @@ def export_run(
     TTA; the OOF candidates are still recorded next to it.
     """
     from amf.crossval import PatchCache, load_fold_model, oof_scores
-    from amf.train import BEST, RESULT, git_commit, load_run_config
+    from amf.train import BEST, RESULT, git_commit, load_run_config, portable_command
 
     run_dir = Path(run_dir)
+    out_dir = Path(out_dir)
+    if out_dir.is_file() or (out_dir.is_dir() and any(out_dir.iterdir()) and not force):
+        raise AmfError(f"--output {out_dir} is not an empty folder; pass --force to replace it "
+                       "(nothing of the old folder is kept)")
     cfg, record = load_run_config(run_dir)
     method = threshold_method or cfg.threshold_method
     if method not in METHODS:
@@ -100,7 +108,8 @@ def export_run(
         result = json.loads((d / RESULT).read_text())
         member_info.append({"fold": result["fold"], "best_epoch": result["best_epoch"], "val": result["val"]})
 
-    labels, probs = oof_scores(members, fold_dirs, PatchCache(Path(record["images_dir"])), tta)
+    patches = PatchCache(Path(record["images_dir"]))
+    labels, probs = oof_scores(members, fold_dirs, patches, tta)  # every training patch, once: k folds cover them
     candidates = threshold_candidates(probs, labels)
     value = choose_threshold(probs, labels, method)
     threshold = Threshold(value=float(value), method=f"oof_{method}")
@@ -113,7 +122,8 @@ def export_run(
     provenance = {
         "training": {
             "config": record["config"],
-            "command": record.get("command"),
+            # None when the run was started from Python (amf.train.train_run) rather than the command line
+            "command": portable_command(record["arguments"], record.get("cwd")) if record.get("arguments") else None,
             "arguments": record.get("arguments"),
             "git_commit": record.get("git_commit", "unknown"),
             "created": record.get("created"),
@@ -122,9 +132,11 @@ def export_run(
             "init_weights_sha256": record.get("init_weights_sha256"),
             "init": record.get("init"),
         },
-        "data": record["data"],
+        "data": {**record["data"], "patch_sha256": patches.digests(),
+                 "patch_sha256_note": "sha256 of each training patch's decoded pixels (amf.io.patch_digest), "
+                                      "sorted: predict says how many of the patches it scores are among them"},
         "git_commit": git_commit(),
-        "export_command": command if command is not None else [sys.executable, *sys.argv],
+        "export_command": portable_command(arguments) if arguments else command,
         "export_arguments": arguments,
         "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "threshold_candidates": candidates,
@@ -132,6 +144,7 @@ def export_run(
             "n": int(labels.size),
             "n_atypical": int(labels.sum()),
             "auc": safe_auc(probs, labels),
+            "balanced_accuracy": balanced_accuracy(probs, labels, threshold.value),
             "note": f"pooled out-of-fold probabilities of the all-domains members, {tta.views} TTA view(s) as "
                     "shipped, each patch scored by the one member that did not train on it",
         },
@@ -140,7 +153,32 @@ def export_run(
         "member_info": member_info,
         "note": "; ".join(x for x in (note, auto_note(cfg, record)) if x),
     }
-    return save_ensemble(members, Path(out_dir), threshold, tta, provenance, dtype=dtype)
+    return _replace_folder(out_dir, lambda tmp: save_ensemble(members, tmp, threshold, tta, provenance, dtype=dtype))
+
+
+def _replace_folder(out_dir: Path, write) -> dict:
+    """``write`` into a new sibling folder, then rename it to ``out_dir``: the old folder goes whole, or not at all."""
+    import shutil
+    import tempfile
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
+    old = None
+    try:
+        result = write(tmp)
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+            os.replace(out_dir, old / out_dir.name)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not out_dir.exists():
+            os.replace(old / out_dir.name, out_dir)  # put the old folder back
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    return result
 
 
 #: Settings that may differ between the shipped run and the LODO run its threshold comes from.
@@ -151,8 +189,7 @@ def transfer_record(lodo_run: Path, cfg, record: dict, tta: TTAConfig) -> dict:
     """The transfer threshold from ``lodo_run``'s held-out domains, and each domain's balanced accuracy at it,
     at the cut chosen on the other domains alone, and at its hindsight-best cut."""
     from amf.crossval import PatchCache, score_run
-    from amf.threshold import balanced_accuracy, max_balanced_accuracy_threshold, nested_transfer_thresholds
-    from amf.threshold import transfer_threshold
+    from amf.threshold import max_balanced_accuracy_threshold, nested_transfer_thresholds, transfer_threshold
     from amf.train import load_run_config
 
     lodo_cfg, lodo_record = load_run_config(lodo_run)
@@ -183,6 +220,14 @@ def transfer_record(lodo_run: Path, cfg, record: dict, tta: TTAConfig) -> dict:
                     "by the models that never saw it, with the shipped TTA"}
 
 
+#: Below this out-of-fold ROC AUC, export warns that the ensemble is close to chance.
+USELESS_AUC = 0.6
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
 def run(args: argparse.Namespace) -> int:
     from amf.train import args_to_argv
 
@@ -191,11 +236,17 @@ def run(args: argparse.Namespace) -> int:
     tta = TTAConfig(views=args.tta_views, sigma=args.tta_sigma, delta=args.tta_delta)
     manifest = export_run(args.run, args.output, args.threshold_method, tta, DTYPES[args.dtype], args.note or "",
                           command=[sys.executable, *sys.argv], arguments=args_to_argv("export", args, ("run",)),
-                          threshold_from=args.threshold_from)
+                          threshold_from=args.threshold_from, force=args.force)
     th = manifest["threshold"]
     print(f"wrote {len(manifest['members'])} members to {args.output}; threshold {th['value']:.4f} ({th['method']})")
     for m, c in manifest["threshold_candidates"].items():
         print(f"  {m:<17} {c['value']:.4f}  OOF BA {c['oof_balanced_accuracy']:.4f}")
+    oof = manifest["oof"]
+    print(f"  out-of-fold: n={oof['n']}, AUC {_fmt(oof['auc'])}, BA {oof['balanced_accuracy']:.4f} at the shipped "
+          "threshold (patches of the training domains: an upper bound for new domains)")
+    if oof["auc"] is None or oof["auc"] < USELESS_AUC:
+        print(f"amf export: warning: out-of-fold AUC {_fmt(oof['auc'])} is below {USELESS_AUC}: this ensemble is "
+              "close to chance even on the domains it trained on", file=sys.stderr)
     transfer = manifest.get("threshold_transfer")
     for domain, d in (transfer or {}).get("domains", {}).items():
         print(f"  held out {domain}: BA {d['balanced_accuracy_at_transfer']:.4f} at the shipped threshold, "

@@ -163,6 +163,14 @@ def count_pages(path: Path) -> int:
     return sum(1 for _ in _read(Path(path), decode=False))
 
 
+def patch_digest(patch: np.ndarray) -> str:
+    """sha256 of a decoded patch's pixels (``(128, 128, 3)`` uint8, row-major): the same figure gives the same
+    digest whether it came as a PNG, a TIFF page or an MHA slice, which a file hash would not."""
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(patch, dtype=np.uint8).tobytes()).hexdigest()
+
+
 def iter_patches(path: Path) -> Iterator[np.ndarray]:
     """:func:`iter_pages` through :func:`to_patch`; a page that is no image is an error naming the page."""
     path = Path(path)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from amf.challenge import DEFAULT_WEIGHTS, check_output_dir
 from amf.errors import InputError, OutputError
-from amf.io import count_pages, find_images, iter_patches
+from amf.io import count_pages, find_images, iter_patches, patch_digest
 from amf.files import atomic_write_bytes
 from amf.weights import read_manifest
 
@@ -73,18 +73,27 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_engine(args.weights, device=device, manifest=manifest, chunk_size=args.chunk_size, tta=tta)
     engine = loaded.engine
     keys: list[tuple[Path, int]] = []
+    trained_on = set(manifest.get("data", {}).get("patch_sha256") or ())
+    seen_in_training: list[bool] = []
 
     def patches():
         """All pages of all files as one stream, so small files still fill large batches."""
         for path in tqdm(files, desc="predict", unit="file", disable=not sys.stderr.isatty()):
             for page, patch in enumerate(iter_patches(path)):
                 keys.append((path, page))
+                seen_in_training.append(patch_digest(patch) in trained_on)
                 yield patch
 
     probs = engine.predict_proba(patches())
     if len(keys) != sum(counts) or probs.shape != (len(keys),):
         raise InputError(f"{len(keys)} pages decoded but {sum(counts)} counted: refusing a partial result")
     threshold = loaded.threshold
+    if sum(seen_in_training):
+        print(f"amf predict: warning: {sum(seen_in_training)} of {len(keys)} patches are among the weights' training "
+              "patches (same pixels): scores on them are in-sample, not an estimate for new data", file=sys.stderr)
+    elif not trained_on:
+        print("amf predict: note: these weights do not list their training patches; in-sample patches cannot be "
+              "recognised", file=sys.stderr)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(COLUMNS)

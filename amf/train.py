@@ -616,6 +616,22 @@ def args_to_argv(command: str, args: object, positional: tuple[str, ...] = ()) -
     return out
 
 
+def portable_command(arguments: list[str], cwd: str | Path | None = None) -> list[str]:
+    """``python -m amf ...`` as a user would type it again in the repository root, on any machine.
+
+    Every argument that names an existing file or folder (relative to ``cwd``, the run's working folder) is
+    written relative to the repository root, so no path of the machine that ran it is left in the record.
+    """
+    root = Path(__file__).resolve().parent.parent
+    out = ["python", "-m", "amf"]
+    for arg in arguments:
+        path = Path(cwd or ".") / arg if not Path(arg).is_absolute() else Path(arg)
+        if not arg.startswith("-") and "=" not in arg and path.exists():
+            arg = os.path.relpath(path.resolve(), root)
+        out.append(arg)
+    return out
+
+
 def _config_record(cfg: TrainConfig, fp: dict, command: list[str] | None, images_dir: Path, columns: dict,
                    arguments: list[str] | None = None) -> dict:
     rec = {

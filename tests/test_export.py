@@ -38,8 +38,9 @@ def synthetic_dataset(root: Path, n: int = 24) -> Path:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
-    cfg = TrainConfig.from_toml(ROOT / "configs" / "smoke.toml").replace(epochs=1, lodo=False)
-    train_run(cfg, synthetic_dataset(root / "data"), root / "run")
+    labels = synthetic_dataset(root / "data")
+    assert main(["train", "--config", str(ROOT / "configs" / "smoke.toml"), "--labels", str(labels), "--output",
+                 str(root / "run"), "--epochs", "1", "--no-lodo", "--no-progress"]) == 0
     return root / "run"
 
 
@@ -131,3 +132,39 @@ def test_threshold_from_a_lodo_run_transfers_and_refuses_another_recipe(run_dir,
     train_run(cfg.replace(lr=0.01), data, other)
     with pytest.raises(AmfError, match="differs in: lr"):
         export_run(run_dir, tmp_path / "w2", threshold_from=other)
+
+
+def test_export_refuses_a_full_folder_and_force_replaces_it_whole(run_dir, tmp_path, capsys):
+    out = tmp_path / "weights"
+    out.mkdir()
+    for i in range(4):
+        (out / f"member_{i}.safetensors").write_bytes(b"old")
+    (out / "manifest.json").write_text("{}")
+    assert main(["export", str(run_dir), "--output", str(out)]) == 2
+    assert "--force" in capsys.readouterr().err and (out / "member_3.safetensors").read_bytes() == b"old"
+    assert main(["export", str(run_dir), "--output", str(out), "--force"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "member_0.safetensors", "member_1.safetensors"]
+    assert [p.name for p in tmp_path.iterdir()] == ["weights"]  # no temporary folder left beside it
+    assert len(load_ensemble(out).members) == 2
+
+
+def test_export_reports_oof_quality_portable_commands_and_training_patches(run_dir, tmp_path, capsys):
+    from amf.io import patch_digest, read_patches
+
+    out = tmp_path / "weights"
+    assert main(["export", str(run_dir), "--output", str(out)]) == 0
+    captured = capsys.readouterr()
+    m = json.loads((out / "manifest.json").read_text())
+    assert f"AUC {m['oof']['auc']:.4f}" in captured.out and "out-of-fold: n=24" in captured.out
+    assert ("is below 0.6" in captured.err) == (m["oof"]["auc"] < 0.6)
+    command = m["training"]["command"]
+    assert command[:4] == ["python", "-m", "amf", "train"] and not any(str(ROOT) in c for c in command)
+    assert m["export_command"][:4] == ["python", "-m", "amf", "export"]
+    data = run_dir.parent / "data"
+    digests = sorted(patch_digest(read_patches(p)[0]) for p in data.glob("*.png"))
+    assert m["data"]["patch_sha256"] == digests and len(digests) == 24
+    # predict says how many scored patches the weights trained on
+    preds = tmp_path / "preds.csv"
+    assert main(["predict", str(data / "0.png"), str(data / "1.png"), "--weights", str(out),
+                 "--output", str(preds)]) == 0
+    assert "2 of 2 patches are among the weights' training patches" in capsys.readouterr().err
