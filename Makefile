@@ -11,9 +11,10 @@ venv: $(STAMP)
 
 # Reinstall whenever a requirements file changes; pip takes torch/torchvision from local disk where it can.
 # requirements.txt is the container's runtime; requirements-dev.txt adds the tests and training's pretrained starts.
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 run: $(STAMP)

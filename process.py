@@ -7,7 +7,7 @@ Runs on a GPU when there is one, else on the CPU. The work is in :mod:`amf.chall
 
 Exit status: 0 with every result written; 2 with one line ``process.py: error: ...`` on stderr for any
 foreseen failure (bad input, weights or output folder, a NaN from the model), and then nothing was
-written; 143 when stopped by SIGTERM (nothing written either). See docs/failure-modes.md.
+written; 143 when stopped by SIGTERM and 130 by Ctrl-C / SIGINT (nothing written either). See docs/failure-modes.md.
 """
 
 import argparse
@@ -30,8 +30,9 @@ def _terminate(signum, frame):
 def main() -> int:
     signal.signal(signal.SIGTERM, _terminate)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--input", type=Path, default=Path("/input"), help="platform input folder")
-    parser.add_argument("--output", type=Path, default=Path("/output"), help="platform output folder")
+    parser.add_argument("--input", type=Path, default=Path("/input"), help="platform input folder (default: /input)")
+    parser.add_argument("--output", type=Path, default=Path("/output"),
+                        help="platform output folder (default: /output)")
     parser.add_argument("--weights", type=Path, default=None, help="exported weights folder (default: weights/)")
     args = parser.parse_args()
     try:
@@ -47,6 +48,9 @@ def main() -> int:
         if exc.code == 128 + signal.SIGTERM:
             print("process.py: error: stopped by SIGTERM; no result was written", file=sys.stderr)
         raise
+    except KeyboardInterrupt:  # Ctrl-C / SIGINT: temporary files are gone on the way out, as for SIGTERM
+        print("process.py: error: interrupted; no result was written", file=sys.stderr)
+        return 130
     return 0
 
 

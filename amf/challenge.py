@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -218,8 +217,8 @@ def run(
     from amf.engine import load_engine, start_device  # torch: only once everything that can be checked without it passed
 
     dev, note = start_device(device)
-    if note is not None:
-        print(f"process.py: {note}", file=sys.stderr)
+    if note is not None:  # information, not an error: the job goes on, on the CPU
+        log(f"process.py: {note}")
     loaded = load_engine(weights_dir, device=dev, manifest=manifest)
     engine = loaded.engine
     results: list[tuple[Path, list[dict]]] = []

@@ -1,4 +1,4 @@
-"""Command-line entry: ``python -m amf train|export|predict|evaluate|crossval|bench``.
+"""Command-line entry: ``amf`` (the console script) or ``python -m amf``, then train|export|predict|evaluate|crossval|bench.
 
 Each sub-command lives in its own module, which provides ``add_arguments(parser)`` and ``run(args) -> int``.
 The modules are imported only when their sub-command runs, so ``predict`` never loads training code and
@@ -28,7 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see process.py
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m amf", description=__doc__.splitlines()[0])
+    prog = "amf" if os.path.basename(sys.argv[0]) == "amf" else "python -m amf"
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Atypical vs normal mitotic figures (MIDOG 2025 Track 2): train, export, predict, "
+        "evaluate, crossval and bench. Each command has its own --help.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # Only the chosen sub-command's module is imported; the others just get a help line.
     chosen = next((a for a in argv if not a.startswith("-")), None)
@@ -44,3 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     except AmfError as exc:
         print(f"amf {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Every command writes its outputs atomically at the end (train checkpoints every epoch), so an
+        # interrupted command leaves nothing partial: one line, no traceback, the shell's 128 + SIGINT.
+        print(f"amf {args.command}: interrupted; nothing partial was written", file=sys.stderr)
+        return 130

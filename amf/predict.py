@@ -5,9 +5,10 @@ one row per patch: ``path, page, p_atypical, class``, with the same ensemble, vi
 container, so its numbers are the container's numbers.
 
 Same guarantees as the container (docs/failure-modes.md): weights verified first (before any input is
-read), then the output folder, then every file's structure, all before any model work; one file that
-fails fails the run with a one-line error naming the file and page, and then no CSV is written (an
-existing one is left as it was).
+read), then the output folder, then every file decoded once, all before any model work, so a bad file
+fails the run in seconds, not at the end. One file that fails fails the run with a one-line error naming
+the file and page, and then no CSV is written (an existing one is left as it was). With ``--skip-bad``
+the bad files are listed instead in ``<output stem>.bad.tsv`` (path, reason) and the rest is predicted.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--views", type=_positive_int, default=None, help="test-time views (default: the manifest's)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--chunk-size", type=_positive_int, default=64, help="patches per forward pass")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="predict the readable files and list the unreadable ones in <output stem>.bad.tsv")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,7 +61,13 @@ def run(args: argparse.Namespace) -> int:
     files = find_images(args.paths)
     if not files:
         raise InputError(f"no image files in {', '.join(map(str, args.paths))}")
-    counts = [count_pages(path) for path in files]  # every file's structure, before any model work
+    files, counts, bad = check_files(files, skip_bad=getattr(args, "skip_bad", False))
+    if bad:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(bad_list(output), "".join(f"{p}\t{why}\n" for p, why in bad).encode())
+    if not files:
+        raise InputError(f"none of the {len(bad)} input file(s) could be read; see {bad_list(output)}"
+                         if bad else "no readable image files")
     import torch
 
     from amf.engine import load_engine, start_device
@@ -67,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
     if args.device is not None and str(args.device).startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"--device {args.device}: no CUDA device is available here")
     device, note = start_device(args.device)
-    if note is not None:
-        print(f"amf predict: {note}", file=sys.stderr)
+    if note is not None:  # information, not an error: the run goes on, on the CPU
+        print(f"amf predict: {note}")
     tta = None if args.views is None else dataclasses.replace(TTAConfig(**manifest["tta"]), views=args.views)
     loaded = load_engine(args.weights, device=device, manifest=manifest, chunk_size=args.chunk_size, tta=tta)
     engine = loaded.engine
@@ -110,5 +119,36 @@ def run(args: argparse.Namespace) -> int:
             except OSError:
                 pass
         raise OutputError(f"cannot write {output}: {exc.strerror or exc}") from exc
-    print(f"{len(keys)} patches from {len(files)} files -> {output}")
+    print(f"{len(keys)} patch{'es' if len(keys) != 1 else ''} from {len(files)} file{'s' if len(files) != 1 else ''}"
+          f" -> {output}")
+    if bad:
+        print(f"amf predict: {len(bad)} unreadable file(s) skipped, listed in {bad_list(output)}", file=sys.stderr)
     return 0
+
+
+def check_files(files: list[Path], skip_bad: bool = False) -> tuple[list[Path], list[int], list[tuple[Path, str]]]:
+    """Decode every file once before any model work: ``(readable files, their page counts, bad files)``.
+
+    Structure alone (:func:`amf.io.count_pages`) misses a PNG whose pixel data is cut short; decoding
+    every page costs little next to the model. Without ``skip_bad`` the first bad file raises its one-line
+    :class:`InputError`.
+    """
+    good, counts, bad = [], [], []
+    for path in tqdm(files, desc="checking inputs", unit="file", leave=False, disable=not sys.stderr.isatty()):
+        try:
+            n = count_pages(path)
+            for _ in iter_patches(path):
+                pass
+        except InputError as exc:
+            if not skip_bad:
+                raise
+            bad.append((path, " ".join(str(exc).split())))
+            continue
+        good.append(path)
+        counts.append(n)
+    return good, counts, bad
+
+
+def bad_list(output: Path) -> Path:
+    """Where ``--skip-bad`` lists the files it skipped: beside the CSV, ``<stem>.bad.tsv``."""
+    return output.with_name(output.stem + ".bad.tsv")

@@ -685,3 +685,50 @@ def test_sigterm_stops_cleanly(tmp_path, weights):
     assert proc.returncode == 143, (proc.returncode, stderr)
     assert stderr.splitlines() == ["process.py: error: stopped by SIGTERM; no result was written"]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_predict_checks_every_file_first_and_skip_bad_lists_the_bad_ones(tmp_path):
+    """300 patches with one corrupt PNG: one line naming it, within seconds; --skip-bad predicts the other 299."""
+    import time
+
+    folder = tmp_path / "patches"
+    folder.mkdir()
+    for i in range(300):
+        Image.fromarray(rgb_stack(1)[0]).save(folder / f"p{i:03d}.png")
+    data = (folder / "p150.png").read_bytes()
+    (folder / "p150.png").write_bytes(data[: len(data) // 2])  # a header that parses, pixel data cut short
+    started = time.monotonic()
+    proc = run_cmd(["-m", "amf", "predict", str(folder), "--output", str(tmp_path / "o" / "p.csv")])
+    assert time.monotonic() - started < 10
+    assert_one_line_error(proc, "amf predict: error: ", "p150.png")
+    assert not (tmp_path / "o").exists()
+    proc = run_cmd(["-m", "amf", "predict", str(folder), "--output", str(tmp_path / "o" / "p.csv"), "--skip-bad",
+                    "--views", "1"])
+    assert proc.returncode == 0, proc.stderr
+    rows = (tmp_path / "o" / "p.csv").read_text().splitlines()
+    assert len(rows) == 300 and not any("p150.png" in r for r in rows)  # header + 299
+    bad = (tmp_path / "o" / "p.bad.tsv").read_text().splitlines()
+    assert len(bad) == 1 and bad[0].startswith(str(folder / "p150.png") + "\t")
+
+
+def test_ctrl_c_stops_process_py_and_predict_with_one_line(tmp_path):
+    """SIGINT mid-run: exit 130, one line on stderr, no traceback, nothing in the output folder."""
+    import signal
+    import time
+
+    inp = platform_input(tmp_path, {"s.tif": tif(rgb_stack(16))})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    commands = {
+        "process.py": [sys.executable, "process.py", "--input", str(inp), "--output", str(tmp_path / "out")],
+        "amf predict": [sys.executable, "-m", "amf", "predict", str(inp), "--output", str(tmp_path / "out" / "p.csv")],
+    }
+    for name, cmd in commands.items():
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(2.5)  # in the imports, the checks or the model by now
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+        if proc.returncode == 0:
+            pytest.skip(f"{name} finished before SIGINT arrived")
+        assert proc.returncode == 130, (name, proc.returncode, stderr)
+        assert len(stderr.splitlines()) == 1 and "interrupted" in stderr and "Traceback" not in stderr, stderr
+        assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -11,7 +11,8 @@ process
     ``process.py`` on the bundled stack (on the GPU where there is one) against
     ``test/expected_output.json``: classes equal, max |difference| within test.sh's 1e-4.
 cuda_fallback
-    ``process.py`` told a GPU exists while none is visible: exit 0, one line on stderr, the same JSON.
+    ``process.py`` told a GPU exists while none is visible: exit 0, one line saying so (stdout, with the
+    job's log; stderr stays for errors), the same JSON.
 bench
     ``python -m amf bench`` throughput and engine-speed rows on CUDA (fused against the naive loop,
     patches/s, peak GPU memory). Skipped without a GPU.
@@ -95,7 +96,7 @@ def process_check(tmp: Path) -> dict:
     diff = max(abs(a["confidence"] - b["confidence"]) for a, b in zip(got, want, strict=True))
     same = [a["class"] for a in got] == [b["class"] for b in want]
     return {"status": "ok" if same and diff <= 1e-4 else "failed", "classes_equal": same, "max_abs_diff": diff,
-            "stderr": proc.stderr.strip().splitlines()}
+            "stdout": proc.stdout.strip().splitlines(), "stderr": proc.stderr.strip().splitlines()}
 
 
 def cuda_fallback_check(tmp: Path) -> dict:
@@ -104,14 +105,14 @@ def cuda_fallback_check(tmp: Path) -> dict:
               f"sys.argv = ['process.py', '--input', {str(STACK_INPUT)!r}, '--output', {str(tmp / 'fallback')!r}]; "
               f"runpy.run_path({str(ROOT / 'process.py')!r}, run_name='__main__')")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    out = {"returncode": proc.returncode, "stderr": lines}
+    lines = [line for line in proc.stdout.splitlines() if "CUDA" in line]
+    out = {"returncode": proc.returncode, "cuda_lines": lines, "stderr": proc.stderr.strip().splitlines()}
     if proc.returncode != 0:
         return {"status": "failed", **out}
     got = json.loads((tmp / "fallback" / OUTPUT_NAME).read_text())
     want = json.loads((ROOT / "test" / "expected_output.json").read_text())
     diff = max(abs(a["confidence"] - b["confidence"]) for a, b in zip(got, want, strict=True))
-    ok = len(lines) == 1 and "running on the CPU" in lines[0] and diff <= 1e-4
+    ok = len(lines) == 1 and "running on the CPU" in lines[0] and not out["stderr"] and diff <= 1e-4
     return {"status": "ok" if ok else "failed", "max_abs_diff": diff, **out}
 
 
