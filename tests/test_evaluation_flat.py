@@ -140,3 +140,31 @@ def test_real_amibr_labels(tmp_path):
     assert len(figs) == len(rows) and int(figs.y_true.sum()) == sum(r["majority_atypical"] == "True" for r in rows)
     assert sorted(set(figs.domain.tolist())) == ["Aperio CS2", "Hamamatsu S360", "Hamamatsu XR"]
     assert (figs.y_true == figs.y_pred).all()
+
+
+def test_allow_missing_scores_the_labelled_subset_and_says_how_many_were_left_out(tmp_path, capsys):
+    labels = amibr_labels(tmp_path / "data")
+    preds = predictions(tmp_path / "p.csv", ["/x/a1.png", "/x/n1.png", "/x/n2.png"])
+    assert main(["evaluate", "--predictions", str(preds), "--labels", str(labels), "--output",
+                 str(tmp_path / "m.json"), "--bootstrap", "0"]) == 2
+    assert "pass --allow-missing" in capsys.readouterr().err and not (tmp_path / "m.json").exists()
+    assert main(["evaluate", "--predictions", str(preds), "--labels", str(labels), "--output",
+                 str(tmp_path / "m.json"), "--bootstrap", "0", "--allow-missing"]) == 0
+    note = "1 of 4 labelled figures had no prediction and were left out (--allow-missing): scored 3"
+    assert note in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert note in metrics["extra"]["notes"] and metrics["extra"]["overall"]["n_figures"] == 3
+
+
+def test_named_columns_and_any_label_spelling(tmp_path, capsys):
+    labels = write_csv(tmp_path / "data" / "l.csv", ["file", "y", "site"],
+                       [["a1.png", "1", "s1"], ["n1.png", "normal", "s1"], ["n2.png", "NMF", "s2"],
+                        ["a2.png", "atypical", "s2"]])
+    preds = predictions(tmp_path / "p.csv", ["/x/a1.png", "/x/n1.png", "/x/n2.png", "/x/a2.png"])
+    figs = read_flat(preds, labels, columns={"image": "file", "label": "y", "domain": "site"})
+    assert figs.y_true.tolist() == [1, 0, 0, 1] and sorted(set(figs.domain.tolist())) == ["s1", "s2"]
+    assert main(["evaluate", "--predictions", str(preds), "--labels", str(labels), "--image-column", "file",
+                 "--label-column", "y", "--domain-column", "site", "--output", str(tmp_path / "m.json"),
+                 "--bootstrap", "0"]) == 0
+    with pytest.raises(EvaluationError, match=r"no column\(s\) \['nope'\]"):
+        read_flat(preds, labels, columns={"image": "nope", "label": "y", "domain": "site"})

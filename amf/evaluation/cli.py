@@ -59,6 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="labels CSV, AMi-Br (patch, majority_atypical, scanner) or MIDOG25 (image_id, "
                            "majority, Tumor) style; each label is matched to page 0 of its image by resolved "
                            "path (relative to the CSV's folder), else by path suffix, else by unique file name")
+    flat.add_argument("--allow-missing", action="store_true",
+                      help="score only the labelled figures that have a prediction, and say how many were left out")
+    for role in ("image", "label", "domain"):
+        flat.add_argument(f"--{role}-column", metavar="NAME", help=f"name of the labels CSV's {role} column "
+                          "(default: recognised from the header)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, metavar="FILE",
                         help=f"metrics.json to write, atomically (default: {DEFAULT_OUTPUT})")
     parser.add_argument("--report", type=Path, metavar="DIR",
@@ -78,7 +83,10 @@ def run(args: argparse.Namespace) -> int:
             raise EvaluationError("--predictions and --labels go together")
         if args.input is not None or args.ground_truth is not None:
             raise EvaluationError("use either --predictions/--labels or --input/--ground-truth, not both")
-        figures = read_flat(args.predictions, args.labels)
+        columns = {role: getattr(args, f"{role}_column", None) for role in ("image", "label", "domain")}
+        figures = read_flat(args.predictions, args.labels, getattr(args, "allow_missing", False), columns)
+        for note in figures.notes:
+            print(note)
     else:
         figures = read_platform(args.input or DEFAULT_INPUT, args.ground_truth or DEFAULT_GROUND_TRUTH)
     evaluation = evaluate(figures, n_resamples=args.bootstrap, seed=args.seed)

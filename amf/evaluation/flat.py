@@ -17,8 +17,12 @@ Labels describe single images, so each one is matched to the prediction row of p
    the last components of the prediction's path;
 3. failing that, by file name, when exactly one label has that name.
 
-Every label needs exactly one prediction and every prediction a label; anything else is refused with
-examples, because scoring a silently different set of figures is worse than not scoring.
+Every prediction needs a label, and by default every label exactly one prediction; anything else is
+refused with examples, because scoring a silently different set of figures is worse than not scoring.
+Scoring a subset of a labelled set is common, though: with ``allow_missing`` (``--allow-missing``) the
+labels without a prediction are left out, and how many is said in the output and in ``metrics.json``.
+Column names can be given (``--image-column``, ``--label-column``, ``--domain-column``), as for ``train``;
+labels may then be spelled True/False, AMF/NMF, atypical/normal or 1/0.
 """
 
 from __future__ import annotations
@@ -82,13 +86,28 @@ def _read_csv(path: Path, what: str) -> tuple[list[str], list[dict[str, str]]]:
         raise EvaluationError(f"{what} {path}: cannot read it as CSV: {exc}") from None
 
 
-def read_labels(path: Path) -> list[Label]:
-    """Labels in file order, with their format recognised from the header."""
+#: Every spelling of a label that ``amf train`` accepts (amf.data), for labels CSVs with named columns.
+ANY_SPELLING = {**{v: "atypical" for v in ("true", "amf", "atypical", "1", "1.0")},
+                **{v: "normal" for v in ("false", "nmf", "normal", "0", "0.0")}}
+
+
+def read_labels(path: Path, image: str | None = None, label: str | None = None,
+                domain: str | None = None) -> list[Label]:
+    """Labels in file order, with their format recognised from the header, or from the columns named."""
     columns, rows = _read_csv(path, "labels CSV")
-    fmt = next((f for f in LABEL_FORMATS if {f.image, f.label, f.domain} <= set(columns)), None)
+    if image or label or domain:
+        base = max(LABEL_FORMATS, key=lambda f: sum(c in columns for c in (f.image, f.label, f.domain)))
+        fmt = LabelFormat("named columns", image or base.image, label or base.label, domain or base.domain,
+                          ANY_SPELLING)
+        absent = [c for c in (fmt.image, fmt.label, fmt.domain) if c not in columns]
+        if absent:
+            raise EvaluationError(f"labels CSV {path}: no column(s) {absent}; its columns are {columns}")
+    else:
+        fmt = next((f for f in LABEL_FORMATS if {f.image, f.label, f.domain} <= set(columns)), None)
     if fmt is None:
         expected = "; ".join(f"{f.name}: {f.image}, {f.label}, {f.domain}" for f in LABEL_FORMATS)
-        raise EvaluationError(f"labels CSV {path}: unknown format, its columns are {columns}; expected {expected}")
+        raise EvaluationError(f"labels CSV {path}: unknown format, its columns are {columns}; expected {expected}, "
+                              "or name them with --image-column, --label-column and --domain-column")
     folder = Path(path).resolve().parent
     labels = []
     for line, row in enumerate(rows, start=2):
@@ -138,8 +157,10 @@ def read_predictions(path: Path) -> list[Prediction]:
     return predictions
 
 
-def match(labels: list[Label], predictions: list[Prediction]) -> list[Prediction]:
-    """The prediction of each label, in label order, by path, then path suffix, then unique file name."""
+def match(labels: list[Label], predictions: list[Prediction],
+          allow_missing: bool = False) -> list[Prediction | None]:
+    """The prediction of each label, in label order, by path, then path suffix, then unique file name;
+    ``None`` for a label without one, which only ``allow_missing`` accepts."""
     by_resolved = {label.resolved: i for i, label in enumerate(labels)}
     by_suffix = {PurePath(label.written).parts: i for i, label in enumerate(labels)}
     names = [PurePath(label.written).name for label in labels]
@@ -174,20 +195,28 @@ def match(labels: list[Label], predictions: list[Prediction]) -> list[Prediction
         shown = ", ".join(f"line {p.row} ({p.path}, page {p.page})" for p in unmatched[:3])
         raise EvaluationError(f"{len(unmatched)} prediction(s) match no label, e.g. {shown}")
     missing = [label for i, label in enumerate(labels) if i not in matched]
-    if missing:
+    if missing and not allow_missing:
         shown = ", ".join(f"line {label.row} ({label.written})" for label in missing[:3])
-        raise EvaluationError(f"{len(missing)} label(s) have no prediction, e.g. {shown}")
-    return [matched[i] for i in range(len(labels))]
+        raise EvaluationError(f"{len(missing)} label(s) have no prediction, e.g. {shown}; to score only the "
+                              "labelled figures that have one, pass --allow-missing")
+    return [matched.get(i) for i in range(len(labels))]
 
 
-def read_flat(predictions_csv: Path, labels_csv: Path) -> Figures:
-    """All labelled figures with their predictions, in the labels CSV's order."""
-    labels = read_labels(labels_csv)
-    predictions = match(labels, read_predictions(predictions_csv))
+def read_flat(predictions_csv: Path, labels_csv: Path, allow_missing: bool = False,
+              columns: dict[str, str | None] | None = None) -> Figures:
+    """The labelled figures with their predictions, in the labels CSV's order (those without one left out
+    with ``allow_missing``, and counted in the figures' notes)."""
+    labels = read_labels(labels_csv, **(columns or {}))
+    predictions = match(labels, read_predictions(predictions_csv), allow_missing)
+    kept = [(label, p) for label, p in zip(labels, predictions, strict=True) if p is not None]
+    left_out = len(labels) - len(kept)
+    notes = (f"{left_out} of {len(labels)} labelled figures had no prediction and were left out "
+             f"(--allow-missing): scored {len(kept)}",) if left_out else ()
     return Figures.from_lists(
-        [label.cls for label in labels],
-        [p.cls for p in predictions],
-        [p.score for p in predictions],
-        [label.domain for label in labels],
+        [label.cls for label, _ in kept],
+        [p.cls for _, p in kept],
+        [p.score for _, p in kept],
+        [label.domain for label, _ in kept],
         source=f"predictions {predictions_csv}, labels {labels_csv}",
+        notes=notes,
     )
