@@ -16,10 +16,10 @@ from amf.errors import AmfError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("amf.train_cli", "train an ensemble (leave-one-domain-out x k-fold)"),
-    "export": ("amf.export", "export a training run into a weights folder"),
+    "export": ("amf.export_cli", "export a training run into a weights folder"),
     "predict": ("amf.predict", "score images or stacks into a CSV"),
     "evaluate": ("amf.evaluation.cli", "official MIDOG 2025 Track 2 metrics, plus a report"),
-    "crossval": ("amf.crossval", "leave-one-domain-out results of training runs, with and without TTA"),
+    "crossval": ("amf.crossval_cli", "leave-one-domain-out results of training runs, with and without TTA"),
     "bench": ("amf.bench", "speed and memory benchmark, measured side by side"),
 }
 

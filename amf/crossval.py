@@ -1,4 +1,4 @@
-"""``python -m amf crossval RUN...``: leave-one-domain-out results of training runs, scored like the container.
+"""Leave-one-domain-out results of training runs, scored like the container (``amf crossval``, :mod:`amf.crossval_cli`).
 
 Training already writes single-view held-out predictions (``heldout.csv``). This module rescores every
 held-out domain the way ``process.py`` scores a stack, through :class:`amf.engine.Engine` with or without
@@ -21,7 +21,6 @@ stay in its tables, so an ablation can be scored row by row as its runs finish.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -108,15 +107,19 @@ def load_fold_model(spec, fold_dir: Path):
 
 
 def oof_scores(models: list, fold_dirs: list[Path], patches: PatchCache, tta: TTAConfig,
-               threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+               threads: int | None = None, progress: bool = False,
+               desc: str = "out-of-fold") -> tuple[np.ndarray, np.ndarray]:
     """Pooled out-of-fold ``(labels, P(atypical))``: each fold's validation patches scored by that fold's
     model alone (the only model that never trained on them), through the engine with ``tta``, so a
     threshold chosen on them fits scores made the way the container makes them."""
     from amf.engine import Engine
     from amf.train import OOF, read_predictions
 
+    from tqdm import tqdm
+
     labels, probs = [], []
-    for model, d in zip(models, fold_dirs, strict=True):
+    for model, d in tqdm(list(zip(models, fold_dirs, strict=True)), desc=desc, unit="fold", disable=not progress,
+                         leave=False):
         val = read_predictions(d / OOF)
         engine = Engine([model], tta, device="cpu", strategy="batched", num_threads=threads)
         probs.append(engine.predict_proba(patches(val["image"])))
@@ -124,7 +127,8 @@ def oof_scores(models: list, fold_dirs: list[Path], patches: PatchCache, tta: TT
     return np.concatenate(labels), np.concatenate(probs)
 
 
-def score_run(run_dir: Path, tta: TTAConfig, patches: PatchCache, threads: int | None = None) -> list[HeldOut]:
+def score_run(run_dir: Path, tta: TTAConfig, patches: PatchCache, threads: int | None = None,
+              progress: bool = False, desc: str | None = None) -> list[HeldOut]:
     """Score every held-out domain of ``run_dir`` with its own LODO ensemble and ``tta``; ``patches`` reads
     the run's image folder."""
     from amf.engine import Engine
@@ -132,7 +136,10 @@ def score_run(run_dir: Path, tta: TTAConfig, patches: PatchCache, threads: int |
 
     cfg = load_run_config(run_dir)[0]
     out = []
-    for domain, fold_dirs in sorted(lodo_folds(run_dir).items()):
+    from tqdm import tqdm
+
+    for domain, fold_dirs in tqdm(sorted(lodo_folds(run_dir).items()), desc=desc or f"{Path(run_dir).name}",
+                                  unit="domain", disable=not progress, leave=False):
         models = [load_fold_model(cfg.model_spec(), d) for d in fold_dirs]
         oof_y, oof_p = oof_scores(models, fold_dirs, patches, tta, threads)
         held = read_predictions(fold_dirs[0] / HELDOUT)
@@ -275,7 +282,7 @@ def _ci(pair: list[float] | None) -> str:
 
 
 def crossval(runs: list[Path], output: Path, modes: list[str], n_resamples: int = 1000,
-             threads: int | None = None) -> dict:
+             threads: int | None = None, progress: bool = False) -> dict:
     """Score ``runs`` in every mode of ``modes`` into ``output``; returns the results.
 
     Results already in ``output/crossval.json`` are kept, so an ablation table can grow one run at a
@@ -301,7 +308,7 @@ def crossval(runs: list[Path], output: Path, modes: list[str], n_resamples: int 
             key = {"run": str(run), "folds": folds, "tta": MODES[mode].to_dict(), "bootstrap": n_resamples}
             if all(entry.get(mode, {}).get(k) == v for k, v in key.items()):
                 continue
-            heldout = score_run(run, MODES[mode], patches, threads)
+            heldout = score_run(run, MODES[mode], patches, threads, progress, desc=f"{name} [{mode}]")
             ev = evaluate_heldout(heldout, method, f"{run} held-out domains, TTA {mode}", n_resamples)
             entry[mode] = {**key, **summarize(heldout, ev, method)}
             plot_roc(ev, output / f"roc_{name}_{mode}.png")
@@ -309,23 +316,3 @@ def crossval(runs: list[Path], output: Path, modes: list[str], n_resamples: int 
     atomic_write_bytes(output / "crossval.json", json.dumps(results, indent=2).encode())
     atomic_write_bytes(output / "crossval.md", markdown(results).encode())
     return results
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("runs", nargs="+", type=Path, help="training run folders with LODO folds")
-    p.add_argument("--output", type=Path, required=True, help="folder for crossval.json/.md, ROC PNGs, CSVs")
-    p.add_argument("--tta", choices=["on", "off", "both"], default="both", help="score with TTA, without, or both")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs (0 = none)")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
-
-
-def run(args: argparse.Namespace) -> int:
-    modes = {"on": ["tta"], "off": ["plain"], "both": ["plain", "tta"]}[args.tta]
-    results = crossval(args.runs, args.output, modes, args.bootstrap, args.threads)
-    for name, by_mode in results.items():
-        for mode, r in by_mode.items():
-            m = r["mean"]
-            print(f"{name} [{mode}]: mean held-out BA {num_text(m['balanced_accuracy'])}, "
-                  f"AUC {num_text(m['roc_auc'])} (BA at Otsu {num_text(m['balanced_accuracy_at_otsu'])})")
-    print(f"written: {args.output / 'crossval.md'}")
-    return 0

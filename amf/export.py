@@ -1,4 +1,4 @@
-"""``python -m amf export RUN --output weights/``: a training run's all-domains folds -> a weights folder.
+"""Exporting a training run's all-domains folds into a weights folder (``amf export``, :mod:`amf.export_cli`).
 
 The members are the best epochs of ``RUN/all/fold*/best.safetensors`` (the k-fold over all domains; the
 LODO folds only measure generalisation). The decision threshold is ONE number, chosen on the pooled
@@ -16,7 +16,6 @@ export, the threshold candidates and OOF metrics, per-member best epoch and vali
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import json
 import os
@@ -32,25 +31,6 @@ from amf.weights import Threshold, save_ensemble
 
 #: The paper's schedule length; shorter runs get a note in the provenance.
 PAPER_EPOCHS = 30
-
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", type=Path, help="training run folder (python -m amf train --output RUN)")
-    p.add_argument("--output", type=Path, required=True, help="weights folder to write")
-    p.add_argument("--threshold-method", choices=list(METHODS), help="default: the run's threshold_method")
-    p.add_argument("--threshold-from", type=Path, metavar="LODO_RUN",
-                   help="choose the threshold that transfers to unseen domains instead: the cut maximising the mean "
-                        "held-out balanced accuracy of this leave-one-domain-out run of the same configuration")
-    p.add_argument("--tta-views", type=int, default=TTAConfig().views, help="test-time views (1 = none)")
-    p.add_argument("--tta-sigma", type=float, default=TTAConfig().sigma, help="TTA stain sigma (natural OD)")
-    p.add_argument("--tta-delta", type=float, default=TTAConfig().delta, help="TTA stain delta (natural OD)")
-    p.add_argument("--dtype", choices=list(DTYPES), default="fp16", help="storage dtype of the members")
-    p.add_argument("--note", help="free text stored in the manifest")
-    p.add_argument("--force", action="store_true",
-                   help="replace a non-empty --output folder (a new folder is written, then renamed into its place)")
-
 
 def auto_note(cfg, record: dict) -> str:
     bits = []
@@ -75,6 +55,7 @@ def export_run(
     arguments: list[str] | None = None,
     threshold_from: Path | None = None,
     force: bool = False,
+    progress: bool = False,
 ) -> dict:
     """Write ``out_dir`` (members + manifest) from ``run_dir``; returns the manifest.
 
@@ -109,13 +90,14 @@ def export_run(
         member_info.append({"fold": result["fold"], "best_epoch": result["best_epoch"], "val": result["val"]})
 
     patches = PatchCache(Path(record["images_dir"]))
-    labels, probs = oof_scores(members, fold_dirs, patches, tta)  # every training patch, once: k folds cover them
+    # every training patch, once: the k folds' validation sets cover them
+    labels, probs = oof_scores(members, fold_dirs, patches, tta, progress=progress, desc="export: out-of-fold")
     candidates = threshold_candidates(probs, labels)
     value = choose_threshold(probs, labels, method)
     threshold = Threshold(value=float(value), method=f"oof_{method}")
     transfer = None
     if threshold_from is not None:
-        transfer = transfer_record(Path(threshold_from), cfg, record, tta)
+        transfer = transfer_record(Path(threshold_from), cfg, record, tta, progress)
         threshold = Threshold(value=transfer["value"], method="lodo_transfer_mean_balanced_accuracy")
     summary_path = run_dir / "summary.json"
     lodo = json.loads(summary_path.read_text()).get("lodo_mean") if summary_path.is_file() else None
@@ -185,7 +167,7 @@ def _replace_folder(out_dir: Path, write) -> dict:
 NOT_THE_RECIPE = ("lodo", "ensemble", "fold_limit", "threads", "keep_checkpoints", "note")
 
 
-def transfer_record(lodo_run: Path, cfg, record: dict, tta: TTAConfig) -> dict:
+def transfer_record(lodo_run: Path, cfg, record: dict, tta: TTAConfig, progress: bool = False) -> dict:
     """The transfer threshold from ``lodo_run``'s held-out domains, and each domain's balanced accuracy at it,
     at the cut chosen on the other domains alone, and at its hindsight-best cut."""
     from amf.crossval import PatchCache, score_run
@@ -200,7 +182,8 @@ def transfer_record(lodo_run: Path, cfg, record: dict, tta: TTAConfig) -> dict:
         raise AmfError(f"--threshold-from {lodo_run} was trained with another recipe (differs in: {', '.join(differ)})")
     if lodo_record["data"]["files_sha256"] != record["data"]["files_sha256"]:
         raise AmfError(f"--threshold-from {lodo_run} was trained on other data (file list differs)")
-    heldout = score_run(lodo_run, tta, PatchCache(Path(lodo_record["images_dir"])))
+    heldout = score_run(lodo_run, tta, PatchCache(Path(lodo_record["images_dir"])), progress=progress,
+                        desc="export: held-out domains")
     pairs = [(h.probs, h.labels) for h in heldout]
     value = transfer_threshold(pairs)
     nested = nested_transfer_thresholds(pairs) if len(pairs) > 1 else [None] * len(pairs)
@@ -218,38 +201,3 @@ def transfer_record(lodo_run: Path, cfg, record: dict, tta: TTAConfig) -> dict:
     return {"value": value, "run": str(lodo_run), "tta_views": tta.views, "domains": domains,
             "note": "the cut maximising the mean over held-out domains of balanced accuracy, each domain scored "
                     "by the models that never saw it, with the shipped TTA"}
-
-
-#: Below this out-of-fold ROC AUC, export warns that the ensemble is close to chance.
-USELESS_AUC = 0.6
-
-
-def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.4f}"
-
-
-def run(args: argparse.Namespace) -> int:
-    from amf.train import args_to_argv
-
-    if args.tta_views < 1:
-        raise AmfError("--tta-views must be >= 1")
-    tta = TTAConfig(views=args.tta_views, sigma=args.tta_sigma, delta=args.tta_delta)
-    manifest = export_run(args.run, args.output, args.threshold_method, tta, DTYPES[args.dtype], args.note or "",
-                          command=[sys.executable, *sys.argv], arguments=args_to_argv("export", args, ("run",)),
-                          threshold_from=args.threshold_from, force=args.force)
-    th = manifest["threshold"]
-    print(f"wrote {len(manifest['members'])} members to {args.output}; threshold {th['value']:.4f} ({th['method']})")
-    for m, c in manifest["threshold_candidates"].items():
-        print(f"  {m:<17} {c['value']:.4f}  OOF BA {c['oof_balanced_accuracy']:.4f}")
-    oof = manifest["oof"]
-    print(f"  out-of-fold: n={oof['n']}, AUC {_fmt(oof['auc'])}, BA {oof['balanced_accuracy']:.4f} at the shipped "
-          "threshold (patches of the training domains: an upper bound for new domains)")
-    if oof["auc"] is None or oof["auc"] < USELESS_AUC:
-        print(f"amf export: warning: out-of-fold AUC {_fmt(oof['auc'])} is below {USELESS_AUC}: this ensemble is "
-              "close to chance even on the domains it trained on", file=sys.stderr)
-    transfer = manifest.get("threshold_transfer")
-    for domain, d in (transfer or {}).get("domains", {}).items():
-        print(f"  held out {domain}: BA {d['balanced_accuracy_at_transfer']:.4f} at the shipped threshold, "
-              f"{d['balanced_accuracy_at_hindsight_best']:.4f} at its hindsight-best")
-    return 0
-

@@ -296,8 +296,28 @@ def _raise_logged(handler: _Collect, where: str, notes: list[str]) -> None:
         messages.append((r.levelno, re.sub(r"^<tifffile\.\w+ [^>]*> ", "", message)))
     for level, message in messages:
         if level >= logging.ERROR:
-            raise InputError(f"{where}: damaged TIFF: {message}")
+            raise InputError(f"{where}: damaged TIFF: {message}{_cut_short(where, message)}")
     notes.extend(f"{where}: tifffile: {message}" for _, message in messages)
+
+
+def _first_ifd_offset(path: Path) -> int | None:
+    """The classic TIFF header's offset of the first page (None for BigTIFF or an unreadable header)."""
+    import struct
+
+    head = Path(path).read_bytes()[:8]
+    if len(head) < 8 or head[:4] not in (b"II*\x00", b"MM\x00*"):
+        return None
+    return struct.unpack("<I" if head[:2] == b"II" else ">I", head[4:8])[0]
+
+
+def _cut_short(where: str, message: str) -> str:
+    """``"; the file is truncated ..."`` when tifffile's complaint is an offset past the end of the file."""
+    offset = re.search(r"offset (\d+)", message)
+    path = Path(where.split(": page ")[0])
+    size = path.stat().st_size if path.is_file() else None
+    if offset and size is not None and int(offset.group(1)) >= size:
+        return f" (the file is truncated: it ends at byte {size})"
+    return ""
 
 
 def _tifffile_codecs() -> frozenset:
@@ -334,6 +354,10 @@ def _iter_tiff(path: Path, decode: bool, notes: list[str]) -> Iterator[np.ndarra
         try:
             n = len(tif.pages)
             if n == 0:
+                first = _first_ifd_offset(path)
+                if first and first >= size:  # the header points past the end: the rest was cut off
+                    raise InputError(f"{path}: TIFF is truncated: its first page would start at byte {first}, "
+                                     f"but the file ends at byte {size}")
                 raise InputError(f"{path}: TIFF has no pages")
             _raise_logged(logged, str(path), notes)
             for i in range(n):

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from amf.challenge import DEFAULT_WEIGHTS, check_output_dir
 from amf.errors import InputError, OutputError
-from amf.io import count_pages, find_images, iter_patches, patch_digest
+from amf.io import IMAGE_SUFFIXES, count_pages, find_images, iter_patches, patch_digest
 from amf.files import atomic_write_bytes
 from amf.weights import read_manifest
 
@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(output.parent)
     files = find_images(args.paths)
     if not files:
-        raise InputError(f"no image files in {', '.join(map(str, args.paths))}")
+        raise InputError(f"no image files in {', '.join(map(str, args.paths))} (accepted: "
+                         f"{', '.join(IMAGE_SUFFIXES)}, any case)")
     files, counts, bad = check_files(files, skip_bad=getattr(args, "skip_bad", False))
     if bad:
         output.parent.mkdir(parents=True, exist_ok=True)

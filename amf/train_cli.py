@@ -119,7 +119,25 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
+def check(args: argparse.Namespace) -> None:
+    """The paths, before torch is imported (several seconds): a mistyped file fails at once."""
+    if args.config is not None and not args.config.is_file():
+        raise AmfError(f"config file not found: {args.config} (see configs/*.toml)")
+    if args.config is None and not (args.resume and (args.output / "config.json").is_file()):
+        raise AmfError("--config is required (except with --resume of an existing run)")
+    for labels in args.labels:
+        if not labels.is_file():
+            raise AmfError(f"labels file not found: {labels}")
+    for images in args.images or []:
+        if not images.is_dir():
+            raise AmfError(f"image folder not found: {images}")
+    if args.images is not None and len(args.images) != len(args.labels):
+        raise AmfError(f"{len(args.labels)} --labels file(s) but {len(args.images)} --images folder(s): give one "
+                       "--images per --labels, in the same order, or none")
+
+
 def run(args: argparse.Namespace) -> int:
+    check(args)
     from amf.train import args_to_argv, train_run
 
     cfg = build_config(args)

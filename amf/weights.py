@@ -111,6 +111,9 @@ def read_manifest(weights_dir: Path) -> dict:
     path = weights_dir / MANIFEST
     if not weights_dir.is_dir():
         raise WeightsError(f"weights folder {weights_dir} does not exist")
+    if not path.is_file() and (weights_dir / "config.json").is_file():
+        raise WeightsError(f"{weights_dir} is a training run, not a weights folder: make one with "
+                           f"amf export {weights_dir} --output <weights folder>")
     manifest = read_json(path, WeightsError, f" (no {MANIFEST} in weights folder {weights_dir})")
     if not isinstance(manifest, dict):
         raise WeightsError(f"{path} is not a JSON object")

@@ -32,7 +32,7 @@ from PIL import Image
 
 from amf import challenge
 from amf.errors import AmfError, InputError, OutputError, WeightsError
-from amf.io import read_patches
+from amf.io import count_pages, read_patches
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -732,3 +732,40 @@ def test_ctrl_c_stops_process_py_and_predict_with_one_line(tmp_path):
         assert proc.returncode == 130, (name, proc.returncode, stderr)
         assert len(stderr.splitlines()) == 1 and "interrupted" in stderr and "Traceback" not in stderr, stderr
         assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_messages_name_the_fix(tmp_path, capsys):
+    """Fast failures (no torch import) and errors that say what to do."""
+    import time
+
+    from amf.cli import main
+
+    for args, expect in [
+        (["train", "--config", "configs/lite0.toml", "--labels", str(tmp_path / "no.csv"), "--output", "x"],
+         "labels file not found"),
+        (["export", str(tmp_path), "--output", str(tmp_path / "w")], "is not a training run"),
+        (["crossval", str(tmp_path), "--output", str(tmp_path / "c")], "is not a training run"),
+    ]:
+        started = time.monotonic()
+        proc = run_cmd(["-m", "amf", *args])
+        assert time.monotonic() - started < 3, args  # before torch is imported
+        assert_one_line_error(proc, f"amf {args[0]}: error: ", expect)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text("{}")
+    (tmp_path / "img.gif").write_bytes(b"GIF89a")
+    for args, expect in [
+        (["predict", str(tmp_path / "img.gif"), "--output", str(tmp_path / "p.csv")], ".png, .jpg, .jpeg, .tif"),
+        (["predict", str(tmp_path / "img.gif"), "--output", str(tmp_path / "p.csv"), "--weights", str(run_dir)],
+         f"amf export {run_dir} --output"),
+        (["evaluate", "--predictions", "p.csv", "--labels", "l.csv", "--output", str(tmp_path)], "is a folder"),
+        (["evaluate", "--predictions", "p.csv", "--labels", "l.csv", "--output", str(tmp_path / "m.json"),
+          "--report", str(tmp_path / "img.gif")], "is a file"),
+    ]:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert expect in err and ".tmp" not in err, err
+    truncated = tmp_path / "cut.tif"
+    truncated.write_bytes(b"II*\x00" + struct.pack("<I", 8))
+    with pytest.raises(InputError, match="truncated"):
+        count_pages(truncated)

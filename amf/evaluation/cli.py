@@ -77,6 +77,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.bootstrap < 0:
         raise EvaluationError(f"--bootstrap must be 0 or more, got {args.bootstrap}")
+    if Path(args.output).is_dir():  # before any computing
+        raise EvaluationError(f"--output {args.output} is a folder; name the metrics JSON file to write, "
+                              f"e.g. {Path(args.output) / 'metrics.json'}")
+    if args.report is not None and Path(args.report).exists() and not Path(args.report).is_dir():
+        raise EvaluationError(f"--report {args.report} is a file; name a folder for the report")
     flat_mode = args.predictions is not None or args.labels is not None
     if flat_mode:
         if args.predictions is None or args.labels is None:

@@ -90,7 +90,7 @@ def plot_roc(evaluation: Evaluation, path: Path) -> None:
             label=f"submitted classes (BA {num_text(m['balanced_accuracy'])})")
     if overall.best is not None:
         b = overall.best
-        ax.plot(1 - b.specificity, b.sensitivity, "*", color="C1", markersize=12,
+        ax.plot(1 - b.specificity, b.sensitivity, "*", color="C1", markersize=12, clip_on=False, zorder=5,
                 label=f"best threshold {b.threshold:.4g} (BA {num_text(b.balanced_accuracy)})")
     ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), xlabel="1 - specificity (false positive rate)",
            ylabel="sensitivity (true positive rate)", title="ROC, atypical vs normal", aspect="equal")
