@@ -168,3 +168,8 @@ def test_export_reports_oof_quality_portable_commands_and_training_patches(run_d
     assert main(["predict", str(data / "0.png"), str(data / "1.png"), "--weights", str(out),
                  "--output", str(preds)]) == 0
     assert "2 of 2 patches are among the weights' training patches" in capsys.readouterr().err
+    # and evaluate says so too, in its output and in metrics.json
+    assert main(["evaluate", "--predictions", str(preds), "--labels", str(data / "labels.csv"), "--allow-missing",
+                 "--weights", str(out), "--output", str(tmp_path / "m.json"), "--bootstrap", "0"]) == 0
+    assert "2 of the 2 scored images readable here are among the training patches" in capsys.readouterr().out
+    assert any("are among the training patches" in n for n in json.loads((tmp_path / "m.json").read_text())["extra"]["notes"])

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from amf.challenge import DEFAULT_WEIGHTS
 from amf.errors import EvaluationError
 from amf.evaluation.analysis import evaluate
 from amf.evaluation.flat import read_flat
@@ -61,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "path (relative to the CSV's folder), else by path suffix, else by unique file name")
     flat.add_argument("--allow-missing", action="store_true",
                       help="score only the labelled figures that have a prediction, and say how many were left out")
+    flat.add_argument("--weights", type=Path, metavar="DIR",
+                      help="weights folder that made the predictions (default: weights/ beside the amf package, "
+                           "if there): count the scored images it was trained on")
     for role in ("image", "label", "domain"):
         flat.add_argument(f"--{role}-column", metavar="NAME", help=f"name of the labels CSV's {role} column "
                           "(default: recognised from the header)")
@@ -89,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
         if args.input is not None or args.ground_truth is not None:
             raise EvaluationError("use either --predictions/--labels or --input/--ground-truth, not both")
         columns = {role: getattr(args, f"{role}_column", None) for role in ("image", "label", "domain")}
-        figures = read_flat(args.predictions, args.labels, getattr(args, "allow_missing", False), columns)
+        weights = getattr(args, "weights", None) or DEFAULT_WEIGHTS
+        figures = read_flat(args.predictions, args.labels, getattr(args, "allow_missing", False), columns,
+                            weights if (Path(weights) / "manifest.json").is_file() else None)
         for note in figures.notes:
             print(note)
     else:

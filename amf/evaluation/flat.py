@@ -202,8 +202,29 @@ def match(labels: list[Label], predictions: list[Prediction],
     return [matched.get(i) for i in range(len(labels))]
 
 
+def in_training(paths: list[str], weights_dir: Path) -> tuple[int, int] | None:
+    """``(scored images among the weights' training patches, scored images read)``, by the pixels' sha256
+    (:func:`amf.io.patch_digest`), or None when the weights do not list their training patches."""
+    from amf.errors import AmfError
+    from amf.io import patch_digest, read_patches
+    from amf.weights import read_manifest
+
+    trained = set(read_manifest(weights_dir).get("data", {}).get("patch_sha256") or ())
+    if not trained:
+        return None
+    hits = read = 0
+    for path in paths:
+        try:
+            patch = read_patches(Path(path))[0]
+        except (AmfError, OSError):
+            continue  # an image no longer on disk cannot be checked; it is not counted
+        read += 1
+        hits += patch_digest(patch) in trained
+    return hits, read
+
+
 def read_flat(predictions_csv: Path, labels_csv: Path, allow_missing: bool = False,
-              columns: dict[str, str | None] | None = None) -> Figures:
+              columns: dict[str, str | None] | None = None, weights: Path | None = None) -> Figures:
     """The labelled figures with their predictions, in the labels CSV's order (those without one left out
     with ``allow_missing``, and counted in the figures' notes)."""
     labels = read_labels(labels_csv, **(columns or {}))
@@ -212,6 +233,13 @@ def read_flat(predictions_csv: Path, labels_csv: Path, allow_missing: bool = Fal
     left_out = len(labels) - len(kept)
     notes = (f"{left_out} of {len(labels)} labelled figures had no prediction and were left out "
              f"(--allow-missing): scored {len(kept)}",) if left_out else ()
+    overlap = in_training([p.path for _, p in kept], weights) if weights is not None else None
+    if overlap is not None and overlap[0]:
+        notes += (f"warning: {overlap[0]} of the {overlap[1]} scored images readable here are among the training "
+                  f"patches of {weights}: their scores are in-sample, not an estimate for new data",)
+    elif overlap is not None:
+        notes += (f"none of the {overlap[1]} scored images readable here is among the training patches of "
+                  f"{weights}",)
     return Figures.from_lists(
         [label.cls for label, _ in kept],
         [p.cls for _, p in kept],
