@@ -214,7 +214,8 @@ def run(
     for k, job in enumerate(jobs):
         with _context(job, k, len(jobs)):
             counts.append(count_pages(job.stack))
-    from amf.engine import load_engine, start_device  # torch: only once everything that can be checked without it passed
+    # torch: only once everything that can be checked without it passed
+    from amf.engine import load_engine, start_device
 
     dev, note = start_device(device)
     if note is not None:  # information, not an error: the job goes on, on the CPU

@@ -1,4 +1,5 @@
-"""Command-line entry: ``amf`` (the console script) or ``python -m amf``, then train|export|predict|evaluate|crossval|bench.
+"""Command-line entry: ``amf`` (the console script) or ``python -m amf``, then a sub-command:
+train, export, predict, evaluate, crossval or bench.
 
 Each sub-command lives in its own module, which provides ``add_arguments(parser)`` and ``run(args) -> int``.
 The modules are imported only when their sub-command runs, so ``predict`` never loads training code and

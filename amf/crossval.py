@@ -252,7 +252,8 @@ def markdown(results: dict) -> str:
                          f"| {num_text(m['balanced_accuracy'])} | {num_text(m['roc_auc'])} "
                          f"| {num_text(m['balanced_accuracy_at_otsu'])} "
                          f"| {num_text(m.get('balanced_accuracy_at_transfer_nested'))} "
-                         f"| {num_text(m.get('balanced_accuracy_at_transfer'))} | {num_text(r.get('transfer_threshold'))} "
+                         f"| {num_text(m.get('balanced_accuracy_at_transfer'))} "
+                         f"| {num_text(r.get('transfer_threshold'))} "
                          f"| {num_text(m.get('best_threshold_balanced_accuracy'))} | {num_text(m['sensitivity'])} "
                          f"| {num_text(m['specificity'])} |")
     for run, modes in results.items():

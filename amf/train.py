@@ -10,8 +10,8 @@ What a run does
    with replacement (epoch length = training-set size), in-batch augmentation (random D4 element and H&E
    stain jitter, :mod:`amf.tta` and :mod:`amf.stain`; optionally mixup of image pairs and their losses).
    It validates every epoch and keeps the epoch with the best validation balanced accuracy at the fixed
-   threshold 0.5 on the sigmoid (ties keep the earlier epoch). Threshold 0.5 is only for *selecting* the epoch; the shipped threshold is chosen afterwards on
-   the out-of-fold (OOF) scores (:mod:`amf.threshold`).
+   threshold 0.5 on the sigmoid (ties keep the earlier epoch). Threshold 0.5 is only for *selecting* the
+   epoch; the shipped threshold is chosen afterwards (:mod:`amf.threshold`).
 4. Writes the best model's OOF predictions on its validation fold and, for LODO folds, its predictions
    on the held-out domain; then ``summary.json`` with per-domain metrics and threshold candidates.
 

@@ -172,4 +172,5 @@ def test_export_reports_oof_quality_portable_commands_and_training_patches(run_d
     assert main(["evaluate", "--predictions", str(preds), "--labels", str(data / "labels.csv"), "--allow-missing",
                  "--weights", str(out), "--output", str(tmp_path / "m.json"), "--bootstrap", "0"]) == 0
     assert "2 of the 2 scored images readable here are among the training patches" in capsys.readouterr().out
-    assert any("are among the training patches" in n for n in json.loads((tmp_path / "m.json").read_text())["extra"]["notes"])
+    notes = json.loads((tmp_path / "m.json").read_text())["extra"]["notes"]
+    assert any("are among the training patches" in n for n in notes)
