@@ -42,6 +42,15 @@ from amf.tta import TTAConfig
 MODES: dict[str, TTAConfig] = {"tta": TTAConfig(), "plain": TTAConfig(views=1)}
 
 
+def mode_tta(mode: str) -> TTAConfig:
+    """``tta``, ``plain``, or ``views<N>``: the shipped views cut to the first N (for accuracy vs latency)."""
+    if mode in MODES:
+        return MODES[mode]
+    if mode.startswith("views") and mode[5:].isdigit() and int(mode[5:]) >= 1:
+        return TTAConfig(views=int(mode[5:]))
+    raise AmfError(f"unknown TTA mode {mode!r}: use tta, plain or views<N>")
+
+
 @dataclass(frozen=True)
 class HeldOut:
     """One held-out domain of one run: ensemble scores on it, and the OOF scores its threshold comes from."""
@@ -247,7 +256,7 @@ def markdown(results: dict) -> str:
         for mode, r in modes.items():
             members = sorted({d["members"] for d in r["domains"].values()})
             m = r["mean"]
-            lines.append(f"| {run} | {'on' if mode == 'tta' else 'off'} | {len(r['domains'])} "
+            lines.append(f"| {run} | {_tta_text(mode)} | {len(r['domains'])} "
                          f"| {'/'.join(map(str, members))} "
                          f"| {num_text(m['balanced_accuracy'])} | {num_text(m['roc_auc'])} "
                          f"| {num_text(m['balanced_accuracy_at_otsu'])} "
@@ -258,7 +267,7 @@ def markdown(results: dict) -> str:
                          f"| {num_text(m['specificity'])} |")
     for run, modes in results.items():
         for mode, r in modes.items():
-            lines += ["", f"## {run}, TTA {'on' if mode == 'tta' else 'off'}: each domain held out", "",
+            lines += ["", f"## {run}, TTA {_tta_text(mode)}: each domain held out", "",
                       "| held-out domain | figures (atypical) | BA [95% CI] | AUC [95% CI] | sensitivity "
                       "| specificity | threshold (OOF) | Otsu threshold | BA at Otsu | nested transfer threshold "
                       "| BA at nested transfer | BA at transfer threshold | BA at hindsight-best threshold |",
@@ -276,6 +285,10 @@ def markdown(results: dict) -> str:
                     f"| {num_text(d.get('balanced_accuracy_at_transfer')) if t else ''} "
                     f"| {num_text(d['best_threshold_balanced_accuracy']) if t else ''} |")
     return "\n".join(lines) + "\n"
+
+
+def _tta_text(mode: str) -> str:
+    return {"tta": "on", "plain": "off"}.get(mode, mode.replace("views", "") + " views")
 
 
 def _ci(pair: list[float] | None) -> str:
@@ -306,10 +319,10 @@ def crossval(runs: list[Path], output: Path, modes: list[str], n_resamples: int 
         folds = sorted(str(d.relative_to(run)) for dirs in lodo_folds(run).values() for d in dirs)
         entry = results.setdefault(name, {})
         for mode in modes:
-            key = {"run": str(run), "folds": folds, "tta": MODES[mode].to_dict(), "bootstrap": n_resamples}
+            key = {"run": str(run), "folds": folds, "tta": mode_tta(mode).to_dict(), "bootstrap": n_resamples}
             if all(entry.get(mode, {}).get(k) == v for k, v in key.items()):
                 continue
-            heldout = score_run(run, MODES[mode], patches, threads, progress, desc=f"{name} [{mode}]")
+            heldout = score_run(run, mode_tta(mode), patches, threads, progress, desc=f"{name} [{mode}]")
             ev = evaluate_heldout(heldout, method, f"{run} held-out domains, TTA {mode}", n_resamples)
             entry[mode] = {**key, **summarize(heldout, ev, method)}
             plot_roc(ev, output / f"roc_{name}_{mode}.png")

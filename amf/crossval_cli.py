@@ -17,6 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", type=Path, required=True, help="folder for crossval.json/.md, ROC PNGs, CSVs")
     p.add_argument("--tta", choices=["on", "off", "both"], default="both", help="score with TTA, without, or both")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs (0 = none)")
+    p.add_argument("--views", type=int, action="append", default=[], metavar="N",
+                   help="also score with the first N of the shipped test-time views (repeatable; accuracy vs latency)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -28,6 +30,8 @@ def check(args: argparse.Namespace) -> None:
             raise AmfError(f"{run} is not a training run (no config.json); train one with amf train --lodo-only")
     if Path(args.output).is_file():
         raise AmfError(f"--output {args.output} is a file; name a folder")
+    if any(n < 1 for n in args.views):
+        raise AmfError("--views must be >= 1")
     if args.bootstrap < 0:
         raise AmfError(f"--bootstrap must be 0 or more, got {args.bootstrap}")
 
@@ -38,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from amf.evaluation.summary import num_text
 
     modes = {"on": ["tta"], "off": ["plain"], "both": ["plain", "tta"]}[args.tta]
+    modes += [f"views{n}" for n in args.views if f"views{n}" not in modes]
     results = crossval(args.runs, args.output, modes, args.bootstrap, args.threads, progress=not args.no_progress)
     for name, by_mode in results.items():
         for mode, r in by_mode.items():

@@ -62,3 +62,28 @@ def test_plain_mode_equals_training_heldout_and_oof_thresholds(lodo_run, tmp_pat
 def test_a_run_without_lodo_folds_is_refused(tmp_path):
     with pytest.raises(AmfError, match="no finished leave-one-domain-out folds"):
         lodo_folds(tmp_path)
+
+
+def test_views_modes_and_transfer_thresholds(lodo_run, tmp_path):
+    """--views N scores with the first N shipped views; every mode carries the transfer thresholds."""
+    from amf.threshold import balanced_accuracy, nested_transfer_thresholds, transfer_threshold
+
+    out = tmp_path / "cv"
+    assert main(["crossval", str(lodo_run), "--output", str(out), "--bootstrap", "0", "--tta", "off",
+                 "--views", "2", "--no-progress"]) == 0
+    results = json.loads((out / "crossval.json").read_text())["run"]
+    assert set(results) == {"plain", "views2"} and results["views2"]["tta"]["views"] == 2
+    rows = list(csv.DictReader(open(out / "heldout_run_views2.csv")))
+    by_domain = {}
+    for r in rows:
+        by_domain.setdefault(r["domain"], ([], []))
+        by_domain[r["domain"]][0].append(float(r["p_atypical"]))
+        by_domain[r["domain"]][1].append(int(r["label"] == "atypical"))
+    domains = sorted(by_domain)
+    pairs = [(np.array(by_domain[d][0]), np.array(by_domain[d][1])) for d in domains]
+    r = results["views2"]
+    assert r["transfer_threshold"] == transfer_threshold(pairs)
+    for d, t, (s, y) in zip(domains, nested_transfer_thresholds(pairs), pairs, strict=True):
+        assert r["domains"][d]["transfer_nested_threshold"] == t
+        assert r["domains"][d]["balanced_accuracy_at_transfer_nested"] == balanced_accuracy(s, y, t)
+    assert "| 2 views |" in (out / "crossval.md").read_text()
