@@ -1,6 +1,5 @@
 """Export a training run into a weights folder, load it back, and refuse a tampered member."""
 
-import csv
 import json
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from amf.export import export_run
 from amf.model import build_classifier
 from amf.train import TrainConfig, load_best_state, train_run
 from amf.weights import load_ensemble
+from synthetic_data import write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,12 +27,7 @@ def synthetic_dataset(root: Path, n: int = 24) -> Path:
         p.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 255, (128, 128, 3)).astype(np.uint8)).save(p)
         rows.append([f"{i}.png", f"{i % 8}.tiff", f"tumour {i % 8 % 2}", ["NMF", "AMF"][i % 3 == 0]])
-    path = root / "labels.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["image_id", "filename", "Tumor", "majority"])
-        w.writerows(rows)
-    return path
+    return write_csv(root / "labels.csv", ["image_id", "filename", "Tumor", "majority"], rows)
 
 
 @pytest.fixture(scope="module")
