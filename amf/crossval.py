@@ -287,6 +287,18 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _say_missing(run: Path, cfg, finished: dict[str, list[Path]]) -> None:
+    """Name the LODO folds the run plans but has not finished (they are left out of its ensembles)."""
+    import sys
+
+    planned = [f"fold{k}" for k in range(cfg.fold_limit or cfg.folds)]
+    for domain, dirs in sorted(finished.items()):
+        missing = [f for f in planned if f not in {d.name for d in dirs}]
+        if missing:
+            print(f"amf crossval: note: {run}: held-out {domain} has {len(dirs)} of {len(planned)} folds finished "
+                  f"(missing {', '.join(missing)}); its ensemble is the finished ones", file=sys.stderr)
+
+
 def _tta_text(mode: str) -> str:
     return {"tta": "on", "plain": "off"}.get(mode, mode.replace("views", "") + " views")
 
@@ -316,7 +328,9 @@ def crossval(runs: list[Path], output: Path, modes: list[str], n_resamples: int 
         cfg, record = load_run_config(run)
         method = cfg.threshold_method
         patches = caches.setdefault(record["images_dir"], PatchCache(record["images_dir"]))
-        folds = sorted(str(d.relative_to(run)) for dirs in lodo_folds(run).values() for d in dirs)
+        finished = lodo_folds(run)
+        _say_missing(run, cfg, finished)
+        folds = sorted(str(d.relative_to(run)) for dirs in finished.values() for d in dirs)
         entry = results.setdefault(name, {})
         for mode in modes:
             key = {"run": str(run), "folds": folds, "tta": mode_tta(mode).to_dict(), "bootstrap": n_resamples}

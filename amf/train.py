@@ -478,6 +478,10 @@ def train_fold(
         t0 = time.time()
         g = torch.Generator().manual_seed(derive_seed(cfg.seed, fold.name, epoch, "data"))
         torch.manual_seed(derive_seed(cfg.seed, fold.name, epoch, "global"))  # dropout, drop-path
+        # Python's and numpy's global generators are not used by training, but the checkpoint saves their
+        # state: seeded here, a fold's files are the same bytes in any process (folds as parallel jobs).
+        random.seed(derive_seed(cfg.seed, fold.name, epoch, "python"))
+        np.random.seed(derive_seed(cfg.seed, fold.name, epoch, "numpy") % 2**32)
         order = epoch_indices(train_labels, g, balanced=cfg.weighted_sampling)
         mix_rng = np.random.default_rng(derive_seed(cfg.seed, fold.name, epoch, "mixup"))
         model.train()
@@ -710,11 +714,18 @@ def train_run(
     command: list[str] | None = None,
     on_epoch_end: EpochHook | None = None,
     arguments: list[str] | None = None,
-) -> dict:
+    only: list[str] | None = None,
+) -> dict | None:
     """Train every fold of a run into ``output`` and write ``summary.json``; returns the summary.
 
     ``labels_file`` may be a list of labels files trained together, with ``images_dir`` then a list of the
     same length (``None`` entries: the labels file's folder); see :func:`amf.data.read_datasets`.
+
+    ``only`` (fold ids, as :func:`plan` lists them) trains just those folds, joining the run folder if another
+    job made it already (its config must agree, as for a resume): folds as independent jobs, e.g. one
+    per task of a cluster job array. Each fold's files are the same bytes as in a sequential run (its seeds
+    depend on the fold, not on the order). ``summary.json`` is written, and returned, by whichever job
+    finds every planned fold finished; the others return None.
     """
     output = Path(output)
     dev = resolve_device(device)
@@ -723,6 +734,13 @@ def train_run(
     fp = fingerprint(table)
     record = _config_record(cfg, fp, command, table.image_dir, columns or {}, arguments)
     record["image_dirs"] = [str(d) if d is not None else None for _, d in data_sources(labels_file, images_dir)]
+    planned = select_folds(make_folds(table.labels, table.domains, table.groups, cfg.folds, cfg.seed, lodo=cfg.lodo),
+                           cfg)
+    if only is not None:
+        unknown = sorted(set(only) - {f.name for f in planned})
+        if unknown:
+            raise AmfError(f"no fold {', '.join(unknown)} in this run's plan; amf train --list-folds lists them")
+        resume = True  # a fold job joins the run that another job (or this one) started
     if (output / "config.json").is_file():
         if not resume:
             raise AmfError(f"{output} already holds a run; pass --resume to continue it, or choose a new --output")
@@ -737,7 +755,7 @@ def train_run(
         output.mkdir(parents=True, exist_ok=True)
         write_json(output / "config.json", record)
     log = RunLog(output / "log.jsonl")
-    folds = select_folds(make_folds(table.labels, table.domains, table.groups, cfg.folds, cfg.seed, lodo=cfg.lodo), cfg)
+    folds = planned if only is None else [f for f in planned if f.name in only]
     log.write(event="resume" if resume else "start", command=record["command"], arguments=arguments, device=str(dev),
               n=len(table), folds=[f.name for f in folds], counts=table.summary())
     images = load_images(table, progress=progress)  # every file decoded before training starts
@@ -748,14 +766,34 @@ def train_run(
     with _Determinism(cfg):
         for fold in folds:
             fold_dir = output / fold.name
-            if (fold_dir / RESULT).is_file() and (fold_dir / BEST).is_file():
+            if _finished(fold_dir):
                 results[fold.name] = json.loads((fold_dir / RESULT).read_text())
                 continue
             results[fold.name] = train_fold(fold, cfg, table, images, fold_dir, dev, log, progress, on_epoch_end)
+    if only is not None:
+        missing = [f.name for f in planned if not _finished(output / f.name)]
+        if missing:
+            log.write(event="folds_done", folds=[f.name for f in folds], missing=missing)
+            return None
+        results = {f.name: json.loads((output / f.name / RESULT).read_text()) for f in planned}
+        folds = planned
     summary = summarize(output, cfg, folds, results, table, fp)
     write_json(output / "summary.json", summary)
     log.write(event="done", all_thresholds=summary.get("all", {}).get("thresholds"))
     return summary
+
+
+def _finished(fold_dir: Path) -> bool:
+    return (fold_dir / RESULT).is_file() and (fold_dir / BEST).is_file()
+
+
+def plan(cfg: TrainConfig, labels_file: Path | list[Path], images_dir: Path | list[Path | None] | None = None,
+         columns: dict[str, str | None] | None = None) -> list[str]:
+    """The ids of the folds a run trains, in order (``amf train --list-folds``): one job each with ``--fold``."""
+    table = limit_table(read_datasets(data_sources(labels_file, images_dir), columns, check_files=False),
+                        cfg.limit, cfg.seed)
+    folds = make_folds(table.labels, table.domains, table.groups, cfg.folds, cfg.seed, lodo=cfg.lodo)
+    return [f.name for f in select_folds(folds, cfg)]
 
 
 def data_sources(labels: Path | list[Path], images: Path | list[Path | None] | None) -> list[tuple[Path, Path | None]]:

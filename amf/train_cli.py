@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", type=Path, action="append",
                    help="image folder of the matching --labels (default: each CSV's folder); "
                         "give one per --labels, in order, or none")
-    p.add_argument("--output", type=Path, required=True, help="run folder, e.g. runs/NAME")
+    p.add_argument("--output", type=Path, help="run folder, e.g. runs/NAME (required, except with --list-folds)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output where it stopped")
     p.add_argument("--no-lodo", action="store_true", help="train only the all-domains folds (the shipped ensemble)")
     p.add_argument("--lodo-only", action="store_true",
@@ -61,6 +61,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--note", help="free text carried into the export's provenance")
     for role in ("image", "label", "domain", "group"):
         p.add_argument(f"--{role}-column", help=f"name of the {role} column (overrides the detected format)")
+    p.add_argument("--list-folds", action="store_true",
+                   help="print the run's fold ids, one per line, and stop (one job each with --fold)")
+    p.add_argument("--fold", action="append", metavar="ID",
+                   help="train only this fold (repeatable) into the shared run folder: folds as independent jobs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -69,7 +73,7 @@ def build_config(args: argparse.Namespace):
 
     if args.config is not None:
         cfg = TrainConfig.from_toml(args.config)
-    elif args.resume and (args.output / "config.json").is_file():
+    elif args.resume and args.output and (args.output / "config.json").is_file():
         cfg, _ = load_run_config(args.output)
     else:
         raise AmfError("--config is required (except with --resume of an existing run)")
@@ -121,9 +125,11 @@ def parse_overrides(items: list[str]) -> dict:
 
 def check(args: argparse.Namespace) -> None:
     """The paths, before torch is imported (several seconds): a mistyped file fails at once."""
+    if args.output is None and not args.list_folds:
+        raise AmfError("--output is required (the run folder, e.g. runs/NAME)")
     if args.config is not None and not args.config.is_file():
         raise AmfError(f"config file not found: {args.config} (see configs/*.toml)")
-    if args.config is None and not (args.resume and (args.output / "config.json").is_file()):
+    if args.config is None and not (args.resume and args.output and (args.output / "config.json").is_file()):
         raise AmfError("--config is required (except with --resume of an existing run)")
     for labels in args.labels:
         if not labels.is_file():
@@ -142,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = build_config(args)
     columns = {r: getattr(args, f"{r}_column") for r in ("image", "label", "domain", "group")}
-    if args.resume and (args.output / "config.json").is_file():
+    if args.resume and args.output and (args.output / "config.json").is_file():
         # Column overrides and image folder are part of the run: reuse the recorded ones unless given.
         record = json.loads((args.output / "config.json").read_text())
         for k, v in record.get("column_overrides", {}).items():
@@ -151,6 +157,11 @@ def run(args: argparse.Namespace) -> int:
             args.images = [Path(d) if d else None for d in record["image_dirs"]]
         elif args.images is None and record.get("images_dir") and len(args.labels) == 1:  # runs before image_dirs
             args.images = [Path(record["images_dir"])]
+    if args.list_folds:
+        from amf.train import plan
+
+        print("\n".join(plan(cfg, args.labels, args.images, columns)))
+        return 0
     try:
         summary = train_run(
             cfg,
@@ -163,12 +174,16 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             command=[sys.executable, *sys.argv],
             arguments=args_to_argv("train", args),
+            only=args.fold,
         )
     except KeyboardInterrupt:
         labels = " ".join(f"--labels {p}" for p in args.labels)
         print(f"\ninterrupted; continue with: python -m amf train --resume --output {args.output} {labels}",
               file=sys.stderr)
         return 130
+    if summary is None:
+        print(f"fold(s) {', '.join(args.fold)} done in {args.output}; summary.json comes with the last fold")
+        return 0
     all_ = summary.get("all")
     if all_ is not None:
         print(f"run {args.output}: all-domains OOF n={all_['oof']['n']} AUC={_fmt(all_['oof'].get('auc'))} "

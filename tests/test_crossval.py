@@ -87,3 +87,16 @@ def test_views_modes_and_transfer_thresholds(lodo_run, tmp_path):
         assert r["domains"][d]["transfer_nested_threshold"] == t
         assert r["domains"][d]["balanced_accuracy_at_transfer_nested"] == balanced_accuracy(s, y, t)
     assert "| 2 views |" in (out / "crossval.md").read_text()
+
+
+def test_crossval_names_the_folds_a_run_has_not_finished(lodo_run, tmp_path, capsys):
+    import shutil
+
+    partial = tmp_path / "partial"
+    shutil.copytree(lodo_run, partial)
+    gone = sorted(partial.glob("lodo/*/fold1"))[0]
+    shutil.rmtree(gone)
+    assert main(["crossval", str(partial), "--output", str(tmp_path / "cv"), "--bootstrap", "0", "--tta", "off",
+                 "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "has 1 of 2 folds finished (missing fold1)" in err and err.count("note:") == 1

@@ -227,3 +227,32 @@ def test_mixup_trains_reproducibly_and_a_run_from_before_a_new_key_still_resumes
     train_run(smoke(epochs=1, lodo=False, fold_limit=1), labels, tmp_path / "c", resume=True)
     with pytest.raises(AmfError, match="TrainConfig|mixup_alpha must"):
         smoke(mixup_alpha=-1)
+
+
+def test_folds_as_independent_parallel_jobs_equal_the_sequential_run(tmp_path, capsys):
+    """--list-folds prints the plan; two jobs with --fold, run at once, give the sequential run's bytes."""
+    import subprocess
+    import sys
+
+    labels = amibr_style_dataset(tmp_path / "data")
+    base = ["train", "--config", str(SMOKE), "--labels", str(labels), "--no-lodo", "--epochs", "1", "--no-progress"]
+    assert main([*base, "--list-folds"]) == 0
+    folds = capsys.readouterr().out.split()
+    assert folds == ["all/fold0", "all/fold1"]
+    assert main([*base, "--output", str(tmp_path / "seq")]) == 0
+    cli = [sys.executable, "-m", "amf", *base, "--output", str(tmp_path / "par")]
+    jobs = [subprocess.Popen([*cli, "--fold", f], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for f in folds]
+    for job in jobs:
+        out, err = job.communicate(timeout=600)
+        assert job.returncode == 0, err
+    for fold in folds:
+        seq_files = sorted(p.relative_to(tmp_path / "seq") for p in (tmp_path / "seq" / fold).rglob("*"))
+        par_files = sorted(p.relative_to(tmp_path / "par") for p in (tmp_path / "par" / fold).rglob("*"))
+        assert seq_files == par_files and seq_files
+        for f in seq_files:
+            assert (tmp_path / "seq" / f).read_bytes() == (tmp_path / "par" / f).read_bytes(), f
+    seq, par = (json.loads((tmp_path / r / "summary.json").read_text()) for r in ("seq", "par"))
+    assert seq == par  # written by whichever job finished last
+    assert main([*base, "--output", str(tmp_path / "one"), "--fold", "all/fold7"]) == 2
+    assert "amf train --list-folds" in capsys.readouterr().err
