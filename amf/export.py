@@ -146,6 +146,9 @@ def _replace_folder(out_dir: Path, write) -> dict:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
     old = None
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a weights folder is read by other users (containers)
     try:
         result = write(tmp)
         if out_dir.exists():

@@ -1,6 +1,7 @@
 """Export a training run into a weights folder, load it back, and refuse a tampered member."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -140,6 +141,9 @@ def test_export_refuses_a_full_folder_and_force_replaces_it_whole(run_dir, tmp_p
     assert main(["export", str(run_dir), "--output", str(out), "--force"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "member_0.safetensors", "member_1.safetensors"]
     assert [p.name for p in tmp_path.iterdir()] == ["weights"]  # no temporary folder left beside it
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # readable like any new folder, not private
     assert len(load_ensemble(out).members) == 2
 
 
