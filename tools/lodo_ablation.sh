@@ -26,7 +26,7 @@ lite() {  # N: the pretrained EfficientNet-Lite N, arch and weights together
 }
 stream_a() {
   row lite0-128 configs/lite0.toml                      # the recipe (configs/lite0.toml)
-  row b0-scratch-128 configs/shipped.toml               # the baseline: today's scratch efficientvit_b0, 12 epochs
+  row b0-scratch-128 configs/b0-scratch.toml               # the baseline: today's scratch efficientvit_b0, 12 epochs
   row lite0-128-mixup configs/lite0.toml --set mixup_alpha=0.4
   row lite2-128 configs/lite0.toml $(lite 2)
 }
