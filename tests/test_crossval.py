@@ -100,3 +100,11 @@ def test_crossval_names_the_folds_a_run_has_not_finished(lodo_run, tmp_path, cap
                  "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert "has 1 of 2 folds finished (missing fold1)" in err and err.count("note:") == 1
+
+
+def test_crossval_shows_progress_unless_told_not_to(lodo_run, tmp_path, capsys):
+    assert main(["crossval", str(lodo_run), "--output", str(tmp_path / "cv"), "--bootstrap", "0", "--tta", "off"]) == 0
+    assert "run [plain]" in capsys.readouterr().err
+    assert main(["crossval", str(lodo_run), "--output", str(tmp_path / "cv2"), "--bootstrap", "0", "--tta", "off",
+                 "--no-progress"]) == 0
+    assert "run [plain]" not in capsys.readouterr().err

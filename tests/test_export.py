@@ -155,6 +155,7 @@ def test_export_reports_oof_quality_portable_commands_and_training_patches(run_d
     captured = capsys.readouterr()
     m = json.loads((out / "manifest.json").read_text())
     assert f"AUC {m['oof']['auc']:.4f}" in captured.out and "out-of-fold: n=24" in captured.out
+    assert "export: out-of-fold" in captured.err  # the progress bar of the longest step
     assert ("is below 0.6" in captured.err) == (m["oof"]["auc"] < 0.6)
     command = m["training"]["command"]
     assert command[:4] == ["python", "-m", "amf", "train"] and not any(str(ROOT) in c for c in command)

@@ -769,3 +769,23 @@ def test_messages_name_the_fix(tmp_path, capsys):
     truncated.write_bytes(b"II*\x00" + struct.pack("<I", 8))
     with pytest.raises(InputError, match="truncated"):
         count_pages(truncated)
+
+
+def test_small_things_help_texts_and_counts(tmp_path, capsys):
+    from amf.cli import main
+
+    proc = run_cmd(["-m", "amf", "--help"])
+    assert proc.returncode == 0 and "``" not in proc.stdout and "Each command has its own --help" in proc.stdout
+    proc = run_cmd(["process.py", "--help"])
+    assert "(default: /input)" in proc.stdout and "(default: /output)" in proc.stdout
+    Image.fromarray(rgb_stack(1)[0]).save(tmp_path / "one.png")
+    assert main(["predict", str(tmp_path / "one.png"), "--output", str(tmp_path / "p.csv"), "--views", "1"]) == 0
+    assert "1 patch from 1 file ->" in capsys.readouterr().out
+
+
+def test_bench_prints_a_table_and_writes_json_only_when_asked(tmp_path):
+    proc = run_cmd(["-m", "amf", "bench", "--skip", "speed,latency,throughput", "--json", str(tmp_path / "b.json")],
+                   timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "Largest efficientvit_l2" in proc.stdout and '"machine"' not in proc.stdout
+    assert "paper_ensemble_fit" in json.loads((tmp_path / "b.json").read_text())
