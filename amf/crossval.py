@@ -344,3 +344,48 @@ def crossval(runs: list[Path], output: Path, modes: list[str], n_resamples: int 
     atomic_write_bytes(output / "crossval.json", json.dumps(results, indent=2).encode())
     atomic_write_bytes(output / "crossval.md", markdown(results).encode())
     return results
+
+
+def read_heldout_csv(path: Path) -> dict[str, np.ndarray]:
+    """A ``heldout_<run>_<mode>.csv`` of :func:`write_heldout_csv`, sorted by image (so two runs line up)."""
+    if not Path(path).is_file():
+        raise AmfError(f"{path} not found: score that run and mode with amf crossval first")
+    with open(path, newline="") as f:
+        rows = sorted(csv.DictReader(f), key=lambda r: r["image"])
+    return {"image": np.array([r["image"] for r in rows]), "domain": np.array([r["domain"] for r in rows]),
+            "label": np.array([r["label"] == "atypical" for r in rows], dtype=np.int64),
+            "score": np.array([float(r["p_atypical"]) for r in rows]),
+            "pred": np.array([r["class"] == "atypical" for r in rows], dtype=np.int64)}
+
+
+def _mean_over_domains(d: dict[str, np.ndarray], idx: dict[str, np.ndarray]) -> tuple[float, float]:
+    """Mean over domains of the official balanced accuracy (of the submitted classes) and ROC AUC (domains
+    with both classes), on the rows ``idx`` of each domain: what the crossval tables average."""
+    from amf.evaluation.metrics import classification_metrics
+
+    scores = [classification_metrics(d["label"][rows], d["pred"][rows], d["score"][rows]) for rows in idx.values()]
+    aucs = [m["roc_auc"] for m in scores if m["roc_auc"] == m["roc_auc"]]
+    return float(np.mean([m["balanced_accuracy"] for m in scores])), float(np.mean(aucs)) if aucs else float("nan")
+
+
+def compare(a_csv: Path, b_csv: Path, n_resamples: int = 1000, seed: int = 0) -> dict:
+    """Mean held-out BA and AUC of B minus A on the same figures, with a paired bootstrap 95% interval.
+
+    Both rows must have scored the same held-out figures. Each resample draws figures with replacement
+    within each domain, the same draw for both rows, so what the two rows share (the figures, their
+    labels) cancels out of the interval: it measures the lever, not the sample.
+    """
+    a, b = read_heldout_csv(a_csv), read_heldout_csv(b_csv)
+    if not np.array_equal(a["image"], b["image"]) or not np.array_equal(a["domain"], b["domain"]):
+        raise AmfError(f"{a_csv} and {b_csv} did not score the same held-out figures")
+    domains = {dom: np.flatnonzero(a["domain"] == dom) for dom in np.unique(a["domain"])}
+    point = np.subtract(_mean_over_domains(b, domains), _mean_over_domains(a, domains))
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_resamples):
+        idx = {dom: rng.choice(rows, rows.size) for dom, rows in domains.items()}
+        draws.append(np.subtract(_mean_over_domains(b, idx), _mean_over_domains(a, idx)))
+    low, high = np.percentile(np.array(draws), [2.5, 97.5], axis=0)
+    return {"a": str(a_csv), "b": str(b_csv), "resamples": n_resamples, "seed": seed,
+            "balanced_accuracy_difference": float(point[0]), "balanced_accuracy_ci95": [float(low[0]), float(high[0])],
+            "auc_difference": float(point[1]), "auc_ci95": [float(low[1]), float(high[1])]}

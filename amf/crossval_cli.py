@@ -13,7 +13,10 @@ from amf.errors import AmfError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("runs", nargs="+", type=Path, help="training run folders with LODO folds")
+    p.add_argument("runs", nargs="*", type=Path, help="training run folders with LODO folds")
+    p.add_argument("--compare", nargs=2, action="append", default=[], metavar=("A", "B"),
+                   help="instead: B minus A, each RUN_NAME:MODE already scored in --output (e.g. lite0-128:plain "
+                        "lite0-128:tta), mean held-out BA and AUC with a paired bootstrap 95%% interval (repeatable)")
     p.add_argument("--output", type=Path, required=True, help="folder for crossval.json/.md, ROC PNGs, CSVs")
     p.add_argument("--tta", choices=["on", "off", "both"], default="both", help="score with TTA, without, or both")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs (0 = none)")
@@ -25,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def check(args: argparse.Namespace) -> None:
     """Everything that can fail without the heavy imports, first."""
+    if not args.runs and not args.compare:
+        raise AmfError("give training run folders to score, or --compare A B")
     for run in args.runs:
         if not (Path(run) / "config.json").is_file():
             raise AmfError(f"{run} is not a training run (no config.json); train one with amf train --lodo-only")
@@ -38,6 +43,8 @@ def check(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check(args)
+    if args.compare:
+        return compare_rows(args)
     from amf.crossval import crossval
     from amf.evaluation.summary import num_text
 
@@ -51,4 +58,32 @@ def run(args: argparse.Namespace) -> int:
                   f"threshold, {num_text(m.get('balanced_accuracy_at_transfer_nested'))} at the transfer threshold "
                   f"chosen on the other domains; AUC {num_text(m['roc_auc'])}")
     print(f"written: {args.output / 'crossval.md'}")
+    return 0
+
+
+def compare_rows(args: argparse.Namespace) -> int:
+    """``--compare``: lever effects with paired intervals, appended to ``compare.json`` in ``--output``."""
+    import json
+
+    from amf.crossval import compare
+    from amf.files import atomic_write_bytes
+
+    out = Path(args.output)
+    path = out / "compare.json"
+    records = json.loads(path.read_text()) if path.is_file() else []
+    for a, b in args.compare:
+        files = []
+        for row in (a, b):
+            run, sep, mode = row.rpartition(":")
+            if not sep or not run or not mode:
+                raise AmfError(f"--compare wants RUN_NAME:MODE, got {row!r}")
+            files.append(out / f"heldout_{run}_{mode}.csv")
+        r = compare(*files, n_resamples=args.bootstrap or 1000)
+        r.update(a=a, b=b)
+        records = [x for x in records if (x["a"], x["b"]) != (a, b)] + [r]
+        print(f"{b} - {a}: mean held-out BA {r['balanced_accuracy_difference']:+.3f} "
+              f"[{r['balanced_accuracy_ci95'][0]:+.3f}, {r['balanced_accuracy_ci95'][1]:+.3f}], "
+              f"AUC {r['auc_difference']:+.3f} [{r['auc_ci95'][0]:+.3f}, {r['auc_ci95'][1]:+.3f}]")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, (json.dumps(records, indent=2) + "\n").encode())
     return 0

@@ -108,3 +108,18 @@ def test_crossval_shows_progress_unless_told_not_to(lodo_run, tmp_path, capsys):
     assert main(["crossval", str(lodo_run), "--output", str(tmp_path / "cv2"), "--bootstrap", "0", "--tta", "off",
                  "--no-progress"]) == 0
     assert "run [plain]" not in capsys.readouterr().err
+
+
+def test_compare_gives_the_difference_of_the_tables_with_a_paired_interval(lodo_run, tmp_path, capsys):
+    out = tmp_path / "cv"
+    assert main(["crossval", str(lodo_run), "--output", str(out), "--bootstrap", "0", "--views", "2",
+                 "--no-progress"]) == 0
+    assert main(["crossval", "--output", str(out), "--compare", "run:plain", "run:views2", "--bootstrap", "200"]) == 0
+    assert "run:views2 - run:plain: mean held-out BA" in capsys.readouterr().out
+    record = json.loads((out / "compare.json").read_text())[0]
+    results = json.loads((out / "crossval.json").read_text())["run"]
+    expected_ba = results["views2"]["mean"]["balanced_accuracy"] - results["plain"]["mean"]["balanced_accuracy"]
+    assert record["balanced_accuracy_difference"] == pytest.approx(expected_ba, abs=1e-9)
+    low, high = record["balanced_accuracy_ci95"]
+    assert low <= record["balanced_accuracy_difference"] <= high and record["resamples"] == 200
+    assert main(["crossval", "--output", str(out), "--compare", "run:plain", "run:views4"]) == 2  # not scored
