@@ -11,8 +11,9 @@ engine speed
 per-stack latency and cold start
     ``process.py`` end to end, from process start to JSON written, with its graph cache warm (as in the
     image) and off, next to the organisers' reference model (``amf.bench_reference``: timm efficientnetv2_m
-    at 224 px, one model, no TTA, random weights) run the same way on the same stack, alternating. Cold start is ``process.py`` on a one-patch stack: process
-    start to its first prediction written. A fresh worker process also times the phases of a cold start.
+    at 224 px, one model, no TTA, random weights) run the same way on the same stack, alternating. Cold
+    start is ``process.py`` on a one-patch stack: process start to its first prediction written. A fresh
+    worker process also times the phases of a cold start.
 throughput
     patches/s at 16, 256 and 4,096 patches, in a fresh worker process, with its peak RSS (and peak GPU
     memory on CUDA).

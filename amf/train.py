@@ -79,9 +79,8 @@ from amf.model import PRESETS, Classifier, ModelSpec, build_classifier
 from amf.pretrained import init_backbone, init_head, provenance
 from amf.sampling import epoch_indices
 from amf.splits import Fold, domain_slugs, make_folds
-from amf.stain import random_hed_jitter
 from amf.threshold import METHODS, balanced_accuracy, choose_threshold, safe_auc, threshold_candidates
-from amf.tta import random_d4
+from amf.tta import train_augment
 from amf.files import atomic_write_bytes
 
 # cuBLAS needs this before CUDA starts for deterministic matmuls; harmless on CPU.
@@ -420,6 +419,146 @@ def _numpy_state_from(state: tuple) -> tuple:
 EpochHook = Callable[[str, int], None]
 
 
+@dataclass
+class FoldState:
+    """What a fold's checkpoint holds: the model, its optimiser, LR schedule and grad scaler, the best epoch so
+    far (its weights and validation metrics) and how many epochs are complete."""
+
+    model: Classifier
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    best: dict
+    epoch: int = 0
+
+
+def new_fold_state(fold: Fold, cfg: TrainConfig, device: torch.device, steps_per_epoch: int) -> FoldState:
+    """A fresh model (seeded by the fold: its initial weights do not depend on other folds) and optimiser."""
+    torch.manual_seed(derive_seed(cfg.seed, fold.name, "init"))
+    model = build_classifier(cfg.model_spec())
+    if cfg.init_weights:
+        init_backbone(model.backbone, cfg.init_weights)
+    init_head(model.backbone, cfg.head_init)
+    model = model.to(device)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda_factory(cfg, steps_per_epoch))
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(cfg, device) == torch.float16)
+    best = {"epoch": -1, "val_balanced_accuracy": -1.0, "val_auc": None, "state": None}
+    return FoldState(model, optimizer, scheduler, scaler, best)
+
+
+def resume_checkpoint(path: Path, fold: Fold, state: FoldState, device: torch.device) -> bool:
+    """Restore ``state`` and the RNGs from ``path`` if it exists; a checkpoint of another fold plan is refused."""
+    if not path.is_file():
+        return False
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is reported the same way
+        raise AmfError(f"cannot read checkpoint {path}: {exc}; delete it to restart this fold") from exc
+    if ckpt.get("fold") != fold.name or ckpt.get("n_train") != len(fold.train):
+        raise AmfError(f"{path} belongs to another fold plan; delete it to restart this fold")
+    state.model.load_state_dict(ckpt["model"])
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    state.scheduler.load_state_dict(ckpt["scheduler"])
+    state.scaler.load_state_dict(ckpt["scaler"])
+    state.best = ckpt["best"]
+    state.epoch = int(ckpt["epoch"])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    np.random.set_state(_numpy_state_from(ckpt["rng"]["numpy"]))
+    random.setstate(ckpt["rng"]["python"])
+    if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
+        torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+    return True
+
+
+def save_checkpoint(path: Path, fold: Fold, state: FoldState, cfg: TrainConfig, device: torch.device) -> None:
+    """Everything :func:`resume_checkpoint` needs, written atomically (a kill leaves the old or the new file)."""
+    atomic_torch_save({
+        "fold": fold.name,
+        "n_train": len(fold.train),
+        "epoch": state.epoch,  # completed epochs
+        "model": state.model.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "scaler": state.scaler.state_dict(),
+        "best": state.best,
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "numpy": _numpy_state_to(np.random.get_state()),
+            "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+        },
+        "config": cfg.to_dict(),
+    }, path)
+
+
+def seed_epoch(cfg: TrainConfig, fold: Fold, epoch: int) -> torch.Generator:
+    """Seed every generator of an epoch from ``(seed, fold, epoch)``; returns the data generator (sampling
+    order, D4, stain). Python's and numpy's global generators are not used by training, but the checkpoint
+    saves their state: seeded here, a fold's files are the same bytes in any process (folds as parallel jobs)."""
+    torch.manual_seed(derive_seed(cfg.seed, fold.name, epoch, "global"))  # dropout, drop-path
+    random.seed(derive_seed(cfg.seed, fold.name, epoch, "python"))
+    np.random.seed(derive_seed(cfg.seed, fold.name, epoch, "numpy") % 2**32)
+    return torch.Generator().manual_seed(derive_seed(cfg.seed, fold.name, epoch, "data"))
+
+
+def train_one_epoch(state: FoldState, fold: Fold, cfg: TrainConfig, table: LabelTable, images: torch.Tensor,
+                    batches: list[slice], device: torch.device, epoch: int, progress: bool = False) -> float:
+    """One pass over a class-balanced draw of the training fold, augmented by :func:`amf.tta.train_augment`
+    (and mixup when ``cfg.mixup_alpha``); returns the mean training loss."""
+    from tqdm import tqdm
+
+    amp = amp_dtype(cfg, device)
+    g = seed_epoch(cfg, fold, epoch)
+    order = epoch_indices(table.labels[fold.train], g, balanced=cfg.weighted_sampling)
+    mix_rng = np.random.default_rng(derive_seed(cfg.seed, fold.name, epoch, "mixup"))
+    model = state.model
+    model.train()
+    total_loss, seen = 0.0, 0
+    batch_bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
+                     disable=not progress, dynamic_ncols=True)
+    for b in batch_bar:
+        idx = fold.train[order[b].numpy()]
+        x = to_float(images[torch.as_tensor(idx)].to(device, non_blocking=True))
+        y = torch.as_tensor(table.labels[idx], dtype=torch.float32, device=device)
+        x = train_augment(x, g, d4=cfg.d4, sigma=cfg.stain_sigma, delta=cfg.stain_delta)
+        lam, partner = 1.0, None
+        if cfg.mixup_alpha > 0:
+            lam = float(mix_rng.beta(cfg.mixup_alpha, cfg.mixup_alpha))
+            partner = torch.as_tensor(mix_rng.permutation(len(idx)), device=device)
+            x = lam * x + (1 - lam) * x[partner]
+        with torch.autocast("cuda", dtype=amp) if amp is not None else nullcontext():
+            logits = model(x).float()
+        loss = focal_loss(logits, y, cfg.focal_alpha, cfg.focal_gamma)
+        if partner is not None:
+            loss = lam * loss + (1 - lam) * focal_loss(logits, y[partner], cfg.focal_alpha, cfg.focal_gamma)
+        if not torch.isfinite(loss):
+            raise AmfError(f"{fold.name} epoch {epoch + 1}: loss is {loss.item()}; lower the learning rate")
+        state.optimizer.zero_grad(set_to_none=True)
+        state.scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            state.scaler.unscale_(state.optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+        state.scheduler.step()
+        total_loss += loss.item() * len(idx)
+        seen += len(idx)
+        batch_bar.set_postfix(loss=f"{loss.item():.4f}")
+    batch_bar.close()
+    return total_loss / max(1, seen)
+
+
+def validate(model: Classifier, fold: Fold, cfg: TrainConfig, table: LabelTable, images: torch.Tensor,
+             device: torch.device) -> dict:
+    """The validation fold, without augmentation: :func:`metrics` (balanced accuracy at 0.5, AUC, loss)."""
+    labels = table.labels[fold.val]
+    logits = predict_logits(model, images, fold.val, device, cfg.eval_batch_size, amp_dtype(cfg, device))
+    loss = float(focal_loss(torch.from_numpy(logits), torch.from_numpy(labels).float(), cfg.focal_alpha,
+                            cfg.focal_gamma))
+    return metrics(labels, sigmoid(logits), loss)
+
+
 def train_fold(
     fold: Fold,
     cfg: TrainConfig,
@@ -431,140 +570,46 @@ def train_fold(
     progress: bool = False,
     on_epoch_end: EpochHook | None = None,
 ) -> dict:
-    """Train one fold (resuming from ``fold_dir/checkpoint.pt`` if present); return its ``result.json``."""
+    """Train one fold (resuming from ``fold_dir/checkpoint.pt`` if present); return its ``result.json``.
+
+    Every epoch: train, validate, keep the weights if validation balanced accuracy at 0.5 improved,
+    checkpoint, log.
+    """
     from tqdm import tqdm
 
     fold_dir.mkdir(parents=True, exist_ok=True)
-    amp = amp_dtype(cfg, device)
-    spec = cfg.model_spec()
-    torch.manual_seed(derive_seed(cfg.seed, fold.name, "init"))
-    model = build_classifier(spec)
-    if cfg.init_weights:
-        init_backbone(model.backbone, cfg.init_weights)
-    init_head(model.backbone, cfg.head_init)
-    model = model.to(device)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     batches = make_batches(len(fold.train), cfg.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda_factory(cfg, len(batches)))
-    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
-    train_labels = table.labels[fold.train]
-    val_labels = table.labels[fold.val]
-    best: dict = {"epoch": -1, "val_balanced_accuracy": -1.0, "val_auc": None, "state": None}
-    start_epoch = 0
+    state = new_fold_state(fold, cfg, device, len(batches))
     ckpt_path = fold_dir / CHECKPOINT
-    if ckpt_path.is_file():
-        try:
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is reported the same way
-            raise AmfError(f"cannot read checkpoint {ckpt_path}: {exc}; delete it to restart this fold") from exc
-        if ckpt.get("fold") != fold.name or ckpt.get("n_train") != len(fold.train):
-            raise AmfError(f"{ckpt_path} belongs to another fold plan; delete it to restart this fold")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        best = ckpt["best"]
-        start_epoch = int(ckpt["epoch"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        np.random.set_state(_numpy_state_from(ckpt["rng"]["numpy"]))
-        random.setstate(ckpt["rng"]["python"])
-        if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
-        log.write(event="fold_resume", fold=fold.name, epoch=start_epoch)
-
-    epoch_bar = tqdm(range(start_epoch, cfg.epochs), desc=fold.name, unit="ep", disable=not progress,
-                     initial=start_epoch, total=cfg.epochs, leave=True, dynamic_ncols=True)
+    if resume_checkpoint(ckpt_path, fold, state, device):
+        log.write(event="fold_resume", fold=fold.name, epoch=state.epoch)
+    epoch_bar = tqdm(range(state.epoch, cfg.epochs), desc=fold.name, unit="ep", disable=not progress,
+                     initial=state.epoch, total=cfg.epochs, leave=True, dynamic_ncols=True)
     for epoch in epoch_bar:
         t0 = time.time()
-        g = torch.Generator().manual_seed(derive_seed(cfg.seed, fold.name, epoch, "data"))
-        torch.manual_seed(derive_seed(cfg.seed, fold.name, epoch, "global"))  # dropout, drop-path
-        # Python's and numpy's global generators are not used by training, but the checkpoint saves their
-        # state: seeded here, a fold's files are the same bytes in any process (folds as parallel jobs).
-        random.seed(derive_seed(cfg.seed, fold.name, epoch, "python"))
-        np.random.seed(derive_seed(cfg.seed, fold.name, epoch, "numpy") % 2**32)
-        order = epoch_indices(train_labels, g, balanced=cfg.weighted_sampling)
-        mix_rng = np.random.default_rng(derive_seed(cfg.seed, fold.name, epoch, "mixup"))
-        model.train()
-        total_loss, seen = 0.0, 0
-        batch_bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
-                         disable=not progress, dynamic_ncols=True)
-        for b in batch_bar:
-            idx = fold.train[order[b].numpy()]
-            x = to_float(images[torch.as_tensor(idx)].to(device, non_blocking=True))
-            y = torch.as_tensor(table.labels[idx], dtype=torch.float32, device=device)
-            if cfg.d4:
-                x = random_d4(x, g)
-            x = random_hed_jitter(x, cfg.stain_sigma, cfg.stain_delta, g)
-            lam, partner = 1.0, None
-            if cfg.mixup_alpha > 0:
-                lam = float(mix_rng.beta(cfg.mixup_alpha, cfg.mixup_alpha))
-                partner = torch.as_tensor(mix_rng.permutation(len(idx)), device=device)
-                x = lam * x + (1 - lam) * x[partner]
-            ctx = torch.autocast("cuda", dtype=amp) if amp is not None else nullcontext()
-            with ctx:
-                logits = model(x)
-            loss = focal_loss(logits.float(), y, cfg.focal_alpha, cfg.focal_gamma)
-            if partner is not None:
-                loss = lam * loss + (1 - lam) * focal_loss(logits.float(), y[partner], cfg.focal_alpha, cfg.focal_gamma)
-            if not torch.isfinite(loss):
-                raise AmfError(f"{fold.name} epoch {epoch + 1}: loss is {loss.item()}; lower the learning rate")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            total_loss += loss.item() * len(idx)
-            seen += len(idx)
-            batch_bar.set_postfix(loss=f"{loss.item():.4f}")
-        batch_bar.close()
-        train_loss = total_loss / max(1, seen)
-
-        val_logits = predict_logits(model, images, fold.val, device, cfg.eval_batch_size, amp)
-        val_loss = float(focal_loss(torch.from_numpy(val_logits), torch.from_numpy(val_labels).float(),
-                                    cfg.focal_alpha, cfg.focal_gamma))
-        val = metrics(val_labels, sigmoid(val_logits), val_loss)
-        improved = val["balanced_accuracy@0.5"] > best["val_balanced_accuracy"]
-        if improved:
-            best = {
+        train_loss = train_one_epoch(state, fold, cfg, table, images, batches, device, epoch, progress)
+        val = validate(state.model, fold, cfg, table, images, device)
+        if val["balanced_accuracy@0.5"] > state.best["val_balanced_accuracy"]:
+            state.best = {
                 "epoch": epoch,
                 "val_balanced_accuracy": val["balanced_accuracy@0.5"],
                 "val_auc": val["auc"],
-                "val_loss": val_loss,
-                "state": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
+                "val_loss": val["loss"],
+                "state": {k: v.detach().to("cpu", copy=True) for k, v in state.model.state_dict().items()},
             }
-        ckpt = {
-            "fold": fold.name,
-            "n_train": len(fold.train),
-            "epoch": epoch + 1,  # completed epochs
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "best": best,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "numpy": _numpy_state_to(np.random.get_state()),
-                "python": random.getstate(),
-                "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
-            },
-            "config": cfg.to_dict(),
-        }
-        atomic_torch_save(ckpt, ckpt_path)
-        seconds = time.time() - t0
+        state.epoch = epoch + 1
+        save_checkpoint(ckpt_path, fold, state, cfg, device)
+        best = state.best
         log.write(event="epoch", fold=fold.name, epoch=epoch + 1, epochs=cfg.epochs, train_loss=train_loss,
-                  val_loss=val_loss, val_balanced_accuracy=val["balanced_accuracy@0.5"], val_auc=val["auc"],
-                  lr=scheduler.get_last_lr()[0], best_epoch=best["epoch"] + 1, seconds=round(seconds, 2),
-                  n_train=len(fold.train), steps=len(batches))
+                  val_loss=val["loss"], val_balanced_accuracy=val["balanced_accuracy@0.5"], val_auc=val["auc"],
+                  lr=state.scheduler.get_last_lr()[0], best_epoch=best["epoch"] + 1,
+                  seconds=round(time.time() - t0, 2), n_train=len(fold.train), steps=len(batches))
         epoch_bar.set_postfix(loss=f"{train_loss:.4f}", val_ba=f"{val['balanced_accuracy@0.5']:.3f}",
                               best=f"{best['val_balanced_accuracy']:.3f}@{best['epoch'] + 1}")
         if on_epoch_end is not None:
             on_epoch_end(fold.name, epoch)
     epoch_bar.close()
-
-    return finish_fold(fold, cfg, table, images, fold_dir, device, model, best, log)
+    return finish_fold(fold, cfg, table, images, fold_dir, device, state.model, state.best, log)
 
 
 def finish_fold(fold: Fold, cfg: TrainConfig, table: LabelTable, images: torch.Tensor, fold_dir: Path,

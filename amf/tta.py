@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from amf.stain import hed_jitter, sample_stain_params
+from amf.stain import hed_jitter, random_hed_jitter, sample_stain_params
 
 D4_SIZE = 8
 
@@ -34,6 +34,16 @@ def random_d4(images: torch.Tensor, generator: torch.Generator | None = None) ->
         idx = (ks == k).nonzero().flatten().to(images.device)
         out[idx] = d4(images[idx], k)
     return out
+
+
+def train_augment(images: torch.Tensor, generator: torch.Generator, d4: bool = True, sigma: float = 0.1,
+                  delta: float = 0.05) -> torch.Tensor:
+    """Training-time augmentation of ``(B, 3, H, W)`` in ``[0, 1]``, beside the test-time views below: a random
+    D4 element and a random H&E stain jitter per image (``sigma``/``delta`` in natural OD units, :mod:`amf.stain`;
+    0 and 0 turn it off), drawn from ``generator`` in that order."""
+    if d4:
+        images = random_d4(images, generator)
+    return random_hed_jitter(images, sigma, delta, generator)
 
 
 @dataclass(frozen=True)
