@@ -78,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
     stack_sizes = _ints(args.stack_sizes or ("1,16" if quick else "1,16,128"))
     throughput_sizes = _ints(args.throughput_sizes or ("16" if quick else "16,256,4096"))
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    device = args.device or _default_device()
+    from amf.engine import default_device
+
+    device = args.device or default_device().type
     result: dict = {"machine": machine(device), "settings": {
         "quick": quick, "repeats": repeats, "latency_repeats": latency_repeats, "threads": args.threads,
         "speed_threads": speed_threads, "stack_sizes": stack_sizes, "throughput_sizes": throughput_sizes,
@@ -613,12 +615,6 @@ def _ensemble_summary(weights: Path) -> dict:
     manifest = json.loads((Path(weights) / "manifest.json").read_text())
     return {"members": len(manifest["members"]), "arch": manifest["model"]["arch"],
             "input_size": manifest["model"]["input_size"], "views": manifest["tta"].get("views", 1)}
-
-
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _ints(text: str) -> list[int]:

@@ -276,8 +276,11 @@ class RunLog:
 
 
 def resolve_device(device: str | None) -> torch.device:
+    """``--device``: ``auto`` (or None) is the engine's default; an explicit CUDA device must exist."""
     if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        from amf.engine import default_device
+
+        return default_device()
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise AmfError("--device cuda requested but CUDA is not available")
