@@ -34,7 +34,7 @@ from amf.evaluation.analysis import Evaluation, Scope, evaluate
 from amf.evaluation.figures import Figures
 from amf.evaluation.report import plot_roc
 from amf.evaluation.summary import ci_text, num_text
-from amf.files import atomic_write_bytes
+from amf.files import atomic_write_bytes, json_safe
 from amf.threshold import balanced_accuracy, nested_transfer_thresholds, threshold_candidates, transfer_threshold
 from amf.tta import TTAConfig
 
@@ -172,7 +172,7 @@ def _scope_record(scope: Scope) -> dict:
     return {
         "n": scope.confusion.n,
         "atypical": scope.n_atypical,
-        **{k: (None if v != v else v) for k, v in scope.metrics.items()},  # NaN AUC -> null
+        **json_safe(dict(scope.metrics)),  # an undefined AUC (one class) -> null
         "balanced_accuracy_ci95": _interval(scope.balanced_accuracy_ci),
         "roc_auc_ci95": _interval(scope.roc.auc if scope.roc else None),
     }

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from amf.errors import AmfError
+from amf.files import umask
 from amf.threshold import METHODS, balanced_accuracy, choose_threshold, safe_auc, threshold_candidates
 from amf.tta import TTAConfig
 from amf.weights import Threshold, save_ensemble
@@ -146,9 +147,7 @@ def _replace_folder(out_dir: Path, write) -> dict:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
     old = None
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a weights folder is read by other users (containers)
+    os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes it private; a weights folder is read by other users (containers)
     try:
         result = write(tmp)
         if out_dir.exists():

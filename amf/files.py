@@ -36,14 +36,14 @@ def write_temp(path: Path, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~umask())
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return Path(tmp)
 
 
-def _umask() -> int:
+def umask() -> int:
     """The process umask, read without changing it where Linux allows (``os.umask`` sets it too)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -98,3 +98,17 @@ def read_json(path: Path, error: type[AmfError], missing_hint: str = "") -> obje
         raise error(f"cannot read {path}: {exc.strerror or exc}") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise error(f"{path} is not valid JSON: {exc}") from exc
+
+
+def json_safe(value: object) -> object:
+    """``value`` with every NaN and infinity replaced by None, recursively: strict JSON has neither, and an
+    undefined number (an AUC of one class, a loss that never came) is written ``null``."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value

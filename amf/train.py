@@ -81,7 +81,7 @@ from amf.sampling import epoch_indices
 from amf.splits import Fold, domain_slugs, make_folds
 from amf.threshold import METHODS, balanced_accuracy, choose_threshold, safe_auc, threshold_candidates
 from amf.tta import train_augment
-from amf.files import atomic_write_bytes
+from amf.files import atomic_write_bytes, json_safe
 
 # cuBLAS needs this before CUDA starts for deterministic matmuls; harmless on CPU.
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -242,18 +242,7 @@ def _json_default(o):
 
 
 def write_json(path: Path, data: dict) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(_clean(data), indent=2, default=_json_default) + "\n").encode())
-
-
-def _clean(o):
-    """NaN/inf are not JSON: write them as null."""
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if isinstance(o, dict):
-        return {k: _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    return o
+    atomic_write_bytes(Path(path), (json.dumps(json_safe(data), indent=2, default=_json_default) + "\n").encode())
 
 
 def atomic_torch_save(obj: dict, path: Path) -> None:
@@ -271,7 +260,7 @@ class RunLog:
     def write(self, **record) -> None:
         record = {"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **record}
         with open(self.path, "a") as f:
-            f.write(json.dumps(_clean(record), default=_json_default) + "\n")
+            f.write(json.dumps(json_safe(record), default=_json_default) + "\n")
             f.flush()
 
 
@@ -713,9 +702,9 @@ FOLD_SELECTION = ("lodo", "ensemble", "fold_limit")
 def _check_resume(run_dir: Path, record: dict) -> None:
     old = json.loads((run_dir / "config.json").read_text())
     # Through TrainConfig, so a key added since the run started compares at its default (its old behaviour).
-    old_cfg = {k: v for k, v in _clean(TrainConfig.from_dict(old.get("config", {})).to_dict()).items()
+    old_cfg = {k: v for k, v in json_safe(TrainConfig.from_dict(old.get("config", {})).to_dict()).items()
                if k not in FOLD_SELECTION}
-    new_cfg = {k: v for k, v in _clean(record["config"]).items() if k not in FOLD_SELECTION}
+    new_cfg = {k: v for k, v in json_safe(record["config"]).items() if k not in FOLD_SELECTION}
     if old_cfg != new_cfg:
         diff = sorted(k for k in set(old_cfg) | set(new_cfg) if old_cfg.get(k) != new_cfg.get(k))
         raise AmfError(f"--resume with a different config than {run_dir / 'config.json'} (differs in: "

@@ -10,24 +10,12 @@ in the same folder and moved into place with ``os.replace``, so a failed run nev
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from amf.errors import OutputError
-from amf.files import atomic_write_bytes
+from amf.files import atomic_write_bytes, json_safe
 from amf.evaluation.analysis import Evaluation, Scope
 from amf.evaluation.bootstrap import Interval
-
-
-def json_safe(value: object) -> object:
-    """``value`` with every NaN replaced by None, recursively, so it serialises as strict JSON."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def _interval(ci: Interval | None) -> list[float] | None:
