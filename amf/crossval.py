@@ -35,7 +35,7 @@ from amf.evaluation.figures import Figures
 from amf.evaluation.report import plot_roc
 from amf.evaluation.summary import ci_text, num_text
 from amf.files import atomic_write_bytes, json_safe
-from amf.threshold import balanced_accuracy, nested_transfer_thresholds, threshold_candidates, transfer_threshold
+from amf.threshold import balanced_accuracy, threshold_candidates, transfer_thresholds
 from amf.tta import TTAConfig
 
 #: Test-time augmentation modes: the shipped default views, and the plain image alone.
@@ -121,10 +121,10 @@ def oof_scores(models: list, fold_dirs: list[Path], patches: PatchCache, tta: TT
     """Pooled out-of-fold ``(labels, P(atypical))``: each fold's validation patches scored by that fold's
     model alone (the only model that never trained on them), through the engine with ``tta``, so a
     threshold chosen on them fits scores made the way the container makes them."""
+    from tqdm import tqdm
+
     from amf.engine import Engine
     from amf.train import OOF, read_predictions
-
-    from tqdm import tqdm
 
     labels, probs = [], []
     for model, d in tqdm(list(zip(models, fold_dirs, strict=True)), desc=desc, unit="fold", disable=not progress,
@@ -140,14 +140,14 @@ def score_run(run_dir: Path, tta: TTAConfig, patches: PatchCache, threads: int |
               progress: bool = False, desc: str | None = None) -> list[HeldOut]:
     """Score every held-out domain of ``run_dir`` with its own LODO ensemble and ``tta``; ``patches`` reads
     the run's image folder."""
+    from tqdm import tqdm
+
     from amf.engine import Engine
     from amf.train import HELDOUT, load_run_config, read_predictions
 
     cfg = load_run_config(run_dir)[0]
     out = []
-    from tqdm import tqdm
-
-    for domain, fold_dirs in tqdm(sorted(lodo_folds(run_dir).items()), desc=desc or f"{Path(run_dir).name}",
+    for domain, fold_dirs in tqdm(sorted(lodo_folds(run_dir).items()), desc=desc or Path(run_dir).name,
                                   unit="domain", disable=not progress, leave=False):
         models = [load_fold_model(cfg.model_spec(), d) for d in fold_dirs]
         oof_y, oof_p = oof_scores(models, fold_dirs, patches, tta, threads)
@@ -191,9 +191,7 @@ def summarize(heldout: list[HeldOut], evaluation: Evaluation, method: str) -> di
     optimistic here), and for each domain the cut chosen on the *other* held-out domains alone
     (``transfer_nested``, the honest estimate of how that choice does on a new domain).
     """
-    pairs = [(h.probs, h.labels) for h in heldout]
-    transfer = transfer_threshold(pairs)
-    nested = nested_transfer_thresholds(pairs) if len(pairs) > 1 else [None] * len(pairs)
+    transfer, nested = transfer_thresholds([(h.probs, h.labels) for h in heldout])
     domains = {}
     for h, scope, t_nested in zip(heldout, evaluation.domains, nested, strict=True):
         otsu = h.thresholds["otsu"]["value"]

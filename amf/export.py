@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import sys
 from pathlib import Path
 
 import torch
 
 from amf.errors import AmfError
-from amf.files import umask
+from amf.files import check_replaceable, replace_folder
 from amf.threshold import METHODS, balanced_accuracy, choose_threshold, safe_auc, threshold_candidates
 from amf.tta import TTAConfig
 from amf.weights import Threshold, save_ensemble
@@ -69,9 +67,7 @@ def export_run(
 
     run_dir = Path(run_dir)
     out_dir = Path(out_dir)
-    if out_dir.is_file() or (out_dir.is_dir() and any(out_dir.iterdir()) and not force):
-        raise AmfError(f"--output {out_dir} is not an empty folder; pass --force to replace it "
-                       "(nothing of the old folder is kept)")
+    check_replaceable(out_dir, force)
     cfg, record = load_run_config(run_dir)
     method = threshold_method or cfg.threshold_method
     if method not in METHODS:
@@ -136,33 +132,7 @@ def export_run(
         "member_info": member_info,
         "note": "; ".join(x for x in (note, auto_note(cfg, record)) if x),
     }
-    return _replace_folder(out_dir, lambda tmp: save_ensemble(members, tmp, threshold, tta, provenance, dtype=dtype))
-
-
-def _replace_folder(out_dir: Path, write) -> dict:
-    """``write`` into a new sibling folder, then rename it to ``out_dir``: the old folder goes whole, or not at all."""
-    import shutil
-    import tempfile
-
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
-    old = None
-    os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes it private; a weights folder is read by other users (containers)
-    try:
-        result = write(tmp)
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.replace(out_dir, old / out_dir.name)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not out_dir.exists():
-            os.replace(old / out_dir.name, out_dir)  # put the old folder back
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    return result
+    return replace_folder(out_dir, lambda tmp: save_ensemble(members, tmp, threshold, tta, provenance, dtype=dtype))
 
 
 #: Settings that may differ between the shipped run and the LODO run its threshold comes from.
@@ -173,7 +143,7 @@ def transfer_record(lodo_run: Path, cfg, record: dict, tta: TTAConfig, progress:
     """The transfer threshold from ``lodo_run``'s held-out domains, and each domain's balanced accuracy at it,
     at the cut chosen on the other domains alone, and at its hindsight-best cut."""
     from amf.crossval import PatchCache, score_run
-    from amf.threshold import max_balanced_accuracy_threshold, nested_transfer_thresholds, transfer_threshold
+    from amf.threshold import max_balanced_accuracy_threshold, transfer_thresholds
     from amf.train import load_run_config
 
     lodo_cfg, lodo_record = load_run_config(lodo_run)
@@ -186,9 +156,7 @@ def transfer_record(lodo_run: Path, cfg, record: dict, tta: TTAConfig, progress:
         raise AmfError(f"--threshold-from {lodo_run} was trained on other data (file list differs)")
     heldout = score_run(lodo_run, tta, PatchCache(Path(lodo_record["images_dir"])), progress=progress,
                         desc="export: held-out domains")
-    pairs = [(h.probs, h.labels) for h in heldout]
-    value = transfer_threshold(pairs)
-    nested = nested_transfer_thresholds(pairs) if len(pairs) > 1 else [None] * len(pairs)
+    value, nested = transfer_thresholds([(h.probs, h.labels) for h in heldout])
     domains = {}
     for h, t_nested in zip(heldout, nested, strict=True):
         best = max_balanced_accuracy_threshold(h.probs, h.labels)

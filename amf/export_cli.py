@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from amf.errors import AmfError
+from amf.files import check_replaceable
 
 #: Below this out-of-fold ROC AUC, export warns that the ensemble is close to chance.
 USELESS_AUC = 0.6
@@ -40,10 +41,7 @@ def check(args: argparse.Namespace) -> None:
     for run_dir, what in ((args.run, "RUN"), (args.threshold_from, "--threshold-from")):
         if run_dir is not None and not (Path(run_dir) / "config.json").is_file():
             raise AmfError(f"{what} {run_dir} is not a training run (no config.json); train one with amf train")
-    out = Path(args.output)
-    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not args.force):
-        raise AmfError(f"--output {out} is not an empty folder; pass --force to replace it "
-                       "(nothing of the old folder is kept)")
+    check_replaceable(Path(args.output), args.force)
     if args.tta_views is not None and args.tta_views < 1:
         raise AmfError("--tta-views must be >= 1")
 

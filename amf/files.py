@@ -10,9 +10,13 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from amf.errors import AmfError
+
+T = TypeVar("T")
 
 
 def sha256_file(path: Path) -> str:
@@ -112,3 +116,37 @@ def json_safe(value: object) -> object:
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     return value
+
+
+def check_replaceable(out_dir: Path, force: bool) -> None:
+    """Refuse to write a folder over a file, or over a non-empty folder unless ``force``."""
+    out_dir = Path(out_dir)
+    if out_dir.is_file() or (out_dir.is_dir() and any(out_dir.iterdir()) and not force):
+        raise AmfError(f"--output {out_dir} is not an empty folder; pass --force to replace it "
+                       "(nothing of the old folder is kept)")
+
+
+def replace_folder(out_dir: Path, write: Callable[[Path], T]) -> T:
+    """``write`` into a new sibling folder, then rename it to ``out_dir``: the old folder goes whole, or not at
+    all (a failure puts it back), and no file of it is left beside the new one."""
+    import shutil
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
+    old = None
+    os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes it private; a weights folder is read by other users (containers)
+    try:
+        result = write(tmp)
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+            os.replace(out_dir, old / out_dir.name)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not out_dir.exists():
+            os.replace(old / out_dir.name, out_dir)  # put the old folder back
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    return result

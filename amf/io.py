@@ -287,7 +287,7 @@ def _tifffile_log() -> Iterator[_Collect]:
         logger.propagate = propagate
 
 
-def _raise_logged(handler: _Collect, where: str, notes: list[str]) -> None:
+def _raise_logged(handler: _Collect, where: str, notes: list[str], size: int) -> None:
     """tifffile errors mean pages or data were skipped: refuse. Its warnings become notes, with the file."""
     records, handler.records = handler.records, []
     messages = []
@@ -296,7 +296,7 @@ def _raise_logged(handler: _Collect, where: str, notes: list[str]) -> None:
         messages.append((r.levelno, re.sub(r"^<tifffile\.\w+ [^>]*> ", "", message)))
     for level, message in messages:
         if level >= logging.ERROR:
-            raise InputError(f"{where}: damaged TIFF: {message}{_cut_short(where, message)}")
+            raise InputError(f"{where}: damaged TIFF: {message}{_cut_short(message, size)}")
     notes.extend(f"{where}: tifffile: {message}" for _, message in messages)
 
 
@@ -304,18 +304,17 @@ def _first_ifd_offset(path: Path) -> int | None:
     """The classic TIFF header's offset of the first page (None for BigTIFF or an unreadable header)."""
     import struct
 
-    head = Path(path).read_bytes()[:8]
+    with open(path, "rb") as f:
+        head = f.read(8)
     if len(head) < 8 or head[:4] not in (b"II*\x00", b"MM\x00*"):
         return None
     return struct.unpack("<I" if head[:2] == b"II" else ">I", head[4:8])[0]
 
 
-def _cut_short(where: str, message: str) -> str:
-    """``"; the file is truncated ..."`` when tifffile's complaint is an offset past the end of the file."""
+def _cut_short(message: str, size: int) -> str:
+    """``" (the file is truncated ...)"`` when tifffile's complaint is an offset past the end of the file."""
     offset = re.search(r"offset (\d+)", message)
-    path = Path(where.split(": page ")[0])
-    size = path.stat().st_size if path.is_file() else None
-    if offset and size is not None and int(offset.group(1)) >= size:
+    if offset and int(offset.group(1)) >= size:
         return f" (the file is truncated: it ends at byte {size})"
     return ""
 
@@ -359,11 +358,11 @@ def _iter_tiff(path: Path, decode: bool, notes: list[str]) -> Iterator[np.ndarra
                     raise InputError(f"{path}: TIFF is truncated: its first page would start at byte {first}, "
                                      f"but the file ends at byte {size}")
                 raise InputError(f"{path}: TIFF has no pages")
-            _raise_logged(logged, str(path), notes)
+            _raise_logged(logged, str(path), notes, size)
             for i in range(n):
                 where = f"{path}: page {i}"
                 page = tif.pages[i]
-                _raise_logged(logged, where, notes)
+                _raise_logged(logged, where, notes, size)
                 if not isinstance(page, tifffile.TiffPage):
                     raise InputError(f"{where}: not a TIFF page")
                 if int(page.subfiletype) & 0b101:
@@ -393,7 +392,7 @@ def _iter_tiff(path: Path, decode: bool, notes: list[str]) -> Iterator[np.ndarra
                                 pil.append(Image.open(path))
                             pil[0].seek(i)
                             a = _pil_array(pil[0])
-                    _raise_logged(logged, where, notes)
+                    _raise_logged(logged, where, notes, size)
                 except InputError:
                     raise
                 except Exception as exc:

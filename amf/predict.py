@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from amf.challenge import DEFAULT_WEIGHTS, check_output_dir
 from amf.errors import InputError, OutputError
-from amf.io import IMAGE_SUFFIXES, count_pages, find_images, iter_patches, patch_digest
+from amf.io import IMAGE_SUFFIXES, find_images, iter_patches, patch_digest
 from amf.files import atomic_write_bytes
 from amf.weights import read_manifest
 
@@ -131,15 +131,14 @@ def check_files(files: list[Path], skip_bad: bool = False) -> tuple[list[Path], 
     """Decode every file once before any model work: ``(readable files, their page counts, bad files)``.
 
     Structure alone (:func:`amf.io.count_pages`) misses a PNG whose pixel data is cut short; decoding
-    every page costs little next to the model. Without ``skip_bad`` the first bad file raises its one-line
-    :class:`InputError`.
+    every page (the same reader checks the structure on the way) costs little next to the model. The pages
+    are decoded again when they are predicted, so memory stays bounded however many files there are.
+    Without ``skip_bad`` the first bad file raises its one-line :class:`InputError`.
     """
     good, counts, bad = [], [], []
     for path in tqdm(files, desc="checking inputs", unit="file", leave=False, disable=not sys.stderr.isatty()):
         try:
-            n = count_pages(path)
-            for _ in iter_patches(path):
-                pass
+            n = sum(1 for _ in iter_patches(path))
         except InputError as exc:
             if not skip_bad:
                 raise

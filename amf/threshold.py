@@ -105,6 +105,13 @@ def nested_transfer_thresholds(domains: list[tuple[np.ndarray, np.ndarray]]) -> 
     return [transfer_threshold(domains[:i] + domains[i + 1:]) for i in range(len(domains))]
 
 
+def transfer_thresholds(domains: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, list[float | None]]:
+    """:func:`transfer_threshold` of all domains, and for each domain its nested one (``None`` for a lone
+    domain, which has no other domain to choose on)."""
+    nested = nested_transfer_thresholds(domains) if len(domains) > 1 else [None] * len(domains)
+    return transfer_threshold(domains), nested
+
+
 def youden_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     s, y = _check(scores, labels)
     if y.min() == y.max():

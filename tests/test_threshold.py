@@ -83,3 +83,14 @@ def test_transfer_threshold_maximises_the_mean_over_domains_and_nested_never_see
     # a big domain does not outweigh a small one: each counts once
     big = (np.repeat(domains[1][0], 10), np.repeat(domains[1][1], 10))
     assert transfer_threshold([domains[0], big, domains[2]]) == t
+
+
+def test_light_copies_match_their_sources():
+    """The CLI modules keep torch- and scikit-learn-free copies of two lists: they must not drift."""
+    from amf.data import NEGATIVE, POSITIVE
+    from amf.evaluation.flat import ANY_SPELLING
+    from amf.export_cli import METHODS as CLI_METHODS
+    from amf.threshold import METHODS
+
+    assert CLI_METHODS == METHODS
+    assert ANY_SPELLING == {**{v: "atypical" for v in POSITIVE}, **{v: "normal" for v in NEGATIVE}}
