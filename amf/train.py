@@ -72,6 +72,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from amf.distributed import World, data_parallel, synced_batch_norm
 from amf.data import LabelTable, fingerprint, limit_table, load_images, read_datasets
 from amf.errors import AmfError
 from amf.losses import focal_loss
@@ -93,6 +94,7 @@ RESULT = "result.json"
 OOF = "oof.csv"
 HELDOUT = "heldout.csv"
 PRED_COLUMNS = ("line", "image", "domain", "group", "label", "logit", "prob")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}  # TrainConfig.dtype
 
 
 @dataclass
@@ -128,6 +130,7 @@ class TrainConfig:
     threads: int = 2  # torch CPU threads; 0 leaves torch's default
     deterministic: bool = True
     amp: str = "auto"  # CUDA only: auto (= bf16 if supported, else fp16) | bf16 | fp16 | off
+    dtype: str = "float32"  # float64: several times slower; for numerical checks (1 vs N processes)
     threshold_method: str = "balanced_accuracy"  # balanced_accuracy | youden | otsu
     limit: int = 0  # use only this many patches (tiny runs); 0 = all
     keep_checkpoints: bool = True  # keep checkpoint.pt after a fold finishes
@@ -140,6 +143,8 @@ class TrainConfig:
             raise AmfError(f"unknown threshold_method {self.threshold_method!r}; use one of {', '.join(METHODS)}")
         if self.amp not in ("auto", "bf16", "fp16", "off"):
             raise AmfError(f"amp must be auto, bf16, fp16 or off, not {self.amp!r}")
+        if self.dtype not in DTYPES:
+            raise AmfError(f"dtype must be {' or '.join(DTYPES)}, not {self.dtype!r}")
         for name in ("epochs", "batch_size", "eval_batch_size", "input_size"):
             if getattr(self, name) < 1:
                 raise AmfError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -252,12 +257,14 @@ def atomic_torch_save(obj: dict, path: Path) -> None:
 
 
 class RunLog:
-    """Append-only JSON-lines log."""
+    """Append-only JSON-lines log; ``path=None`` writes nothing (the non-main processes of a torchrun job)."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
+    def __init__(self, path: Path | None):
+        self.path = Path(path) if path is not None else None
 
     def write(self, **record) -> None:
+        if self.path is None:
+            return
         record = {"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **record}
         with open(self.path, "a") as f:
             f.write(json.dumps(json_safe(record), default=_json_default) + "\n")
@@ -317,8 +324,8 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def to_float(images_u8: torch.Tensor) -> torch.Tensor:
-    return images_u8.float().div_(255.0)
+def to_float(images_u8: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return images_u8.to(dtype).div_(255.0)
 
 
 @torch.no_grad()
@@ -332,9 +339,10 @@ def predict_logits(
 ) -> np.ndarray:
     """Logits of ``images[idx]`` (no augmentation), float32 numpy."""
     model.eval()
+    dtype = next(model.parameters()).dtype
     out = []
     for s in range(0, len(idx), batch_size):
-        x = to_float(images[torch.as_tensor(idx[s : s + batch_size])].to(device, non_blocking=True))
+        x = to_float(images[torch.as_tensor(idx[s : s + batch_size])].to(device, non_blocking=True), dtype)
         ctx = torch.autocast("cuda", dtype=amp) if amp is not None else nullcontext()
         with ctx:
             out.append(model(x).float().cpu())
@@ -431,7 +439,7 @@ def new_fold_state(fold: Fold, cfg: TrainConfig, device: torch.device, steps_per
     if cfg.init_weights:
         init_backbone(model.backbone, cfg.init_weights)
     init_head(model.backbone, cfg.head_init)
-    model = model.to(device)
+    model = model.to(device=device, dtype=DTYPES[cfg.dtype])
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda_factory(cfg, steps_per_epoch))
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(cfg, device) == torch.float16)
@@ -495,9 +503,13 @@ def seed_epoch(cfg: TrainConfig, fold: Fold, epoch: int) -> torch.Generator:
 
 
 def train_one_epoch(state: FoldState, fold: Fold, cfg: TrainConfig, table: LabelTable, images: torch.Tensor,
-                    batches: list[slice], device: torch.device, epoch: int, progress: bool = False) -> float:
+                    batches: list[slice], device: torch.device, epoch: int, progress: bool = False,
+                    world: World = World(), net: torch.nn.Module | None = None) -> float:
     """One pass over a class-balanced draw of the training fold, augmented by :func:`amf.tta.train_augment`
-    (and mixup when ``cfg.mixup_alpha``); returns the mean training loss."""
+    (and mixup when ``cfg.mixup_alpha``); returns the mean training loss.
+
+    With several processes (:mod:`amf.distributed`), each draws and augments the whole global batch, keeps
+    its share, and ``net`` (the model in DistributedDataParallel) averages the gradients."""
     from tqdm import tqdm
 
     amp = amp_dtype(cfg, device)
@@ -506,26 +518,36 @@ def train_one_epoch(state: FoldState, fold: Fold, cfg: TrainConfig, table: Label
     mix_rng = np.random.default_rng(derive_seed(cfg.seed, fold.name, epoch, "mixup"))
     model = state.model
     model.train()
+    net = net if net is not None else model
+    reduction = "sum" if world.parallel else "mean"
     total_loss, seen = 0.0, 0
     batch_bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
                      disable=not progress, dynamic_ncols=True)
     for b in batch_bar:
         idx = fold.train[order[b].numpy()]
-        x = to_float(images[torch.as_tensor(idx)].to(device, non_blocking=True))
+        x = to_float(images[torch.as_tensor(idx)].to(device, non_blocking=True), DTYPES[cfg.dtype])
         y = torch.as_tensor(table.labels[idx], dtype=torch.float32, device=device)
         x = train_augment(x, g, d4=cfg.d4, sigma=cfg.stain_sigma, delta=cfg.stain_delta)
-        lam, partner = 1.0, None
+        y_partner, lam = None, 1.0
         if cfg.mixup_alpha > 0:
             lam = float(mix_rng.beta(cfg.mixup_alpha, cfg.mixup_alpha))
             partner = torch.as_tensor(mix_rng.permutation(len(idx)), device=device)
             x = lam * x + (1 - lam) * x[partner]
+            y_partner = y[partner]
+        if world.parallel:  # this process's share of the global batch
+            share = world.share(len(idx))
+            x, y = x[share], y[share]
+            y_partner = y_partner[share] if y_partner is not None else None
         with torch.autocast("cuda", dtype=amp) if amp is not None else nullcontext():
-            logits = model(x).float()
-        loss = focal_loss(logits, y, cfg.focal_alpha, cfg.focal_gamma)
-        if partner is not None:
-            loss = lam * loss + (1 - lam) * focal_loss(logits, y[partner], cfg.focal_alpha, cfg.focal_gamma)
-        if not torch.isfinite(loss):
-            raise AmfError(f"{fold.name} epoch {epoch + 1}: loss is {loss.item()}; lower the learning rate")
+            logits = net(x).to(DTYPES[cfg.dtype])
+        loss = focal_loss(logits, y, cfg.focal_alpha, cfg.focal_gamma, reduction)
+        if y_partner is not None:
+            loss = lam * loss + (1 - lam) * focal_loss(logits, y_partner, cfg.focal_alpha, cfg.focal_gamma, reduction)
+        if world.parallel:
+            loss = loss * (world.size / len(idx))  # DDP's average over processes -> the global batch's mean
+        batch_loss = world.sum(loss.detach()).item() / world.size  # the global batch's mean loss, on every rank
+        if not math.isfinite(batch_loss):
+            raise AmfError(f"{fold.name} epoch {epoch + 1}: loss is {batch_loss}; lower the learning rate")
         state.optimizer.zero_grad(set_to_none=True)
         state.scaler.scale(loss).backward()
         if cfg.grad_clip > 0:
@@ -534,9 +556,9 @@ def train_one_epoch(state: FoldState, fold: Fold, cfg: TrainConfig, table: Label
         state.scaler.step(state.optimizer)
         state.scaler.update()
         state.scheduler.step()
-        total_loss += loss.item() * len(idx)
+        total_loss += batch_loss * len(idx)
         seen += len(idx)
-        batch_bar.set_postfix(loss=f"{loss.item():.4f}")
+        batch_bar.set_postfix(loss=f"{batch_loss:.4f}")
     batch_bar.close()
     return total_loss / max(1, seen)
 
@@ -561,15 +583,18 @@ def train_fold(
     log: RunLog,
     progress: bool = False,
     on_epoch_end: EpochHook | None = None,
-) -> dict:
+    world: World = World(),
+) -> dict | None:
     """Train one fold (resuming from ``fold_dir/checkpoint.pt`` if present); return its ``result.json``.
 
     Every epoch: train, validate, keep the weights if validation balanced accuracy at 0.5 improved,
-    checkpoint, log.
+    checkpoint, log. With several processes all of them train; rank 0 alone validates and writes (the
+    others return None).
     """
     from tqdm import tqdm
 
-    fold_dir.mkdir(parents=True, exist_ok=True)
+    if world.main:
+        fold_dir.mkdir(parents=True, exist_ok=True)
     batches = make_batches(len(fold.train), cfg.batch_size)
     state = new_fold_state(fold, cfg, device, len(batches))
     ckpt_path = fold_dir / CHECKPOINT
@@ -577,31 +602,49 @@ def train_fold(
         log.write(event="fold_resume", fold=fold.name, epoch=state.epoch)
     epoch_bar = tqdm(range(state.epoch, cfg.epochs), desc=fold.name, unit="ep", disable=not progress,
                      initial=state.epoch, total=cfg.epochs, leave=True, dynamic_ncols=True)
-    for epoch in epoch_bar:
-        t0 = time.time()
-        train_loss = train_one_epoch(state, fold, cfg, table, images, batches, device, epoch, progress)
-        val = validate(state.model, fold, cfg, table, images, device)
-        if val["balanced_accuracy@0.5"] > state.best["val_balanced_accuracy"]:
-            state.best = {
-                "epoch": epoch,
-                "val_balanced_accuracy": val["balanced_accuracy@0.5"],
-                "val_auc": val["auc"],
-                "val_loss": val["loss"],
-                "state": {k: v.detach().to("cpu", copy=True) for k, v in state.model.state_dict().items()},
-            }
-        state.epoch = epoch + 1
-        save_checkpoint(ckpt_path, fold, state, cfg, device)
-        best = state.best
-        log.write(event="epoch", fold=fold.name, epoch=epoch + 1, epochs=cfg.epochs, train_loss=train_loss,
-                  val_loss=val["loss"], val_balanced_accuracy=val["balanced_accuracy@0.5"], val_auc=val["auc"],
-                  lr=state.scheduler.get_last_lr()[0], best_epoch=best["epoch"] + 1,
-                  seconds=round(time.time() - t0, 2), n_train=len(fold.train), steps=len(batches))
-        epoch_bar.set_postfix(loss=f"{train_loss:.4f}", val_ba=f"{val['balanced_accuracy@0.5']:.3f}",
-                              best=f"{best['val_balanced_accuracy']:.3f}@{best['epoch'] + 1}")
-        if on_epoch_end is not None:
-            on_epoch_end(fold.name, epoch)
+    with synced_batch_norm(state.model, world):
+        net = data_parallel(state.model, world)
+        for epoch in epoch_bar:
+            t0 = time.time()
+            train_loss = train_one_epoch(state, fold, cfg, table, images, batches, device, epoch, progress, world,
+                                         net)
+            state.epoch = epoch + 1
+            if world.main:
+                end_epoch(state, fold, cfg, table, images, device, ckpt_path, log, train_loss, len(batches), t0,
+                          epoch_bar)
+            if on_epoch_end is not None:
+                on_epoch_end(fold.name, epoch)
     epoch_bar.close()
-    return finish_fold(fold, cfg, table, images, fold_dir, device, state.model, state.best, log)
+    if not world.main:
+        world.barrier()  # rank 0 writes the fold's files
+        return None
+    result = finish_fold(fold, cfg, table, images, fold_dir, device, state.model, state.best, log)
+    world.barrier()
+    return result
+
+
+def end_epoch(state: FoldState, fold: Fold, cfg: TrainConfig, table: LabelTable, images: torch.Tensor,
+              device: torch.device, ckpt_path: Path, log: RunLog, train_loss: float, steps: int, t0: float,
+              epoch_bar) -> None:
+    """After ``state.epoch`` epochs: validate, keep the best weights, checkpoint, log (rank 0's job)."""
+    epoch = state.epoch - 1
+    val = validate(state.model, fold, cfg, table, images, device)
+    if val["balanced_accuracy@0.5"] > state.best["val_balanced_accuracy"]:
+        state.best = {
+            "epoch": epoch,
+            "val_balanced_accuracy": val["balanced_accuracy@0.5"],
+            "val_auc": val["auc"],
+            "val_loss": val["loss"],
+            "state": {k: v.detach().to("cpu", copy=True) for k, v in state.model.state_dict().items()},
+        }
+    save_checkpoint(ckpt_path, fold, state, cfg, device)
+    best = state.best
+    log.write(event="epoch", fold=fold.name, epoch=epoch + 1, epochs=cfg.epochs, train_loss=train_loss,
+              val_loss=val["loss"], val_balanced_accuracy=val["balanced_accuracy@0.5"], val_auc=val["auc"],
+              lr=state.scheduler.get_last_lr()[0], best_epoch=best["epoch"] + 1,
+              seconds=round(time.time() - t0, 2), n_train=len(fold.train), steps=steps)
+    epoch_bar.set_postfix(loss=f"{train_loss:.4f}", val_ba=f"{val['balanced_accuracy@0.5']:.3f}",
+                          best=f"{best['val_balanced_accuracy']:.3f}@{best['epoch'] + 1}")
 
 
 def finish_fold(fold: Fold, cfg: TrainConfig, table: LabelTable, images: torch.Tensor, fold_dir: Path,
@@ -752,6 +795,7 @@ def train_run(
     on_epoch_end: EpochHook | None = None,
     arguments: list[str] | None = None,
     only: list[str] | None = None,
+    world: World = World(),
 ) -> dict | None:
     """Train every fold of a run into ``output`` and write ``summary.json``; returns the summary.
 
@@ -763,9 +807,14 @@ def train_run(
     per task of a cluster job array. Each fold's files are the same bytes as in a sequential run (its seeds
     depend on the fold, not on the order). ``summary.json`` is written, and returned, by whichever job
     finds every planned fold finished; the others return None.
+
+    ``world`` (:func:`amf.distributed.start`) trains each fold data-parallel over the processes of a
+    ``torchrun`` job; rank 0 writes everything and returns the summary, the other ranks return None.
     """
+    from amf.distributed import device_for
+
     output = Path(output)
-    dev = resolve_device(device)
+    dev = device_for(world, resolve_device(device))
     table = read_datasets(data_sources(labels_file, images_dir), columns)  # validates every row first
     table = limit_table(table, cfg.limit, cfg.seed)
     fp = fingerprint(table)
@@ -778,23 +827,27 @@ def train_run(
         if unknown:
             raise AmfError(f"no fold {', '.join(unknown)} in this run's plan; amf train --list-folds lists them")
         resume = True  # a fold job joins the run that another job (or this one) started
-    if (output / "config.json").is_file():
+    joining = (output / "config.json").is_file()
+    if joining:
         if not resume:
             raise AmfError(f"{output} already holds a run; pass --resume to continue it, or choose a new --output")
         _check_resume(output, record)
+    elif output.exists() and any(output.iterdir()) and not resume:
+        raise AmfError(f"{output} exists and is not empty; choose a new --output")
+    world.barrier()  # every process has checked the folder before rank 0 writes to it
+    if world.main and joining:
         # Keep the recorded run (its command, creation time); only the fold selection may have grown.
         old = json.loads((output / "config.json").read_text())
         old["config"].update({k: record["config"][k] for k in FOLD_SELECTION})
         write_json(output / "config.json", old)
-    else:
-        if output.exists() and any(output.iterdir()) and not resume:
-            raise AmfError(f"{output} exists and is not empty; choose a new --output")
+    elif world.main:
         output.mkdir(parents=True, exist_ok=True)
         write_json(output / "config.json", record)
-    log = RunLog(output / "log.jsonl")
+    log = RunLog(output / "log.jsonl" if world.main else None)
     folds = planned if only is None else [f for f in planned if f.name in only]
     log.write(event="resume" if resume else "start", command=record["command"], arguments=arguments, device=str(dev),
-              n=len(table), folds=[f.name for f in folds], counts=table.summary())
+              processes=world.size, n=len(table), folds=[f.name for f in folds], counts=table.summary())
+    progress = progress and world.main
     images = load_images(table, progress=progress)  # every file decoded before training starts
     if dev.type == "cuda":
         images = images.to(dev)
@@ -806,7 +859,10 @@ def train_run(
             if _finished(fold_dir):
                 results[fold.name] = json.loads((fold_dir / RESULT).read_text())
                 continue
-            results[fold.name] = train_fold(fold, cfg, table, images, fold_dir, dev, log, progress, on_epoch_end)
+            results[fold.name] = train_fold(fold, cfg, table, images, fold_dir, dev, log, progress, on_epoch_end,
+                                            world)
+    if not world.main:
+        return None
     if only is not None:
         missing = [f.name for f in planned if not _finished(output / f.name)]
         if missing:

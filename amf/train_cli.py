@@ -6,6 +6,10 @@ Examples::
         --output runs/cpu
     python -m amf train --resume --output runs/cpu --labels ../shared/data/ami-br-midog21/labels.csv
     python -m amf train --config configs/smoke.toml --labels ... --output runs/tiny --limit 64 --no-lodo
+    torchrun --standalone --nproc_per_node 2 -m amf train --config ... --labels ... --output runs/ddp
+
+Under ``torchrun`` each fold trains data-parallel over the processes (:mod:`amf.distributed`); ``batch_size``
+stays the global batch, so the weights equal one process's within float rounding. See docs/scaling.md.
 
 Command-line options override the config file. With ``--resume`` and no ``--config``, the run's own
 ``config.json`` is used; any option given must then agree with it (a resumed run must be the same run).
@@ -162,6 +166,9 @@ def run(args: argparse.Namespace) -> int:
 
         print("\n".join(plan(cfg, args.labels, args.images, columns)))
         return 0
+    from amf import distributed
+
+    world = distributed.start(args.device)
     try:
         summary = train_run(
             cfg,
@@ -175,12 +182,17 @@ def run(args: argparse.Namespace) -> int:
             command=[sys.executable, *sys.argv],
             arguments=args_to_argv("train", args),
             only=args.fold,
+            world=world,
         )
     except KeyboardInterrupt:
         labels = " ".join(f"--labels {p}" for p in args.labels)
         print(f"\ninterrupted; continue with: python -m amf train --resume --output {args.output} {labels}",
               file=sys.stderr)
         return 130
+    finally:
+        distributed.stop(world)
+    if not world.main:
+        return 0
     if summary is None:
         print(f"fold(s) {', '.join(args.fold)} done in {args.output}; summary.json comes with the last fold")
         return 0
