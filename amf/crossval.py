@@ -1,7 +1,7 @@
 """Leave-one-domain-out results of training runs, scored like the container (``amf crossval``, :mod:`amf.crossval_cli`).
 
 Training already writes single-view held-out predictions (``heldout.csv``). This module rescores every
-held-out domain the way ``process.py`` scores a stack, through :class:`amf.engine.Engine` with or without
+held-out domain the way ``process.py`` scores a stack (:mod:`amf.rescore`), with or without
 test-time augmentation, so "TTA on vs off" is measured on the same models. For each held-out domain:
 
 * the ensemble is that domain's LODO folds (their best epochs): models that never saw the domain, not
@@ -24,7 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +32,13 @@ import numpy as np
 from amf.errors import AmfError
 from amf.evaluation.analysis import Evaluation, Scope, evaluate
 from amf.evaluation.figures import Figures
+from amf.evaluation.metrics import classification_metrics
 from amf.evaluation.report import plot_roc
 from amf.evaluation.summary import ci_text, num_text
 from amf.files import atomic_write_bytes, json_safe
-from amf.threshold import balanced_accuracy, threshold_candidates, transfer_thresholds
+from amf.rescore import HeldOut, PatchCache, score_run
+from amf.run_folder import load_run_config, lodo_folds
+from amf.threshold import balanced_accuracy, transfer_thresholds
 from amf.tta import TTAConfig
 
 #: Test-time augmentation modes: the shipped default views, and the plain image alone.
@@ -49,114 +52,6 @@ def mode_tta(mode: str) -> TTAConfig:
     if mode.startswith("views") and mode[5:].isdigit() and int(mode[5:]) >= 1:
         return TTAConfig(views=int(mode[5:]))
     raise AmfError(f"unknown TTA mode {mode!r}: use tta, plain or views<N>")
-
-
-@dataclass(frozen=True)
-class HeldOut:
-    """One held-out domain of one run: ensemble scores on it, and the OOF scores its threshold comes from."""
-
-    domain: str
-    members: int
-    images: list[str]
-    labels: np.ndarray
-    probs: np.ndarray
-    oof_labels: np.ndarray
-    oof_probs: np.ndarray
-    thresholds: dict  # amf.threshold.threshold_candidates on the OOF scores
-
-
-def lodo_folds(run_dir: Path) -> dict[str, list[Path]]:
-    """Finished LODO fold folders of a run, by held-out domain name."""
-    from amf.train import BEST, RESULT
-
-    out: dict[str, list[Path]] = {}
-    for result in sorted(Path(run_dir).glob("lodo/*/fold*/" + RESULT)):
-        if (result.parent / BEST).is_file():
-            domain = json.loads(result.read_text())["heldout_domain"]
-            out.setdefault(domain, []).append(result.parent)
-    if not out:
-        raise AmfError(f"{run_dir} has no finished leave-one-domain-out folds (lodo/*/fold*/result.json)")
-    return out
-
-
-class PatchCache:
-    """Patches of a run's image folder, decoded once, looked up by the ``image`` column of its CSVs."""
-
-    def __init__(self, images_dir: Path):
-        self.images_dir = Path(images_dir)
-        self._patches: dict[str, np.ndarray] = {}
-
-    def __call__(self, images) -> np.ndarray:
-        from amf.io import read_patches
-
-        for image in images:
-            if image not in self._patches:
-                self._patches[image] = read_patches(self.images_dir / image)[0]
-        return np.stack([self._patches[image] for image in images])
-
-    def digests(self) -> list[str]:
-        """Sorted :func:`amf.io.patch_digest` of every patch read so far."""
-        from amf.io import patch_digest
-
-        return sorted(patch_digest(p) for p in self._patches.values())
-
-
-def load_fold_model(spec, fold_dir: Path):
-    """A fold's best epoch as an eval-mode :class:`amf.model.Classifier`."""
-    from amf.errors import WeightsError
-    from amf.model import build_classifier
-    from amf.train import BEST, load_best_state
-
-    model = build_classifier(spec)
-    try:
-        model.load_state_dict(load_best_state(fold_dir / BEST))
-    except Exception as exc:  # noqa: BLE001 - safetensors and torch raise several types
-        raise WeightsError(f"cannot load {fold_dir / BEST} into {spec.arch}: {str(exc).splitlines()[0]}") from exc
-    return model.eval()
-
-
-def oof_scores(models: list, fold_dirs: list[Path], patches: PatchCache, tta: TTAConfig,
-               threads: int | None = None, progress: bool = False,
-               desc: str = "out-of-fold") -> tuple[np.ndarray, np.ndarray]:
-    """Pooled out-of-fold ``(labels, P(atypical))``: each fold's validation patches scored by that fold's
-    model alone (the only model that never trained on them), through the engine with ``tta``, so a
-    threshold chosen on them fits scores made the way the container makes them."""
-    from tqdm import tqdm
-
-    from amf.engine import Engine
-    from amf.train import OOF, read_predictions
-
-    labels, probs = [], []
-    for model, d in tqdm(list(zip(models, fold_dirs, strict=True)), desc=desc, unit="fold", disable=not progress,
-                         leave=False):
-        val = read_predictions(d / OOF)
-        engine = Engine([model], tta, device="cpu", strategy="batched", num_threads=threads)
-        probs.append(engine.predict_proba(patches(val["image"])))
-        labels.append(val["label"])
-    return np.concatenate(labels), np.concatenate(probs)
-
-
-def score_run(run_dir: Path, tta: TTAConfig, patches: PatchCache, threads: int | None = None,
-              progress: bool = False, desc: str | None = None) -> list[HeldOut]:
-    """Score every held-out domain of ``run_dir`` with its own LODO ensemble and ``tta``; ``patches`` reads
-    the run's image folder."""
-    from tqdm import tqdm
-
-    from amf.engine import Engine
-    from amf.train import HELDOUT, load_run_config, read_predictions
-
-    cfg = load_run_config(run_dir)[0]
-    out = []
-    for domain, fold_dirs in tqdm(sorted(lodo_folds(run_dir).items()), desc=desc or Path(run_dir).name,
-                                  unit="domain", disable=not progress, leave=False):
-        models = [load_fold_model(cfg.model_spec(), d) for d in fold_dirs]
-        oof_y, oof_p = oof_scores(models, fold_dirs, patches, tta, threads)
-        held = read_predictions(fold_dirs[0] / HELDOUT)
-        engine = Engine(models, tta, device="cpu", strategy="batched", num_threads=threads)
-        probs = engine.predict_proba(patches(held["image"]))
-        out.append(HeldOut(domain, len(models), held["image"].tolist(), held["label"], probs, oof_y, oof_p,
-                           threshold_candidates(oof_p, oof_y)))
-    return out
 
 
 def evaluate_heldout(heldout: list[HeldOut], method: str, source: str, n_resamples: int) -> Evaluation:
@@ -182,7 +77,7 @@ def _interval(ci) -> list[float] | None:
     return None if ci is None else [ci.low, ci.high]
 
 
-def summarize(heldout: list[HeldOut], evaluation: Evaluation, method: str) -> dict:
+def summarize_heldout(heldout: list[HeldOut], evaluation: Evaluation, method: str) -> dict:
     """JSON-ready results of one run and mode: per domain, pooled, and the mean over domains.
 
     Next to each domain's own OOF threshold, two thresholds meant to transfer to an unseen domain
@@ -287,8 +182,6 @@ def markdown(results: dict) -> str:
 
 def _say_missing(run: Path, cfg, finished: dict[str, list[Path]]) -> None:
     """Name the LODO folds the run plans but has not finished (they are left out of its ensembles)."""
-    import sys
-
     planned = [f"fold{k}" for k in range(cfg.fold_limit or cfg.folds)]
     for domain, dirs in sorted(finished.items()):
         missing = [f for f in planned if f not in {d.name for d in dirs}]
@@ -312,8 +205,6 @@ def crossval(runs: list[Path], output: Path, modes: list[str], n_resamples: int 
     Results already in ``output/crossval.json`` are kept, so an ablation table can grow one run at a
     time; an entry is scored again only when its run's finished folds, TTA or bootstrap size changed.
     """
-    from amf.train import load_run_config
-
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     previous = output / "crossval.json"
@@ -336,7 +227,7 @@ def crossval(runs: list[Path], output: Path, modes: list[str], n_resamples: int 
                 continue
             heldout = score_run(run, mode_tta(mode), patches, threads, progress, desc=f"{name} [{mode}]")
             ev = evaluate_heldout(heldout, method, f"{run} held-out domains, TTA {mode}", n_resamples)
-            entry[mode] = {**key, **summarize(heldout, ev, method)}
+            entry[mode] = {**key, **summarize_heldout(heldout, ev, method)}
             plot_roc(ev, output / f"roc_{name}_{mode}.png")
             write_heldout_csv(output / f"heldout_{name}_{mode}.csv", heldout, method)
     atomic_write_bytes(output / "crossval.json", json.dumps(results, indent=2).encode())
@@ -359,8 +250,6 @@ def read_heldout_csv(path: Path) -> dict[str, np.ndarray]:
 def _mean_over_domains(d: dict[str, np.ndarray], idx: dict[str, np.ndarray]) -> tuple[float, float]:
     """Mean over domains of the official balanced accuracy (of the submitted classes) and ROC AUC (domains
     with both classes), on the rows ``idx`` of each domain: what the crossval tables average."""
-    from amf.evaluation.metrics import classification_metrics
-
     scores = [classification_metrics(d["label"][rows], d["pred"][rows], d["score"][rows]) for rows in idx.values()]
     aucs = [m["roc_auc"] for m in scores if m["roc_auc"] == m["roc_auc"]]
     return float(np.mean([m["balanced_accuracy"] for m in scores])), float(np.mean(aucs)) if aucs else float("nan")

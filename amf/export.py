@@ -24,7 +24,10 @@ import torch
 
 from amf.errors import AmfError
 from amf.files import check_replaceable, replace_folder
-from amf.threshold import METHODS, balanced_accuracy, choose_threshold, safe_auc, threshold_candidates
+from amf.rescore import PatchCache, oof_scores, score_run
+from amf.run_folder import BEST, RESULT, SUMMARY, git_commit, load_fold_model, load_run_config, portable_command
+from amf.threshold import (METHODS, balanced_accuracy, choose_threshold, max_balanced_accuracy_threshold, safe_auc,
+                           threshold_candidates, transfer_thresholds)
 from amf.tta import TTAConfig
 from amf.weights import Threshold, save_ensemble
 
@@ -62,9 +65,6 @@ def export_run(
     threshold is :func:`amf.threshold.transfer_threshold` of its held-out domains, rescored with the shipped
     TTA; the OOF candidates are still recorded next to it.
     """
-    from amf.crossval import PatchCache, load_fold_model, oof_scores
-    from amf.train import BEST, RESULT, git_commit, load_run_config, portable_command
-
     run_dir = Path(run_dir)
     out_dir = Path(out_dir)
     check_replaceable(out_dir, force)
@@ -96,7 +96,7 @@ def export_run(
     if threshold_from is not None:
         transfer = transfer_record(Path(threshold_from), cfg, record, tta, progress)
         threshold = Threshold(value=transfer["value"], method="lodo_transfer_mean_balanced_accuracy")
-    summary_path = run_dir / "summary.json"
+    summary_path = run_dir / SUMMARY
     lodo = json.loads(summary_path.read_text()).get("lodo_mean") if summary_path.is_file() else None
     provenance = {
         "training": {
@@ -142,10 +142,6 @@ NOT_THE_RECIPE = ("lodo", "ensemble", "fold_limit", "threads", "keep_checkpoints
 def transfer_record(lodo_run: Path, cfg, record: dict, tta: TTAConfig, progress: bool = False) -> dict:
     """The transfer threshold from ``lodo_run``'s held-out domains, and each domain's balanced accuracy at it,
     at the cut chosen on the other domains alone, and at its hindsight-best cut."""
-    from amf.crossval import PatchCache, score_run
-    from amf.threshold import max_balanced_accuracy_threshold, transfer_thresholds
-    from amf.train import load_run_config
-
     lodo_cfg, lodo_record = load_run_config(lodo_run)
     ours = {k: v for k, v in cfg.to_dict().items() if k not in NOT_THE_RECIPE}
     theirs = {k: v for k, v in lodo_cfg.to_dict().items() if k not in NOT_THE_RECIPE}

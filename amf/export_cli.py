@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from amf.export import export_run
-    from amf.train import args_to_argv
+    from amf.run_folder import args_to_argv
     from amf.tta import TTAConfig
 
     changes = {k: v for k, v in (("views", args.tta_views), ("sigma", args.tta_sigma), ("delta", args.tta_delta))

@@ -50,9 +50,6 @@ Mixed precision (bf16 autocast, or fp16 autocast with a GradScaler) is used on C
 
 from __future__ import annotations
 
-import copy
-import csv
-import dataclasses
 import datetime as _dt
 import hashlib
 import io
@@ -60,164 +57,35 @@ import json
 import math
 import os
 import random
-import subprocess
 import sys
 import time
-import tomllib
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from amf.distributed import World, data_parallel, synced_batch_norm
 from amf.data import LabelTable, fingerprint, limit_table, load_images, read_datasets
+from amf.distributed import World, data_parallel, synced_batch_norm
 from amf.errors import AmfError
+from amf.files import atomic_write_bytes, json_safe
 from amf.losses import focal_loss
-from amf.model import PRESETS, Classifier, ModelSpec, build_classifier
+from amf.model import Classifier, build_classifier
 from amf.pretrained import init_backbone, init_head, provenance
+from amf.run_folder import (BEST, CHECKPOINT, CONFIG, HELDOUT, LOG, OOF, RESULT, SUMMARY, RunLog, collect_oof,
+                            finished, git_commit, read_predictions, save_best_safetensors, sigmoid, write_json,
+                            write_predictions)
 from amf.sampling import epoch_indices
 from amf.splits import Fold, domain_slugs, make_folds
-from amf.threshold import METHODS, balanced_accuracy, choose_threshold, safe_auc, threshold_candidates
+from amf.threshold import balanced_accuracy, choose_threshold, safe_auc, threshold_candidates
+from amf.train_config import TrainConfig
 from amf.tta import train_augment
-from amf.files import atomic_write_bytes, json_safe
 
 # cuBLAS needs this before CUDA starts for deterministic matmuls; harmless on CPU.
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-CHECKPOINT = "checkpoint.pt"
-BEST = "best.safetensors"
-RESULT = "result.json"
-OOF = "oof.csv"
-HELDOUT = "heldout.csv"
-PRED_COLUMNS = ("line", "image", "domain", "group", "label", "logit", "prob")
-DTYPES = {"float32": torch.float32, "float64": torch.float64}  # TrainConfig.dtype
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of a run; loadable from TOML (flat keys with these names, or a ``[train]`` table)."""
-
-    preset: str | None = None  # "paper" | "cpu": fills arch and input_size unless those are given
-    arch: str = "efficientvit_b0"  # any timm model name
-    input_size: int = 128  # the backbone's input side; patches (128 px) are resized inside the model
-    timm_kwargs: dict = field(default_factory=dict)
-    init_weights: str | None = None  # "imagenet:efficientnet_lite0" (amf.pretrained) or a local file; never network
-    head_init: str = "timm"  # "zero": the new one-logit head starts at logit 0 (pretrained backbones)
-    epochs: int = 10
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    lr: float = 1e-3
-    min_lr: float = 1e-6
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    grad_clip: float = 0.0  # max gradient norm; 0 disables
-    focal_alpha: float | None = 0.5  # weight of the atypical class; sampling already balances classes
-    focal_gamma: float = 2.0
-    weighted_sampling: bool = True
-    d4: bool = True
-    stain_sigma: float = 0.1  # H&E jitter, natural OD units (amf.stain); 0 and 0 disable it
-    stain_delta: float = 0.05
-    mixup_alpha: float = 0.0  # mixup (Zhang et al. 2018): Beta(a, a) blend of image pairs and their losses; 0 = off
-    folds: int = 5
-    lodo: bool = True  # train the leave-one-domain-out x k-fold models (the cross-domain estimate)
-    ensemble: bool = True  # train the all-domains k-fold (the ensemble that gets shipped)
-    fold_limit: int = 0  # train only folds 0..N-1 of each k-fold (cheap ablations); 0 = all k
-    seed: int = 0
-    threads: int = 2  # torch CPU threads; 0 leaves torch's default
-    deterministic: bool = True
-    amp: str = "auto"  # CUDA only: auto (= bf16 if supported, else fp16) | bf16 | fp16 | off
-    dtype: str = "float32"  # float64: several times slower; for numerical checks (1 vs N processes)
-    threshold_method: str = "balanced_accuracy"  # balanced_accuracy | youden | otsu
-    limit: int = 0  # use only this many patches (tiny runs); 0 = all
-    keep_checkpoints: bool = True  # keep checkpoint.pt after a fold finishes
-    note: str = ""  # free text carried into the export's provenance
-
-    def __post_init__(self) -> None:
-        if self.preset is not None and self.preset not in PRESETS:
-            raise AmfError(f"unknown preset {self.preset!r}; use one of {', '.join(PRESETS)}")
-        if self.threshold_method not in METHODS:
-            raise AmfError(f"unknown threshold_method {self.threshold_method!r}; use one of {', '.join(METHODS)}")
-        if self.amp not in ("auto", "bf16", "fp16", "off"):
-            raise AmfError(f"amp must be auto, bf16, fp16 or off, not {self.amp!r}")
-        if self.dtype not in DTYPES:
-            raise AmfError(f"dtype must be {' or '.join(DTYPES)}, not {self.dtype!r}")
-        for name in ("epochs", "batch_size", "eval_batch_size", "input_size"):
-            if getattr(self, name) < 1:
-                raise AmfError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.folds < 2:
-            raise AmfError(f"folds must be >= 2, got {self.folds}")
-        if not 0 <= self.fold_limit <= self.folds:
-            raise AmfError(f"fold_limit must be in [0, folds={self.folds}], got {self.fold_limit}")
-        if not (self.lodo or self.ensemble):
-            raise AmfError("nothing to train: lodo and ensemble are both off")
-        if self.head_init not in ("timm", "zero"):
-            raise AmfError(f"head_init must be timm or zero, not {self.head_init!r}")
-        if self.mixup_alpha < 0:
-            raise AmfError(f"mixup_alpha must be >= 0, got {self.mixup_alpha}")
-        if self.focal_alpha is not None and not 0 <= self.focal_alpha <= 1:
-            raise AmfError(f"focal_alpha must be in [0, 1], got {self.focal_alpha}")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        d = dict(d.get("train", d))
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise AmfError(f"unknown config key(s): {', '.join(unknown)} (known: {', '.join(sorted(names))})")
-        if d.get("focal_alpha") in ("none", "None", -1):
-            d["focal_alpha"] = None
-        preset = d.get("preset")
-        if preset is not None:
-            if preset not in PRESETS:
-                raise AmfError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
-            spec = PRESETS[preset]
-            d.setdefault("arch", spec.arch)
-            d.setdefault("input_size", spec.input_size)
-        try:
-            return cls(**d)
-        except TypeError as exc:
-            raise AmfError(f"bad config: {exc}") from exc
-
-    @classmethod
-    def from_toml(cls, path: Path) -> TrainConfig:
-        path = Path(path)
-        if not path.is_file():
-            raise AmfError(f"config file not found: {path}")
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise AmfError(f"{path}: invalid TOML: {exc}") from exc
-        return cls.from_dict(data)
-
-    def replace(self, **changes) -> TrainConfig:
-        """A copy with ``changes``; ``preset`` resets arch and input_size to the preset's."""
-        changes = {k: v for k, v in changes.items() if v is not None}
-        if "preset" in changes:
-            spec = PRESETS.get(changes["preset"])
-            if spec is None:
-                raise AmfError(f"unknown preset {changes['preset']!r}; use one of {', '.join(PRESETS)}")
-            changes.setdefault("arch", spec.arch)
-            changes.setdefault("input_size", spec.input_size)
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def model_spec(self) -> ModelSpec:
-        """The member's spec; a named pretrained start brings the input normalisation it was trained with."""
-        from amf.pretrained import source
-
-        base = PRESETS[self.preset] if self.preset else ModelSpec(self.arch)
-        src = source(self.init_weights)
-        if src is not None:
-            if src.arch != self.arch:
-                raise AmfError(f"init_weights {src.name} fits arch {src.arch!r}, not {self.arch!r}")
-            base = dataclasses.replace(base, mean=src.mean, std=src.std)
-        return dataclasses.replace(base, arch=self.arch, input_size=self.input_size, timm_kwargs=dict(self.timm_kwargs))
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -229,46 +97,10 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def git_commit(cwd: Path | None = None) -> str:
-    cwd = cwd or Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def write_json(path: Path, data: dict) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(json_safe(data), indent=2, default=_json_default) + "\n").encode())
-
-
 def atomic_torch_save(obj: dict, path: Path) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(Path(path), buf.getvalue())
-
-
-class RunLog:
-    """Append-only JSON-lines log; ``path=None`` writes nothing (the non-main processes of a torchrun job)."""
-
-    def __init__(self, path: Path | None):
-        self.path = Path(path) if path is not None else None
-
-    def write(self, **record) -> None:
-        if self.path is None:
-            return
-        record = {"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **record}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(json_safe(record), default=_json_default) + "\n")
-            f.flush()
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -349,33 +181,6 @@ def predict_logits(
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
-
-
-def write_predictions(path: Path, table: LabelTable, idx: np.ndarray, logits: np.ndarray) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(PRED_COLUMNS)
-    for i, z in zip(idx.tolist(), logits.tolist(), strict=True):
-        w.writerow([int(table.rows[i]), table.paths[i], table.domains[i], table.groups[i], int(table.labels[i]),
-                    repr(float(z)), repr(float(sigmoid(z)))])
-    atomic_write_bytes(Path(path), buf.getvalue().encode())
-
-
-def read_predictions(path: Path) -> dict[str, np.ndarray]:
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return {
-        "line": np.array([int(r["line"]) for r in rows], dtype=np.int64),
-        "image": np.array([r["image"] for r in rows], dtype=object),
-        "label": np.array([int(r["label"]) for r in rows], dtype=np.int64),
-        "logit": np.array([float(r["logit"]) for r in rows], dtype=np.float64),
-        "prob": np.array([float(r["prob"]) for r in rows], dtype=np.float64),
-        "domain": np.array([r["domain"] for r in rows], dtype=object),
-    }
-
-
 def metrics(labels: np.ndarray, probs: np.ndarray, loss: float | None = None) -> dict:
     labels = np.asarray(labels)
     out = {"n": int(labels.size), "n_atypical": int(labels.sum())}
@@ -385,21 +190,6 @@ def metrics(labels: np.ndarray, probs: np.ndarray, loss: float | None = None) ->
     if loss is not None:
         out["loss"] = loss
     return out
-
-
-def save_best_safetensors(path: Path, state: dict, meta: dict) -> None:
-    from safetensors.torch import save
-
-    # One metadata entry: safetensors writes several in a per-process random order, and then the same
-    # weights give different bytes (seen when a fold was retrained to check reproducibility).
-    data = save({k: v.contiguous() for k, v in state.items()}, metadata={"amf": json.dumps(meta, sort_keys=True)})
-    atomic_write_bytes(Path(path), data)
-
-
-def load_best_state(path: Path) -> dict:
-    from safetensors.torch import load_file
-
-    return load_file(str(path))
 
 
 def _numpy_state_to(state: tuple) -> tuple:
@@ -439,7 +229,7 @@ def new_fold_state(fold: Fold, cfg: TrainConfig, device: torch.device, steps_per
     if cfg.init_weights:
         init_backbone(model.backbone, cfg.init_weights)
     init_head(model.backbone, cfg.head_init)
-    model = model.to(device=device, dtype=DTYPES[cfg.dtype])
+    model = model.to(device=device, dtype=getattr(torch, cfg.dtype))
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda_factory(cfg, steps_per_epoch))
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(cfg, device) == torch.float16)
@@ -525,7 +315,7 @@ def train_one_epoch(state: FoldState, fold: Fold, cfg: TrainConfig, table: Label
                      disable=not progress, dynamic_ncols=True)
     for b in batch_bar:
         idx = fold.train[order[b].numpy()]
-        x = to_float(images[torch.as_tensor(idx)].to(device, non_blocking=True), DTYPES[cfg.dtype])
+        x = to_float(images[torch.as_tensor(idx)].to(device, non_blocking=True), getattr(torch, cfg.dtype))
         y = torch.as_tensor(table.labels[idx], dtype=torch.float32, device=device)
         x = train_augment(x, g, d4=cfg.d4, sigma=cfg.stain_sigma, delta=cfg.stain_delta)
         y_partner, lam = None, 1.0
@@ -539,7 +329,7 @@ def train_one_epoch(state: FoldState, fold: Fold, cfg: TrainConfig, table: Label
             x, y = x[share], y[share]
             y_partner = y_partner[share] if y_partner is not None else None
         with torch.autocast("cuda", dtype=amp) if amp is not None else nullcontext():
-            logits = net(x).to(DTYPES[cfg.dtype])
+            logits = net(x).to(getattr(torch, cfg.dtype))
         loss = focal_loss(logits, y, cfg.focal_alpha, cfg.focal_gamma, reduction)
         if y_partner is not None:
             loss = lam * loss + (1 - lam) * focal_loss(logits, y_partner, cfg.focal_alpha, cfg.focal_gamma, reduction)
@@ -680,42 +470,6 @@ def finish_fold(fold: Fold, cfg: TrainConfig, table: LabelTable, images: torch.T
 # ------------------------------------------------------------------------------------------- the run
 
 
-def args_to_argv(command: str, args: object, positional: tuple[str, ...] = ()) -> list[str]:
-    """Rebuild a canonical ``python -m amf`` argument list from a parsed ``argparse.Namespace``.
-
-    ``sys.argv`` is the exact process command line, but it is not this command's when ``amf.cli.main``
-    is called from Python (tests, notebooks); this form always is.
-    """
-    values = {k: v for k, v in vars(args).items() if k != "command"}
-    out = [command, *(str(values.pop(p)) for p in positional)]
-    for k, v in values.items():
-        flag = "--" + k.replace("_", "-")
-        if v is True:
-            out.append(flag)
-        elif isinstance(v, (list, tuple)):
-            for item in v:
-                out += [flag, str(item)]
-        elif v is not None and v is not False:
-            out += [flag, str(v)]
-    return out
-
-
-def portable_command(arguments: list[str], cwd: str | Path | None = None) -> list[str]:
-    """``python -m amf ...`` as a user would type it again in the repository root, on any machine.
-
-    Every argument that names an existing file or folder (relative to ``cwd``, the run's working folder) is
-    written relative to the repository root, so no path of the machine that ran it is left in the record.
-    """
-    root = Path(__file__).resolve().parent.parent
-    out = ["python", "-m", "amf"]
-    for arg in arguments:
-        path = Path(cwd or ".") / arg if not Path(arg).is_absolute() else Path(arg)
-        if not arg.startswith("-") and "=" not in arg and path.exists():
-            arg = os.path.relpath(path.resolve(), root)
-        out.append(arg)
-    return out
-
-
 def _config_record(cfg: TrainConfig, fp: dict, command: list[str] | None, images_dir: Path, columns: dict,
                    arguments: list[str] | None = None) -> dict:
     rec = {
@@ -743,7 +497,7 @@ FOLD_SELECTION = ("lodo", "ensemble", "fold_limit")
 
 
 def _check_resume(run_dir: Path, record: dict) -> None:
-    old = json.loads((run_dir / "config.json").read_text())
+    old = json.loads((run_dir / CONFIG).read_text())
     # Through TrainConfig, so a key added since the run started compares at its default (its old behaviour).
     old_cfg = {k: v for k, v in json_safe(TrainConfig.from_dict(old.get("config", {})).to_dict()).items()
                if k not in FOLD_SELECTION}
@@ -827,7 +581,7 @@ def train_run(
         if unknown:
             raise AmfError(f"no fold {', '.join(unknown)} in this run's plan; amf train --list-folds lists them")
         resume = True  # a fold job joins the run that another job (or this one) started
-    joining = (output / "config.json").is_file()
+    joining = (output / CONFIG).is_file()
     if joining:
         if not resume:
             raise AmfError(f"{output} already holds a run; pass --resume to continue it, or choose a new --output")
@@ -837,13 +591,13 @@ def train_run(
     world.barrier()  # every process has checked the folder before rank 0 writes to it
     if world.main and joining:
         # Keep the recorded run (its command, creation time); only the fold selection may have grown.
-        old = json.loads((output / "config.json").read_text())
+        old = json.loads((output / CONFIG).read_text())
         old["config"].update({k: record["config"][k] for k in FOLD_SELECTION})
-        write_json(output / "config.json", old)
+        write_json(output / CONFIG, old)
     elif world.main:
         output.mkdir(parents=True, exist_ok=True)
-        write_json(output / "config.json", record)
-    log = RunLog(output / "log.jsonl" if world.main else None)
+        write_json(output / CONFIG, record)
+    log = RunLog(output / LOG if world.main else None)
     folds = planned if only is None else [f for f in planned if f.name in only]
     log.write(event="resume" if resume else "start", command=record["command"], arguments=arguments, device=str(dev),
               processes=world.size, n=len(table), folds=[f.name for f in folds], counts=table.summary())
@@ -856,7 +610,7 @@ def train_run(
     with _Determinism(cfg):
         for fold in folds:
             fold_dir = output / fold.name
-            if _finished(fold_dir):
+            if finished(fold_dir):
                 results[fold.name] = json.loads((fold_dir / RESULT).read_text())
                 continue
             results[fold.name] = train_fold(fold, cfg, table, images, fold_dir, dev, log, progress, on_epoch_end,
@@ -864,20 +618,16 @@ def train_run(
     if not world.main:
         return None
     if only is not None:
-        missing = [f.name for f in planned if not _finished(output / f.name)]
+        missing = [f.name for f in planned if not finished(output / f.name)]
         if missing:
             log.write(event="folds_done", folds=[f.name for f in folds], missing=missing)
             return None
         results = {f.name: json.loads((output / f.name / RESULT).read_text()) for f in planned}
         folds = planned
-    summary = summarize(output, cfg, folds, results, table, fp)
-    write_json(output / "summary.json", summary)
+    summary = summarize_run(output, cfg, folds, results, table, fp)
+    write_json(output / SUMMARY, summary)
     log.write(event="done", all_thresholds=summary.get("all", {}).get("thresholds"))
     return summary
-
-
-def _finished(fold_dir: Path) -> bool:
-    return (fold_dir / RESULT).is_file() and (fold_dir / BEST).is_file()
 
 
 def plan(cfg: TrainConfig, labels_file: Path | list[Path], images_dir: Path | list[Path | None] | None = None,
@@ -912,12 +662,7 @@ def select_folds(folds: list[Fold], cfg: TrainConfig) -> list[Fold]:
 # ------------------------------------------------------------------------------------------- summary
 
 
-def collect_oof(run_dir: Path, fold_names: list[str]) -> dict[str, np.ndarray]:
-    parts = [read_predictions(Path(run_dir) / n / OOF) for n in fold_names]
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
-def summarize(run_dir: Path, cfg: TrainConfig, folds: list[Fold], results: dict, table: LabelTable, fp: dict) -> dict:
+def summarize_run(run_dir: Path, cfg: TrainConfig, folds: list[Fold], results: dict, table: LabelTable, fp: dict) -> dict:
     slugs = domain_slugs(table.domains)
     summary: dict = {"data": fp, "counts": table.summary(), "threshold_method": cfg.threshold_method,
                      "folds": results, "lodo": {}}
@@ -966,9 +711,3 @@ def summarize(run_dir: Path, cfg: TrainConfig, folds: list[Fold], results: dict,
     return summary
 
 
-def load_run_config(run_dir: Path) -> tuple[TrainConfig, dict]:
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise AmfError(f"{run_dir} is not a training run (no config.json)")
-    record = json.loads(path.read_text())
-    return TrainConfig.from_dict(copy.deepcopy(record["config"])), record

@@ -73,7 +73,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_config(args: argparse.Namespace):
-    from amf.train import TrainConfig, load_run_config
+    from amf.run_folder import load_run_config
+    from amf.train_config import TrainConfig
 
     if args.config is not None:
         cfg = TrainConfig.from_toml(args.config)
@@ -119,7 +120,7 @@ def parse_overrides(items: list[str]) -> dict:
             out[key] = tomllib.loads(f"v = {value.strip()}")["v"]
         except tomllib.TOMLDecodeError:
             out[key] = value.strip()  # a bare word: a string
-    from amf.train import TrainConfig
+    from amf.train_config import TrainConfig
 
     unknown = sorted(set(out) - {f.name for f in dataclasses.fields(TrainConfig)})
     if unknown:
@@ -148,7 +149,8 @@ def check(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check(args)
-    from amf.train import args_to_argv, train_run
+    from amf.run_folder import args_to_argv
+    from amf.train import train_run
 
     cfg = build_config(args)
     columns = {r: getattr(args, f"{r}_column") for r in ("image", "label", "domain", "group")}

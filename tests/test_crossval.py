@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from amf.cli import main
-from amf.crossval import lodo_folds
 from amf.errors import AmfError
 from amf.threshold import threshold_candidates
-from amf.train import TrainConfig, read_predictions, train_run
+from amf.run_folder import lodo_folds, read_predictions
+from amf.train import TrainConfig, train_run
 from synthetic_data import amibr_style_dataset
 from test_train import SMOKE
 

@@ -14,7 +14,8 @@ import torch
 
 import amf.distributed
 from amf.cli import main
-from amf.train import CHECKPOINT, TrainConfig, train_run
+from amf.run_folder import CHECKPOINT
+from amf.train import TrainConfig, train_run
 from synthetic_data import amibr_style_dataset
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,8 @@ from amf.cli import main
 from amf.errors import AmfError, WeightsError
 from amf.export import export_run
 from amf.model import build_classifier
-from amf.train import TrainConfig, load_best_state, train_run
+from amf.run_folder import load_best_state
+from amf.train import TrainConfig, train_run
 from amf.weights import load_ensemble
 from synthetic_data import write_csv
 
@@ -64,9 +65,10 @@ def test_export_then_load(run_dir, tmp_path, capsys):
 
 def test_threshold_is_chosen_on_oof_scored_like_the_container(run_dir, tmp_path):
     """views=1: the engine's OOF scores are training's oof.csv; views=8: the threshold fits the TTA scores."""
-    from amf.crossval import PatchCache, load_fold_model, oof_scores
+    from amf.rescore import PatchCache, oof_scores
+    from amf.run_folder import load_fold_model
     from amf.threshold import threshold_candidates
-    from amf.train import collect_oof, load_run_config
+    from amf.run_folder import collect_oof, load_run_config
     from amf.tta import TTAConfig
 
     plain = export_run(run_dir, tmp_path / "plain", tta=TTAConfig(views=1))
@@ -108,7 +110,7 @@ def test_unfinished_run_is_refused(run_dir, tmp_path):
 
 def test_threshold_from_a_lodo_run_transfers_and_refuses_another_recipe(run_dir, tmp_path):
     """The shipped cut maximises the mean held-out balanced accuracy of the LODO run, scored with the shipped TTA."""
-    from amf.crossval import PatchCache, score_run
+    from amf.rescore import PatchCache, score_run
     from amf.threshold import transfer_threshold
     from amf.tta import TTAConfig
 

@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 
 from amf.cli import main
 from amf.errors import AmfError
-from amf.train import CHECKPOINT, TrainConfig, train_run
+from amf.run_folder import CHECKPOINT
+from amf.train import TrainConfig, train_run
 from synthetic_data import amibr_style_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
