@@ -26,7 +26,7 @@ COPY --chown=user:user weights /opt/app/weights
 COPY --chown=user:user process.py /opt/app/
 COPY --chown=user:user test/input /opt/app/test/input
 
-# Warm the frozen-graph cache once at build time (amf.engine.load_engine): every job then starts without
+# Warm the frozen-graph cache once at build time (amf.loading.load_engine): every job then starts without
 # importing timm or tracing, about 4 s instead of 9 s on a 2-core CPU. Keyed by the members' sha256.
 ENV AMF_GRAPH_CACHE=/opt/app/graph-cache
 USER user

@@ -407,7 +407,8 @@ def _coldstart(args: argparse.Namespace) -> int:
 
     phases["import_torch_s"] = time.time() - t0
     from amf.challenge import find_jobs
-    from amf.engine import Engine, load_engine
+    from amf.engine import Engine
+    from amf.loading import load_engine
     from amf.io import iter_patches
     from amf.weights import load_ensemble, read_manifest
 

@@ -215,7 +215,8 @@ def run(
         with _context(job, k, len(jobs)):
             counts.append(count_pages(job.stack))
     # torch: only once everything that can be checked without it passed
-    from amf.engine import load_engine, start_device
+    from amf.engine import start_device
+    from amf.loading import load_engine
 
     dev, note = start_device(device)
     if note is not None:  # information, not an error: the job goes on, on the CPU

@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
                          if bad else "no readable image files")
     import torch
 
-    from amf.engine import load_engine, start_device
+    from amf.engine import start_device
+    from amf.loading import load_engine
     from amf.tta import TTAConfig
 
     if args.device is not None and str(args.device).startswith("cuda") and not torch.cuda.is_available():

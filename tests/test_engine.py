@@ -15,7 +15,9 @@ import pytest
 import torch
 
 from amf.bench import randomize, synthetic_patches
-from amf.engine import STRATEGIES, Engine, fold_batchnorm, graph_cache_key, load_engine
+from amf.engine import STRATEGIES, Engine
+from amf.loading import graph_cache_key, load_engine
+from amf.prepare import fold_batchnorm
 from amf.errors import OutputError
 from amf.model import ModelSpec, build_classifier
 from amf.tta import TTAConfig
@@ -229,7 +231,7 @@ def test_cache_hit_imports_no_timm(weights, tmp_path):
     """The point of the cache: a warm start needs neither timm nor a trace."""
     cache = tmp_path / "cache"
     load_engine(weights, device="cpu", cache_dir=cache)
-    code = ("import sys; from amf.engine import load_engine; "
+    code = ("import sys; from amf.loading import load_engine; "
             f"e = load_engine({str(weights)!r}, device='cpu', cache_dir=__import__('pathlib').Path({str(cache)!r})); "
             "print(e.source, 'timm' in sys.modules)")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

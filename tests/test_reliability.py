@@ -471,7 +471,7 @@ def test_weights_are_checked_before_the_input_is_touched(tmp_path, weights, monk
 def test_nan_from_the_model_is_an_error_and_nothing_is_written(tmp_path, weights, monkeypatch):
     import torch
 
-    import amf.engine
+    import amf.loading
     import amf.weights
     from amf.weights import load_ensemble
 
@@ -489,9 +489,9 @@ def test_nan_from_the_model_is_an_error_and_nothing_is_written(tmp_path, weights
         member.forward = forward
         return ens
 
-    monkeypatch.setattr(amf.weights, "load_ensemble", nan_ensemble)
+    monkeypatch.setattr(amf.loading, "load_ensemble", nan_ensemble)
     # The reference strategy calls the members as given; the CPU default runs frozen graphs traced from them.
-    monkeypatch.setattr(amf.engine, "default_strategy", lambda device: "loop")
+    monkeypatch.setattr(amf.loading, "default_strategy", lambda device: "loop")
     inp = platform_input(tmp_path, {"s.tif": good()})
     with pytest.raises(AmfError, match=r"s\.tif: the model produced NaN or inf for patches \[1\]"):
         challenge.run(inp, tmp_path / "out", weights, device="cpu", log=lambda s: None)
