@@ -11,15 +11,11 @@ written; 143 when stopped by SIGTERM and 130 by Ctrl-C / SIGINT (nothing written
 """
 
 import argparse
-import os
 import signal
 import sys
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# Before torch loads: idle OpenMP threads sleep instead of spinning. On shared or oversubscribed cores
-# spinning made a 16-page stack 2-3x slower (33 s vs 14 s measured side by side); on idle cores it costs little.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Environment defaults (offline, passive OpenMP threads) are set by the amf package, before torch loads.
 
 
 def _terminate(signum, frame):

@@ -26,6 +26,10 @@ Without ``--weights`` and without a ``weights/manifest.json``, a stand-in is ben
 efficientvit_b0 members at 128 px, 8 views, written with :func:`amf.weights.save_ensemble` like a real export.
 Subprocesses get ``OMP_NUM_THREADS=--threads`` (default 1: on two cores shared with other work, two threads
 measured 10x slower than one, for every strategy alike).
+
+Imports of torch and of amf's own modules sit inside the functions on purpose: the cold-start and throughput
+workers run this module in fresh processes and time their own imports (torch, timm, the engine) as phases,
+so nothing heavy may load when the module does. Only the standard library is imported at the top.
 """
 
 from __future__ import annotations
@@ -103,8 +107,10 @@ def run(args: argparse.Namespace) -> int:
     result["machine"]["load_average_end"] = os.getloadavg()
     print(format_table(result))
     if args.json:  # the table is for people; the JSON, with every repetition, only where asked for
+        from amf.files import write_json
+
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
         print(f"wrote {args.json}")
     return 0
 
@@ -476,6 +482,7 @@ def paper_ensemble_fit(budget_gib: float = 16.0, reserve_gib: float = 1.0, arch:
     """
     import torch
 
+    from amf.io import PATCH_SIZE
     from amf.model import Classifier, ModelSpec
 
     with torch.device("meta"):
@@ -484,7 +491,7 @@ def paper_ensemble_fit(budget_gib: float = 16.0, reserve_gib: float = 1.0, arch:
     buffers = sum(b.numel() for b in model.buffers())
     weights_bytes = 2 * (params + buffers)
     probe = 16
-    per_image = activation_peak_bytes(model, torch.empty(probe, 3, 128, 128, device="meta", dtype=torch.bfloat16))
+    per_image = activation_peak_bytes(model, torch.empty(probe, 3, PATCH_SIZE, PATCH_SIZE, device="meta", dtype=torch.bfloat16))
     per_image /= probe
     free = (budget_gib - reserve_gib) * GIB
     rows = {}

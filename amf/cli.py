@@ -26,8 +26,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see process.py
     argv = sys.argv[1:] if argv is None else argv
     prog = "amf" if os.path.basename(sys.argv[0]) == "amf" else "python -m amf"
     parser = argparse.ArgumentParser(

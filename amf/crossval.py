@@ -35,10 +35,10 @@ from amf.evaluation.figures import Figures
 from amf.evaluation.metrics import classification_metrics
 from amf.evaluation.report import plot_roc
 from amf.evaluation.summary import ci_text, num_text
-from amf.files import atomic_write_bytes, json_safe
+from amf.files import atomic_write_bytes, json_safe, write_json
 from amf.rescore import HeldOut, PatchCache, score_run
 from amf.run_folder import load_run_config, lodo_folds
-from amf.threshold import balanced_accuracy, transfer_thresholds
+from amf.threshold import mean_class_recall, transfer_thresholds
 from amf.tta import TTAConfig
 
 #: Test-time augmentation modes: the shipped default views, and the plain image alone.
@@ -95,12 +95,12 @@ def summarize_heldout(heldout: list[HeldOut], evaluation: Evaluation, method: st
             "members": h.members,
             "threshold": {"method": method, "value": h.thresholds[method]["value"], "otsu": otsu,
                           "oof_n": len(h.oof_labels)},
-            "balanced_accuracy_at_otsu": balanced_accuracy(h.probs, h.labels, otsu),
-            "balanced_accuracy_at_0.5": balanced_accuracy(h.probs, h.labels, 0.5),
-            "balanced_accuracy_at_transfer": balanced_accuracy(h.probs, h.labels, transfer),
+            "balanced_accuracy_at_otsu": mean_class_recall(h.probs, h.labels, otsu),
+            "balanced_accuracy_at_0.5": mean_class_recall(h.probs, h.labels, 0.5),
+            "balanced_accuracy_at_transfer": mean_class_recall(h.probs, h.labels, transfer),
             "transfer_nested_threshold": t_nested,
             "balanced_accuracy_at_transfer_nested":
-                None if t_nested is None else balanced_accuracy(h.probs, h.labels, t_nested),
+                None if t_nested is None else mean_class_recall(h.probs, h.labels, t_nested),
             "best_threshold_balanced_accuracy": scope.best.balanced_accuracy if scope.best else None,
         }
     aucs = [d["roc_auc"] for d in domains.values() if d["roc_auc"] is not None]
@@ -230,7 +230,7 @@ def crossval(runs: list[Path], output: Path, modes: list[str], n_resamples: int 
             entry[mode] = {**key, **summarize_heldout(heldout, ev, method)}
             plot_roc(ev, output / f"roc_{name}_{mode}.png")
             write_heldout_csv(output / f"heldout_{name}_{mode}.csv", heldout, method)
-    atomic_write_bytes(output / "crossval.json", json.dumps(results, indent=2).encode())
+    write_json(output / "crossval.json", results)
     atomic_write_bytes(output / "crossval.md", markdown(results).encode())
     return results
 

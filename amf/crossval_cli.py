@@ -66,7 +66,7 @@ def compare_rows(args: argparse.Namespace) -> int:
     import json
 
     from amf.crossval import compare
-    from amf.files import atomic_write_bytes
+    from amf.files import write_json
 
     out = Path(args.output)
     path = out / "compare.json"
@@ -85,5 +85,5 @@ def compare_rows(args: argparse.Namespace) -> int:
               f"[{r['balanced_accuracy_ci95'][0]:+.3f}, {r['balanced_accuracy_ci95'][1]:+.3f}], "
               f"AUC {r['auc_difference']:+.3f} [{r['auc_ci95'][0]:+.3f}, {r['auc_ci95'][1]:+.3f}]")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, (json.dumps(records, indent=2) + "\n").encode())
+    write_json(path, records)
     return 0

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from amf.errors import AmfError, DatasetError
-from amf.model import PATCH_SIZE
+from amf.io import PATCH_SIZE
 
 #: How many offenders an error message names per kind of problem.
 SHOW = 5

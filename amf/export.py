@@ -26,7 +26,7 @@ from amf.errors import AmfError
 from amf.files import check_replaceable, replace_folder
 from amf.rescore import PatchCache, oof_scores, score_run
 from amf.run_folder import BEST, RESULT, SUMMARY, git_commit, load_fold_model, load_run_config, portable_command
-from amf.threshold import (METHODS, balanced_accuracy, choose_threshold, max_balanced_accuracy_threshold, safe_auc,
+from amf.threshold import (METHODS, choose_threshold, max_balanced_accuracy_threshold, mean_class_recall, safe_auc,
                            threshold_candidates, transfer_thresholds)
 from amf.tta import TTAConfig
 from amf.weights import Threshold, save_ensemble
@@ -123,7 +123,7 @@ def export_run(
             "n": int(labels.size),
             "n_atypical": int(labels.sum()),
             "auc": safe_auc(probs, labels),
-            "balanced_accuracy": balanced_accuracy(probs, labels, threshold.value),
+            "balanced_accuracy": mean_class_recall(probs, labels, threshold.value),
             "note": f"pooled out-of-fold probabilities of the all-domains members, {tta.views} TTA view(s) as "
                     "shipped, each patch scored by the one member that did not train on it",
         },
@@ -158,11 +158,11 @@ def transfer_record(lodo_run: Path, cfg, record: dict, tta: TTAConfig, progress:
         best = max_balanced_accuracy_threshold(h.probs, h.labels)
         domains[h.domain] = {
             "n": int(h.labels.size), "members": h.members, "auc": safe_auc(h.probs, h.labels),
-            "balanced_accuracy_at_transfer": balanced_accuracy(h.probs, h.labels, value),
+            "balanced_accuracy_at_transfer": mean_class_recall(h.probs, h.labels, value),
             "nested_threshold": t_nested,
-            "balanced_accuracy_at_nested": None if t_nested is None else balanced_accuracy(h.probs, h.labels, t_nested),
+            "balanced_accuracy_at_nested": None if t_nested is None else mean_class_recall(h.probs, h.labels, t_nested),
             "hindsight_best_threshold": best,
-            "balanced_accuracy_at_hindsight_best": balanced_accuracy(h.probs, h.labels, best),
+            "balanced_accuracy_at_hindsight_best": mean_class_recall(h.probs, h.labels, best),
         }
     return {"value": value, "run": str(lodo_run), "tta_views": tta.views, "domains": domains,
             "note": "the cut maximising the mean over held-out domains of balanced accuracy, each domain scored "

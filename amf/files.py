@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
+
+import numpy as np
 
 from amf.errors import AmfError
 
@@ -106,16 +109,30 @@ def read_json(path: Path, error: type[AmfError], missing_hint: str = "") -> obje
 
 def json_safe(value: object) -> object:
     """``value`` with every NaN and infinity replaced by None, recursively: strict JSON has neither, and an
-    undefined number (an AUC of one class, a loss that never came) is written ``null``."""
-    import math
-
+    undefined number (an AUC of one class, a loss that never came) is written ``null``. numpy scalars
+    become Python numbers and paths strings, so any record of ours can be written."""
+    if isinstance(value, np.generic):
+        value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
         return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
     return value
+
+
+def json_text(value: object, indent: int | None = 2) -> str:
+    """Strict JSON of :func:`json_safe` ``(value)``, ending in a newline (``indent=None``: one line)."""
+    return json.dumps(json_safe(value), indent=indent, allow_nan=False) + "\n"
+
+
+def write_json(path: Path, value: object) -> None:
+    """The one JSON writer of our own records (run files, manifests, results): :func:`json_text`, written
+    atomically. The challenge's output and the official metrics file keep their prescribed formats."""
+    atomic_write_bytes(Path(path), json_text(value).encode())
 
 
 def check_replaceable(out_dir: Path, force: bool) -> None:

@@ -50,7 +50,7 @@ from PIL import Image, UnidentifiedImageError
 
 from amf.errors import InputError
 
-#: Side of the challenge's patches (``amf.model.PATCH_SIZE``, repeated so that reading needs no torch).
+#: Side of the challenge's patches, in pixels (here, not in amf.model, so that reading needs no torch).
 PATCH_SIZE = 128
 
 STACK_SUFFIXES = (".tif", ".tiff", ".mha")
@@ -136,7 +136,14 @@ def fit_to_patch(rgb: np.ndarray, size: int = PATCH_SIZE) -> np.ndarray:
 
 
 def to_patch(page: np.ndarray, size: int = PATCH_SIZE) -> np.ndarray:
-    """Any page -> ``(size, size, 3)`` uint8 RGB, the one form the model takes."""
+    """Any page -> ``(size, size, 3)`` uint8 RGB, the one form the model takes.
+
+    Examples:
+        >>> to_patch(np.zeros((100, 90), np.uint8)).shape  # grey, smaller: RGB, padded to 128
+        (128, 128, 3)
+        >>> to_patch(np.zeros((200, 150, 4), np.uint8)).shape  # RGBA, larger: RGB, fitted to 128
+        (128, 128, 3)
+    """
     return fit_to_patch(to_rgb_uint8(page), size)
 
 

@@ -22,7 +22,7 @@ import torch
 
 from amf.engine import Engine, Strategy, default_device, default_strategy
 from amf.errors import WeightsError
-from amf.files import sha256_file
+from amf.files import sha256_file, write_json
 from amf.prepare import example_input, freeze_members, optimize_graphs, quiet_jit
 from amf.tta import TTAConfig
 from amf.weights import MANIFEST, load_ensemble, read_manifest
@@ -161,7 +161,7 @@ def _write_cache_entry(entry: Path, frozen: list[torch.jit.ScriptModule]) -> Non
             with quiet_jit():
                 torch.jit.save(graph, str(path))
             files.append({"file": path.name, "sha256": sha256_file(path)})
-        (tmp / "index.json").write_text(json.dumps({"format": GRAPH_CACHE_FORMAT, "files": files}, indent=2))
+        write_json(tmp / "index.json", {"format": GRAPH_CACHE_FORMAT, "files": files})
         if entry.exists():
             shutil.rmtree(entry, ignore_errors=True)
         os.replace(tmp, entry)

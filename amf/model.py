@@ -7,7 +7,6 @@ patch size. Weights never come from the network: a backbone starts random, or fr
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,11 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from amf.errors import WeightsError
+from amf.io import PATCH_SIZE
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-#: Side of the challenge's patches, in pixels.
-PATCH_SIZE = 128
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,12 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from amf.io import PATCH_SIZE
+
 
 def example_input(device: torch.device | str = "cpu") -> torch.Tensor:
     """The fixed input that graphs are traced with and folded members checked on: one 128 px patch."""
-    return torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0)).to(device)
+    return torch.rand(1, 3, PATCH_SIZE, PATCH_SIZE, generator=torch.Generator().manual_seed(0)).to(device)
 
 
 def fold_batchnorm(member: nn.Module, example: torch.Tensor | None = None) -> nn.Module:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from amf.errors import AmfError, WeightsError
-from amf.files import atomic_write_bytes, json_safe
+from amf.files import atomic_write_bytes, json_text
 from amf.model import Classifier, ModelSpec, build_classifier
 from amf.train_config import TrainConfig
 
@@ -60,18 +60,6 @@ def git_commit(cwd: Path | None = None) -> str:
         return "unknown"
 
 
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def write_json(path: Path, data: dict) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(json_safe(data), indent=2, default=_json_default) + "\n").encode())
-
-
 class RunLog:
     """Append-only JSON-lines log; ``path=None`` writes nothing (the non-main processes of a torchrun job)."""
 
@@ -83,7 +71,7 @@ class RunLog:
             return
         record = {"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **record}
         with open(self.path, "a") as f:
-            f.write(json.dumps(json_safe(record), default=_json_default) + "\n")
+            f.write(json_text(record, indent=None))
             f.flush()
 
 

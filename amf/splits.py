@@ -87,7 +87,19 @@ def make_folds(
     seed: int,
     lodo: bool = True,
 ) -> list[Fold]:
-    """All folds of a run: LODO x k-fold (if ``lodo`` and there are at least 2 domains), then all-domains k-fold."""
+    """All folds of a run: LODO x k-fold (if ``lodo`` and there are at least 2 domains), then all-domains k-fold.
+
+    Examples:
+        >>> labels = np.array([0, 1] * 6)
+        >>> domains = ["A"] * 6 + ["B"] * 6
+        >>> slides = [f"s{i // 2}" for i in range(12)]  # two figures per slide; a slide never splits
+        >>> folds = make_folds(labels, domains, slides, k=2, seed=0)
+        >>> [f.name for f in folds]
+        ['lodo/A/fold0', 'lodo/A/fold1', 'lodo/B/fold0', 'lodo/B/fold1', 'all/fold0', 'all/fold1']
+        >>> f = folds[0]  # A held out: trained and validated on B's slides only
+        >>> f.heldout_domain, len(f.train) + len(f.val), len(f.heldout)
+        ('A', 6, 6)
+    """
     labels = np.asarray(labels)
     dom = np.asarray(domains)
     grp = np.asarray(groups)

@@ -77,6 +77,15 @@ def hed_jitter(
         beta: ``(B, 3)`` additive shifts in natural OD units (see the module docstring).
         clamp: clamp negative concentrations to 0 first, as ``skimage.color.rgb2hed`` does.
 
+    Examples:
+        >>> images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+        >>> same = hed_jitter(images, torch.ones(2, 3), torch.zeros(2, 3))  # x1, +0: no change
+        >>> torch.allclose(same, images, atol=1e-5)
+        True
+        >>> more_stain = hed_jitter(images, torch.full((2, 3), 1.2), torch.zeros(2, 3))
+        >>> bool((more_stain <= images + 1e-6).all())  # more of every stain: never lighter
+        True
+
     Returns:
         ``(B, 3, H, W)`` float RGB in ``[0, 1]``, same dtype and device as ``images``.
     """

@@ -45,8 +45,14 @@ def _check(scores: np.ndarray, labels: np.ndarray | None = None) -> tuple[np.nda
     return s, y
 
 
-def balanced_accuracy(scores: np.ndarray, labels: np.ndarray, threshold: float) -> float:
-    """Mean of sensitivity and specificity at ``score >= threshold`` (recall of the only class if one is missing)."""
+def mean_class_recall(scores: np.ndarray, labels: np.ndarray, threshold: float) -> float:
+    """Balanced accuracy at ``score >= threshold`` as scikit-learn defines it: the mean recall over the classes
+    present (with one class missing, that class's recall alone).
+
+    Not the official metric when a class is missing: :func:`amf.evaluation.metrics.classification_metrics`
+    counts a missing class's recall as 0, as the challenge's evaluation does. With both classes present
+    (every threshold choice here) the two are equal.
+    """
     s, y = _check(scores, labels)
     pred = s >= threshold
     recalls = [np.mean(pred[y == c] == bool(c)) for c in (0, 1) if np.any(y == c)]
@@ -134,6 +140,15 @@ def otsu_threshold(scores: np.ndarray) -> float:
 
 
 def choose_threshold(scores: np.ndarray, labels: np.ndarray | None, method: str) -> float:
+    """The cut on P(atypical) by ``method`` (one of :data:`METHODS`); Otsu's ignores the labels.
+
+    Examples:
+        >>> scores, labels = np.array([0.1, 0.3, 0.6, 0.8]), np.array([0, 0, 1, 1])
+        >>> round(choose_threshold(scores, labels, "balanced_accuracy"), 6)  # half-way between the classes
+        0.45
+        >>> round(choose_threshold(scores, labels, "otsu"), 3)  # the scores' own valley, labels unused
+        0.301
+    """
     if method == "balanced_accuracy":
         return max_balanced_accuracy_threshold(scores, labels)
     if method == "youden":
@@ -149,7 +164,7 @@ def threshold_candidates(scores: np.ndarray, labels: np.ndarray) -> dict:
     out = {}
     for m in METHODS:
         t = choose_threshold(s, y, m)
-        out[m] = {"value": t, "oof_balanced_accuracy": balanced_accuracy(s, y, t)}
+        out[m] = {"value": t, "oof_balanced_accuracy": mean_class_recall(s, y, t)}
     return out
 
 

@@ -70,22 +70,20 @@ import torch
 from amf.data import LabelTable, fingerprint, limit_table, load_images, read_datasets
 from amf.distributed import World, data_parallel, synced_batch_norm
 from amf.errors import AmfError
-from amf.files import atomic_write_bytes, json_safe
+from amf.files import atomic_write_bytes, json_safe, write_json
 from amf.losses import focal_loss
 from amf.model import Classifier, build_classifier
 from amf.pretrained import init_backbone, init_head, provenance
 from amf.run_folder import (BEST, CHECKPOINT, CONFIG, HELDOUT, LOG, OOF, RESULT, SUMMARY, RunLog, collect_oof,
-                            finished, git_commit, read_predictions, save_best_safetensors, sigmoid, write_json,
-                            write_predictions)
+                            finished, git_commit, read_predictions, save_best_safetensors, sigmoid, write_predictions)
 from amf.sampling import epoch_indices
 from amf.splits import Fold, domain_slugs, make_folds
-from amf.threshold import balanced_accuracy, choose_threshold, safe_auc, threshold_candidates
+from amf.threshold import choose_threshold, mean_class_recall, safe_auc, threshold_candidates
 from amf.train_config import TrainConfig
 from amf.tta import train_augment
 
 # cuBLAS needs this before CUDA starts for deterministic matmuls; harmless on CPU.
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -185,7 +183,7 @@ def metrics(labels: np.ndarray, probs: np.ndarray, loss: float | None = None) ->
     labels = np.asarray(labels)
     out = {"n": int(labels.size), "n_atypical": int(labels.sum())}
     if labels.size:
-        out["balanced_accuracy@0.5"] = balanced_accuracy(probs, labels, 0.5)
+        out["balanced_accuracy@0.5"] = mean_class_recall(probs, labels, 0.5)
         out["auc"] = safe_auc(probs, labels)
     if loss is not None:
         out["loss"] = loss
@@ -679,7 +677,7 @@ def summarize_run(run_dir: Path, cfg: TrainConfig, folds: list[Fold], results: d
         mean_prob = np.mean([h["prob"] for h in held], axis=0)  # ensemble = mean of member probabilities
         ens = metrics(y, mean_prob)
         for m, c in cands.items():
-            ens[f"balanced_accuracy@{m}"] = balanced_accuracy(mean_prob, y, c["value"])
+            ens[f"balanced_accuracy@{m}"] = mean_class_recall(mean_prob, y, c["value"])
         summary["lodo"][domain] = {
             "slug": slugs[domain],
             "oof": metrics(oof["label"], oof["prob"]),

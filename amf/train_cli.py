@@ -20,17 +20,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import tomllib
 from pathlib import Path
 
 from amf.errors import AmfError
-
-# Idle OpenMP threads sleep instead of spinning. On a 2-core machine shared with other processes, spinning
-# threads made 2-thread training 3-10x slower (measured); alone on the machine it costs little. This must be
-# set before torch loads, which is why it lives here and not in amf.train.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -21,7 +21,17 @@ D4_SIZE = 8
 
 
 def d4(images: torch.Tensor, k: int) -> torch.Tensor:
-    """Apply D4 element ``k`` (0-7) to ``(..., H, W)``: ``k % 4`` quarter turns, flipped if ``k >= 4``."""
+    """Apply D4 element ``k`` (0-7) to ``(..., H, W)``: ``k % 4`` quarter turns, flipped if ``k >= 4``.
+
+    Examples:
+        >>> x = torch.arange(4.0).view(1, 1, 2, 2)  # [[0, 1], [2, 3]]
+        >>> d4(x, 1).flatten().tolist()  # a quarter turn, counter-clockwise
+        [1.0, 3.0, 0.0, 2.0]
+        >>> d4(x, 4).flatten().tolist()  # a mirror image
+        [1.0, 0.0, 3.0, 2.0]
+        >>> torch.equal(d4(d4(x, 1), 3), x)  # four quarter turns: the patch itself
+        True
+    """
     out = torch.rot90(images, k % 4, dims=(-2, -1))
     return torch.flip(out, dims=(-1,)) if k >= 4 else out
 
@@ -69,7 +79,15 @@ def view_params(config: TTAConfig, v: int) -> tuple[int, torch.Tensor, torch.Ten
 
 
 def make_view(images: torch.Tensor, config: TTAConfig, v: int) -> torch.Tensor:
-    """Test-time view ``v`` of ``(B, 3, H, W)`` images in ``[0, 1]``."""
+    """Test-time view ``v`` of ``(B, 3, H, W)`` images in ``[0, 1]``.
+
+    Examples:
+        >>> images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+        >>> torch.equal(make_view(images, TTAConfig(), 0), images)  # view 0 is the patch as it is
+        True
+        >>> make_view(images, TTAConfig(), 5).shape  # the others: a D4 element of a stain-jittered copy
+        torch.Size([2, 3, 8, 8])
+    """
     params = view_params(config, v)
     if params is None:
         return images

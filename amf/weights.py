@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from amf.errors import WeightsError
-from amf.files import atomic_write_bytes, read_json, sha256_file
+from amf.files import atomic_write_bytes, read_json, sha256_file, write_json
 
 if TYPE_CHECKING:  # torch and the model code load only when a model is built
     import torch
@@ -96,7 +96,7 @@ def save_ensemble(
         "tta": tta.to_dict(),
         **provenance,
     }
-    atomic_write_bytes(out_dir / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    write_json(out_dir / MANIFEST, manifest)
     return manifest
 
 

@@ -66,7 +66,7 @@ def test_a_run_without_lodo_folds_is_refused(tmp_path):
 
 def test_views_modes_and_transfer_thresholds(lodo_run, tmp_path):
     """--views N scores with the first N shipped views; every mode carries the transfer thresholds."""
-    from amf.threshold import balanced_accuracy, nested_transfer_thresholds, transfer_threshold
+    from amf.threshold import mean_class_recall, nested_transfer_thresholds, transfer_threshold
 
     out = tmp_path / "cv"
     assert main(["crossval", str(lodo_run), "--output", str(out), "--bootstrap", "0", "--tta", "off",
@@ -85,7 +85,7 @@ def test_views_modes_and_transfer_thresholds(lodo_run, tmp_path):
     assert r["transfer_threshold"] == transfer_threshold(pairs)
     for d, t, (s, y) in zip(domains, nested_transfer_thresholds(pairs), pairs, strict=True):
         assert r["domains"][d]["transfer_nested_threshold"] == t
-        assert r["domains"][d]["balanced_accuracy_at_transfer_nested"] == balanced_accuracy(s, y, t)
+        assert r["domains"][d]["balanced_accuracy_at_transfer_nested"] == mean_class_recall(s, y, t)
     assert "| 2 views |" in (out / "crossval.md").read_text()
 
 

@@ -1,7 +1,6 @@
 """Data-parallel training under torchrun (amf.distributed): two gloo processes give one process's weights."""
 
 import csv
-import doctest
 import json
 import os
 import subprocess
@@ -55,10 +54,6 @@ def _max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> f
 def _logits(path: Path) -> np.ndarray:
     with open(path, newline="") as f:
         return np.array([float(r["logit"]) for r in csv.DictReader(f)])
-
-
-def test_doctests():
-    assert doctest.testmod(amf.distributed).failed == 0
 
 
 def test_share_splits_every_batch_without_gaps():

@@ -100,11 +100,14 @@ def main() -> int:
     for k, v in ratios.items():
         print(f"  {k:<40} {v:6.2f}x")
     if args.json:
-        args.json.write_text(json.dumps({"settings": {"config": str(args.config.relative_to(ROOT)) if
-                                                      args.config.is_relative_to(ROOT) else str(args.config),
-                                                      "limit": args.limit, "epochs": args.epochs,
-                                                      "repeats": args.repeats, "cpus": os.cpu_count()},
-                                         "runs": rows, "medians": med, "ratios": ratios}, indent=2) + "\n")
+        from amf.files import write_json
+
+        config = args.config.resolve()
+        write_json(args.json, {"settings": {"config": str(config.relative_to(ROOT) if config.is_relative_to(ROOT)
+                                                          else config),
+                                            "limit": args.limit, "epochs": args.epochs, "repeats": args.repeats,
+                                            "cpus": os.cpu_count()},
+                               "runs": rows, "medians": med, "ratios": ratios})
     return 0
 
 

@@ -1,0 +1,15 @@
+"""The Examples sections of the pure functions' docstrings run as tests (scikit-image's habit)."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["amf.tta", "amf.stain", "amf.threshold", "amf.io", "amf.splits", "amf.distributed"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_examples(name):
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0, f"{name} has no examples"
+    assert result.failed == 0
