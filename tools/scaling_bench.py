@@ -1,10 +1,11 @@
-"""Side-by-side timings for docs/scaling.md: one fold trained by 1 process against 2 (torchrun, gloo), and two
-folds trained in sequence by one job against two parallel jobs (``--fold``). Medians over ``--repeats``.
+"""Side-by-side timings for docs/scaling.md: one fold trained by 1 process against 2 (torchrun, gloo) and against
+1 process with 2 threads, and two folds trained in sequence by one job against two parallel jobs (``--fold``).
+Medians over ``--repeats``.
 
     .venv/bin/python tools/scaling_bench.py [--config configs/lite0.toml] [--limit 600] [--repeats 3] [--json FILE]
 
 Every run trains ``--epochs`` epochs on ``--limit`` patches of AMi-Br MIDOG21 (../shared/data) with one torch
-thread per process, into a fresh temporary run folder. Images per second come from the run's own log
+thread per process (except the 2-thread row), into a fresh temporary run folder. Images per second come from the run's own log
 (training patches / epoch seconds, validation included); wall times include start-up and data loading.
 Run it on an otherwise idle machine: the ratios are only meaningful side by side.
 """
@@ -25,16 +26,16 @@ ROOT = Path(__file__).resolve().parents[1]
 LABELS = ROOT.parent / "shared" / "data" / "ami-br-midog21" / "labels.csv"
 
 
-def train(args: argparse.Namespace, output: Path, folds: list[str], processes: int = 1) -> float:
+def train(args: argparse.Namespace, output: Path, folds: list[str], processes: int = 1, threads: int = 1) -> float:
     """Run ``amf train`` for ``folds`` into ``output``; returns the wall time in seconds."""
     launcher = [sys.executable, "-m", "amf"]
     if processes > 1:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                     str(processes), "-m", "amf"]
     cmd = [*launcher, "train", "--config", str(args.config), "--labels", str(args.labels), "--output", str(output),
-           "--no-lodo", "--limit", str(args.limit), "--epochs", str(args.epochs), "--threads", "1",
+           "--no-lodo", "--limit", str(args.limit), "--epochs", str(args.epochs), "--threads", str(threads),
            "--no-progress", *[a for f in folds for a in ("--fold", f)]]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     t0 = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)
     return time.perf_counter() - t0
@@ -74,8 +75,9 @@ def main() -> int:
     args = p.parse_args()
     if not args.labels.is_file():
         raise SystemExit(f"labels not found: {args.labels} (../shared/data, see its SOURCES.md)")
-    rows: dict[str, list[float]] = {k: [] for k in ("one_process_img_s", "two_process_img_s", "one_process_wall_s",
-                                                     "two_process_wall_s", "sequence_wall_s", "parallel_wall_s")}
+    rows: dict[str, list[float]] = {k: [] for k in (
+        "one_process_img_s", "two_process_img_s", "one_process_2_threads_img_s", "one_process_wall_s",
+        "two_process_wall_s", "one_process_2_threads_wall_s", "sequence_wall_s", "parallel_wall_s")}
     folds = ["all/fold0", "all/fold1"]
     for r in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
@@ -84,6 +86,8 @@ def main() -> int:
             rows["one_process_img_s"].append(images_per_second(tmp / "one"))
             rows["two_process_wall_s"].append(train(args, tmp / "two", folds[:1], processes=2))
             rows["two_process_img_s"].append(images_per_second(tmp / "two"))
+            rows["one_process_2_threads_wall_s"].append(train(args, tmp / "threads", folds[:1], threads=2))
+            rows["one_process_2_threads_img_s"].append(images_per_second(tmp / "threads"))
             rows["sequence_wall_s"].append(train(args, tmp / "seq", folds))
             rows["parallel_wall_s"].append(parallel(args, tmp / "par", folds))
         print(f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in rows.items()), flush=True)
@@ -91,14 +95,15 @@ def main() -> int:
     ratios = {
         "two_vs_one_process_images_per_second": med["two_process_img_s"] / med["one_process_img_s"],
         "two_vs_one_process_wall": med["two_process_wall_s"] / med["one_process_wall_s"],
+        "two_processes_vs_two_threads_images_per_second": med["two_process_img_s"] / med["one_process_2_threads_img_s"],
         "parallel_vs_sequence_wall": med["parallel_wall_s"] / med["sequence_wall_s"],
     }
     print(f"\nmedians of {args.repeats} ({args.config.name}, {args.limit} patches, {args.epochs} epoch(s), "
           f"{os.cpu_count()} CPUs):")
     for k, v in med.items():
-        print(f"  {k:<22} {v:8.2f}")
+        print(f"  {k:<30} {v:8.2f}")
     for k, v in ratios.items():
-        print(f"  {k:<40} {v:6.2f}x")
+        print(f"  {k:<48} {v:6.2f}x")
     if args.json:
         from amf.files import write_json
 
