@@ -34,8 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from amf.errors import AmfError, DatasetError
-from amf.io import PATCH_SIZE
+from amf.errors import AmfError, DatasetError, InputError
+from amf.files import sha256_file
+from amf.io import PATCH_SIZE, read_patches
 
 #: How many offenders an error message names per kind of problem.
 SHOW = 5
@@ -314,8 +315,6 @@ def load_images(table: LabelTable, progress: bool = False) -> torch.Tensor:
     Goes through :func:`amf.io.read_patches`, so training sees patches exactly as inference prepares them
     (pad/crop to 128 px, never rescale). All unreadable files are reported together.
     """
-    from amf.errors import InputError
-    from amf.io import read_patches
 
     out = torch.empty((len(table), 3, PATCH_SIZE, PATCH_SIZE), dtype=torch.uint8)
     bad: list[str] = []
@@ -338,7 +337,6 @@ def load_images(table: LabelTable, progress: bool = False) -> torch.Tensor:
 
 def fingerprint(table: LabelTable) -> dict:
     """What identifies the training data: labels-file sha256, sha256 of the sorted file list, counts."""
-    from amf.files import sha256_file
 
     listing = "\n".join(sorted(table.paths)).encode()
     files = table.meta.get("labels_files")

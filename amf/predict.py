@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         raise InputError(f"none of the {len(bad)} input file(s) could be read; see {bad_list(output)}"
                          if bad else "no readable image files")
+    # torch and the engine load only now, once every input file has decoded: a bad file fails in a second
     import torch
 
     from amf.engine import start_device

@@ -68,7 +68,8 @@ import numpy as np
 import torch
 
 from amf.data import LabelTable, fingerprint, limit_table, load_images, read_datasets
-from amf.distributed import World, data_parallel, synced_batch_norm
+from amf.distributed import World, data_parallel, device_for, synced_batch_norm
+from amf.engine import default_device
 from amf.errors import AmfError
 from amf.files import atomic_write_bytes, json_safe, write_json
 from amf.losses import focal_loss
@@ -104,8 +105,6 @@ def atomic_torch_save(obj: dict, path: Path) -> None:
 def resolve_device(device: str | None) -> torch.device:
     """``--device``: ``auto`` (or None) is the engine's default; an explicit CUDA device must exist."""
     if device in (None, "auto"):
-        from amf.engine import default_device
-
         return default_device()
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -563,8 +562,6 @@ def train_run(
     ``world`` (:func:`amf.distributed.start`) trains each fold data-parallel over the processes of a
     ``torchrun`` job; rank 0 writes everything and returns the summary, the other ranks return None.
     """
-    from amf.distributed import device_for
-
     output = Path(output)
     dev = device_for(world, resolve_device(device))
     table = read_datasets(data_sources(labels_file, images_dir), columns)  # validates every row first

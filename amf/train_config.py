@@ -13,6 +13,7 @@ from pathlib import Path
 
 from amf.errors import AmfError
 from amf.model import PRESETS, ModelSpec
+from amf.pretrained import source
 from amf.threshold import METHODS
 
 #: Training precisions (``dtype``): torch dtype names.
@@ -131,8 +132,6 @@ class TrainConfig:
 
     def model_spec(self) -> ModelSpec:
         """The member's spec; a named pretrained start brings the input normalisation it was trained with."""
-        from amf.pretrained import source
-
         base = PRESETS[self.preset] if self.preset else ModelSpec(self.arch)
         src = source(self.init_weights)
         if src is not None:

@@ -224,6 +224,7 @@ def load_ensemble(weights_dir: Path, device: torch.device | str = "cpu", manifes
     :class:`WeightsError`. ``manifest``: what :func:`read_manifest` returned for this folder a moment ago,
     to skip hashing the members twice.
     """
+    # torch and timm load here, not with the module: read_manifest verifies a folder without them
     import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file

@@ -33,8 +33,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
-from amf.errors import EvaluationError
+from amf.errors import AmfError, EvaluationError
 from amf.evaluation.figures import CLASS_IDS, Figures
+from amf.io import patch_digest, read_patches
+from amf.weights import read_manifest
 
 PREDICTION_COLUMNS = ("path", "page", "p_atypical", "class")
 
@@ -205,10 +207,6 @@ def match(labels: list[Label], predictions: list[Prediction],
 def in_training(paths: list[str], weights_dir: Path) -> tuple[int, int] | None:
     """``(scored images among the weights' training patches, scored images read)``, by the pixels' sha256
     (:func:`amf.io.patch_digest`), or None when the weights do not list their training patches."""
-    from amf.errors import AmfError
-    from amf.io import patch_digest, read_patches
-    from amf.weights import read_manifest
-
     trained = set(read_manifest(weights_dir).get("data", {}).get("patch_sha256") or ())
     if not trained:
         return None
