@@ -258,14 +258,18 @@ def _mean_over_domains(d: dict[str, np.ndarray], idx: dict[str, np.ndarray]) -> 
 def compare(a_csv: Path, b_csv: Path, n_resamples: int = 1000, seed: int = 0) -> dict:
     """Mean held-out BA and AUC of B minus A on the same figures, with a paired bootstrap 95% interval.
 
-    Both rows must have scored the same held-out figures. Each resample draws figures with replacement
-    within each domain, the same draw for both rows, so what the two rows share (the figures, their
-    labels) cancels out of the interval: it measures the lever, not the sample.
+    The rows are compared on the held-out domains that both scored, figure for figure (a row still being
+    trained may have fewer domains; ``domains`` in the result names them). Each resample draws figures with
+    replacement within each domain, the same draw for both rows, so what the two rows share (the figures,
+    their labels) cancels out of the interval: it measures the lever, not the sample.
     """
     a, b = read_heldout_csv(a_csv), read_heldout_csv(b_csv)
-    if not np.array_equal(a["image"], b["image"]) or not np.array_equal(a["domain"], b["domain"]):
-        raise AmfError(f"{a_csv} and {b_csv} did not score the same held-out figures")
-    domains = {dom: np.flatnonzero(a["domain"] == dom) for dom in np.unique(a["domain"])}
+    shared = sorted(dom for dom in set(a["domain"]) & set(b["domain"])
+                    if np.array_equal(a["image"][a["domain"] == dom], b["image"][b["domain"] == dom]))
+    if not shared:
+        raise AmfError(f"{a_csv} and {b_csv} share no held-out domain scored on the same figures")
+    a, b = ({k: v[np.isin(d["domain"], shared)] for k, v in d.items()} for d in (a, b))
+    domains = {dom: np.flatnonzero(a["domain"] == dom) for dom in shared}
     point = np.subtract(_mean_over_domains(b, domains), _mean_over_domains(a, domains))
     rng = np.random.default_rng(seed)
     draws = []
@@ -273,6 +277,6 @@ def compare(a_csv: Path, b_csv: Path, n_resamples: int = 1000, seed: int = 0) ->
         idx = {dom: rng.choice(rows, rows.size) for dom, rows in domains.items()}
         draws.append(np.subtract(_mean_over_domains(b, idx), _mean_over_domains(a, idx)))
     low, high = np.percentile(np.array(draws), [2.5, 97.5], axis=0)
-    return {"a": str(a_csv), "b": str(b_csv), "resamples": n_resamples, "seed": seed,
+    return {"a": str(a_csv), "b": str(b_csv), "domains": shared, "resamples": n_resamples, "seed": seed,
             "balanced_accuracy_difference": float(point[0]), "balanced_accuracy_ci95": [float(low[0]), float(high[0])],
             "auc_difference": float(point[1]), "auc_ci95": [float(low[1]), float(high[1])]}

@@ -81,7 +81,7 @@ def compare_rows(args: argparse.Namespace) -> int:
         r = compare(*files, n_resamples=args.bootstrap or 1000)
         r.update(a=a, b=b)
         records = [x for x in records if (x["a"], x["b"]) != (a, b)] + [r]
-        print(f"{b} - {a}: mean held-out BA {r['balanced_accuracy_difference']:+.3f} "
+        print(f"{b} - {a} ({len(r['domains'])} domain(s)): mean held-out BA {r['balanced_accuracy_difference']:+.3f} "
               f"[{r['balanced_accuracy_ci95'][0]:+.3f}, {r['balanced_accuracy_ci95'][1]:+.3f}], "
               f"AUC {r['auc_difference']:+.3f} [{r['auc_ci95'][0]:+.3f}, {r['auc_ci95'][1]:+.3f}]")
     out.mkdir(parents=True, exist_ok=True)

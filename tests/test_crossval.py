@@ -115,7 +115,7 @@ def test_compare_gives_the_difference_of_the_tables_with_a_paired_interval(lodo_
     assert main(["crossval", str(lodo_run), "--output", str(out), "--bootstrap", "0", "--views", "2",
                  "--no-progress"]) == 0
     assert main(["crossval", "--output", str(out), "--compare", "run:plain", "run:views2", "--bootstrap", "200"]) == 0
-    assert "run:views2 - run:plain: mean held-out BA" in capsys.readouterr().out
+    assert "run:views2 - run:plain (3 domain(s)): mean held-out BA" in capsys.readouterr().out
     record = json.loads((out / "compare.json").read_text())[0]
     results = json.loads((out / "crossval.json").read_text())["run"]
     expected_ba = results["views2"]["mean"]["balanced_accuracy"] - results["plain"]["mean"]["balanced_accuracy"]
@@ -123,3 +123,13 @@ def test_compare_gives_the_difference_of_the_tables_with_a_paired_interval(lodo_
     low, high = record["balanced_accuracy_ci95"]
     assert low <= record["balanced_accuracy_difference"] <= high and record["resamples"] == 200
     assert main(["crossval", "--output", str(out), "--compare", "run:plain", "run:views4"]) == 2  # not scored
+
+    # A row that has scored only some domains (still training) is compared on those alone.
+    lines = (out / "heldout_run_views2.csv").read_text().splitlines()
+    kept_domain = record["domains"][0]
+    (out / "heldout_part_views2.csv").write_text("\n".join([lines[0]] + [x for x in lines[1:] if f",{kept_domain}," in x]))
+    assert main(["crossval", "--output", str(out), "--compare", "run:plain", "part:views2", "--bootstrap", "0"]) == 0
+    partial = json.loads((out / "compare.json").read_text())[-1]
+    assert partial["domains"] == [kept_domain]
+    domain_ba = {m: results[m]["domains"][kept_domain]["balanced_accuracy"] for m in ("plain", "views2")}
+    assert partial["balanced_accuracy_difference"] == pytest.approx(domain_ba["views2"] - domain_ba["plain"], abs=1e-9)
