@@ -63,14 +63,12 @@ def run(args: argparse.Namespace) -> int:
 
 def compare_rows(args: argparse.Namespace) -> int:
     """``--compare``: lever effects with paired intervals, appended to ``compare.json`` in ``--output``."""
-    import json
-
     from amf.crossval import compare
-    from amf.files import write_json
+    from amf.files import read_json, write_json
 
     out = Path(args.output)
     path = out / "compare.json"
-    records = json.loads(path.read_text()) if path.is_file() else []
+    records = read_json(path, AmfError) if path.is_file() else []
     for a, b in args.compare:
         files = []
         for row in (a, b):

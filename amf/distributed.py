@@ -7,10 +7,11 @@ gives the weights one process gives, within float rounding. Three things make th
   whole global batch (``batch_size`` in the config), then keeps only its own contiguous share
   (:meth:`World.share`). So a global batch holds the same patches, augmented the same way, whatever the number
   of processes; augmenting the whole batch on every rank costs a few milliseconds a step.
-- **one loss**: each process sums its share's per-patch losses and scales by ``world size / global batch``;
-  DDP averages gradients over processes, which gives the single process's mean over the global batch.
+- **one loss** (in :func:`amf.train.train_one_epoch`): each process sums its share's per-patch losses and
+  scales by ``world size / global batch``; DDP averages gradients over processes, which gives the single
+  process's mean over the global batch.
 - **one set of BatchNorm statistics**: in training, BatchNorm layers normalise with the mean and variance of
-  the global batch, all-reduced with autograd (:func:`global_batch_norm`), and update their running
+  the global batch, gathered with autograd (:func:`global_batch_norm`), and update their running
   statistics from them. ``torch.nn.SyncBatchNorm`` does this on CUDA only; this works on any backend.
 
 Only rank 0 writes (run folder, checkpoints, predictions, logs) and validates; the others train in lockstep.
@@ -192,9 +193,3 @@ def data_parallel(model: torch.nn.Module, world: World) -> torch.nn.Module:
     # Buffers are synchronised once at the start; after that global_batch_norm gives every rank the same running
     # statistics, so no broadcast before each forward.
     return DistributedDataParallel(model, device_ids=device_ids, forward_sync_buffers=False)
-
-
-def share_loss(per_patch: torch.Tensor, global_batch: int, world: World) -> torch.Tensor:
-    """This share's part of the global batch's mean loss, scaled so that DDP's gradient average gives the
-    gradient of that mean (``world.size`` shares, each ``sum / global_batch``)."""
-    return per_patch.sum() * (world.size / global_batch)

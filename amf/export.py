@@ -25,7 +25,8 @@ import torch
 from amf.errors import AmfError
 from amf.files import check_replaceable, replace_folder
 from amf.rescore import PatchCache, oof_scores, score_run
-from amf.run_folder import BEST, RESULT, SUMMARY, git_commit, load_fold_model, load_run_config, portable_command
+from amf.run_folder import (BEST, RESULT, SUMMARY, finished, git_commit, load_fold_model, load_run_config,
+                            portable_command)
 from amf.threshold import (METHODS, choose_threshold, max_balanced_accuracy_threshold, mean_class_recall, safe_auc,
                            threshold_candidates, transfer_thresholds)
 from amf.tta import TTAConfig
@@ -73,9 +74,7 @@ def export_run(
     if method not in METHODS:
         raise AmfError(f"unknown threshold method {method!r}; use one of {', '.join(METHODS)}")
     fold_dirs = [run_dir / "all" / f"fold{k}" for k in range(cfg.folds)]
-    unfinished = [
-        str(d.relative_to(run_dir)) for d in fold_dirs if not (d / RESULT).is_file() or not (d / BEST).is_file()
-    ]
+    unfinished = [str(d.relative_to(run_dir)) for d in fold_dirs if not finished(d)]
     if unfinished:
         raise AmfError(f"{run_dir} is not finished: {', '.join(unfinished)} lack {RESULT}/{BEST}; "
                        "finish it with python -m amf train --resume")

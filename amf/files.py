@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -146,8 +147,6 @@ def check_replaceable(out_dir: Path, force: bool) -> None:
 def replace_folder(out_dir: Path, write: Callable[[Path], T]) -> T:
     """``write`` into a new sibling folder, then rename it to ``out_dir``: the old folder goes whole, or not at
     all (a failure puts it back), and no file of it is left beside the new one."""
-    import shutil
-
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
     old = None

@@ -306,13 +306,14 @@ def train_one_epoch(state: FoldState, fold: Fold, cfg: TrainConfig, table: Label
     model = state.model
     model.train()
     net = net if net is not None else model
+    dtype = getattr(torch, cfg.dtype)
     reduction = "sum" if world.parallel else "mean"
     total_loss, seen = 0.0, 0
     batch_bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
                      disable=not progress, dynamic_ncols=True)
     for b in batch_bar:
         idx = fold.train[order[b].numpy()]
-        x = to_float(images[torch.as_tensor(idx)].to(device, non_blocking=True), getattr(torch, cfg.dtype))
+        x = to_float(images[torch.as_tensor(idx)].to(device, non_blocking=True), dtype)
         y = torch.as_tensor(table.labels[idx], dtype=torch.float32, device=device)
         x = train_augment(x, g, d4=cfg.d4, sigma=cfg.stain_sigma, delta=cfg.stain_delta)
         y_partner, lam = None, 1.0
@@ -326,7 +327,7 @@ def train_one_epoch(state: FoldState, fold: Fold, cfg: TrainConfig, table: Label
             x, y = x[share], y[share]
             y_partner = y_partner[share] if y_partner is not None else None
         with torch.autocast("cuda", dtype=amp) if amp is not None else nullcontext():
-            logits = net(x).to(getattr(torch, cfg.dtype))
+            logits = net(x).to(dtype)
         loss = focal_loss(logits, y, cfg.focal_alpha, cfg.focal_gamma, reduction)
         if y_partner is not None:
             loss = lam * loss + (1 - lam) * focal_loss(logits, y_partner, cfg.focal_alpha, cfg.focal_gamma, reduction)

@@ -26,18 +26,27 @@ ROOT = Path(__file__).resolve().parents[1]
 LABELS = ROOT.parent / "shared" / "data" / "ami-br-midog21" / "labels.csv"
 
 
-def train(args: argparse.Namespace, output: Path, folds: list[str], processes: int = 1, threads: int = 1) -> float:
-    """Run ``amf train`` for ``folds`` into ``output``; returns the wall time in seconds."""
+def command(args: argparse.Namespace, output: Path, folds: list[str], processes: int = 1,
+            threads: int = 1) -> list[str]:
+    """``amf train`` of ``folds`` into ``output``, under torchrun when ``processes > 1``."""
     launcher = [sys.executable, "-m", "amf"]
     if processes > 1:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                     str(processes), "-m", "amf"]
-    cmd = [*launcher, "train", "--config", str(args.config), "--labels", str(args.labels), "--output", str(output),
-           "--no-lodo", "--limit", str(args.limit), "--epochs", str(args.epochs), "--threads", str(threads),
-           "--no-progress", *[a for f in folds for a in ("--fold", f)]]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    return [*launcher, "train", "--config", str(args.config), "--labels", str(args.labels), "--output", str(output),
+            "--no-lodo", "--limit", str(args.limit), "--epochs", str(args.epochs), "--threads", str(threads),
+            "--no-progress", *[a for f in folds for a in ("--fold", f)]]
+
+
+def env(threads: int) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": str(threads)}
+
+
+def train(args: argparse.Namespace, output: Path, folds: list[str], processes: int = 1, threads: int = 1) -> float:
+    """Run :func:`command`; returns the wall time in seconds."""
     t0 = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True)
+    subprocess.run(command(args, output, folds, processes, threads), cwd=ROOT, env=env(threads), check=True,
+                   capture_output=True)
     return time.perf_counter() - t0
 
 
@@ -50,12 +59,9 @@ def images_per_second(run: Path) -> float:
 
 def parallel(args: argparse.Namespace, output: Path, folds: list[str]) -> float:
     """Each fold as its own job, all at once (as a job array would); wall time until the last one ends."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     t0 = time.perf_counter()
-    jobs = [subprocess.Popen([sys.executable, "-m", "amf", "train", "--config", str(args.config), "--labels",
-                              str(args.labels), "--output", str(output), "--no-lodo", "--limit", str(args.limit),
-                              "--epochs", str(args.epochs), "--threads", "1", "--no-progress", "--fold", f],
-                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    jobs = [subprocess.Popen(command(args, output, [f]), cwd=ROOT, env=env(1), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
             for f in folds]
     for job in jobs:
         _, err = job.communicate()
