@@ -2,9 +2,10 @@
 # Leave-one-domain-out ablation over the four AMi-Br domains (three MIDOG21 scanners and TUPAC16; issue 10,
 # docs/results.md): one model per held-out domain (fold 0 of the 5-fold over the other three domains), every row
 # scored on the domain it never saw. Two streams of one thread each keep both cores busy.
-#   tools/lodo_ablation.sh [a|b|all|ensemble] [RUNS_DIR]     (default: all, runs/lodo; resumable: rerun to finish)
-# `ensemble` is the shipped configuration's own row: all five members per held-out domain (20 models). It starts
-# from a copy of the lite0-128 row (its fold 0 is the same fold, same bytes) and trains folds 1-4 as two jobs.
+#   tools/lodo_ablation.sh [a|b|all|ensemble|ensemble:ROW] [RUNS_DIR]   (default: all, runs/lodo; resumable)
+# `ensemble:ROW` grows the finished one-model row ROW into ROW-ens5, all five members per held-out domain (20
+# models): a copy of ROW (its fold 0 is the same fold, same bytes) plus folds 1-4, trained as two jobs.
+# `ensemble` is `ensemble:lite0-128`, the shipped configuration's own row.
 # then: python -m amf crossval RUNS_DIR/* --output docs/results/lodo4
 # Rows are listed in the order they run; a finished row is skipped, an unfinished one resumes.
 set -euo pipefail
@@ -34,6 +35,7 @@ stream_a() {
 }
 stream_b() {
   row lite1-128 configs/lite0.toml $(lite 1)
+  row lite0-128-hed-strong configs/lite0.toml --set stain_sigma=0.4 --set stain_delta=0.15  # domains differ by 2x in H
   row lite0-224 configs/lite0.toml --input-size 224
 }
 folds() {  # NAME FOLD...: train these folds of the five-member LODO run NAME (joins the shared run folder)
@@ -44,14 +46,14 @@ folds() {  # NAME FOLD...: train these folds of the five-member LODO run NAME (j
     "${args[@]}" >> "$RUNS/$name.log" 2>&1
   echo "$(date -u +%FT%TZ) done $name ${*}" >&2
 }
-ensemble() {  # the shipped recipe, five members per held-out domain; two jobs of about equal size
-  local name=lite0-128-ens5
+ensemble() {  # ROW: the five-member LODO run ROW-ens5 of a one-model row (its fold 0 is the same fold, same bytes)
+  local row=$1 name=$1-ens5
   [[ -f "$RUNS/$name/summary.json" && ! -f "$RUNS/$name/.growing" ]] && return 0
   if [[ ! -d "$RUNS/$name" ]]; then
-    row lite0-128 configs/lite0.toml
-    cp -a "$RUNS/lite0-128" "$RUNS/$name.tmp" && touch "$RUNS/$name.tmp/.growing" && mv "$RUNS/$name.tmp" "$RUNS/$name"
+    [[ -f "$RUNS/$row/summary.json" ]] || { echo "finish the row $row first" >&2; exit 2; }
+    cp -a "$RUNS/$row" "$RUNS/$name.tmp" && touch "$RUNS/$name.tmp/.growing" && mv "$RUNS/$name.tmp" "$RUNS/$name"
   fi
-  local A=lodo/Aperio_CS2 S=lodo/Hamamatsu_S360 X=lodo/Hamamatsu_XR T=lodo/TUPAC16
+  local A=lodo/Aperio_CS2 S=lodo/Hamamatsu_S360 X=lodo/Hamamatsu_XR T=lodo/TUPAC16  # two jobs of about equal size
   folds $name $A/fold1 $A/fold2 $A/fold3 $A/fold4 $S/fold1 $S/fold2 $T/fold1 $T/fold2 &
   folds $name $X/fold1 $X/fold2 $X/fold3 $X/fold4 $S/fold3 $S/fold4 $T/fold3 $T/fold4 &
   wait
@@ -62,6 +64,7 @@ case $STREAM in
   a) stream_a ;;
   b) stream_b ;;
   all) stream_a & stream_b & wait ;;
-  ensemble) ensemble ;;
-  *) echo "usage: $0 [a|b|all|ensemble] [RUNS_DIR]" >&2; exit 2 ;;
+  ensemble) ensemble lite0-128 ;;
+  ensemble:*) ensemble "${STREAM#ensemble:}" ;;
+  *) echo "usage: $0 [a|b|all|ensemble|ensemble:ROW] [RUNS_DIR]" >&2; exit 2 ;;
 esac
