@@ -45,6 +45,7 @@ class TrainConfig:
     stain_sigma: float = 0.1  # H&E jitter, natural OD units (amf.stain); 0 and 0 disable it
     stain_delta: float = 0.05
     mixup_alpha: float = 0.0  # mixup (Zhang et al. 2018): Beta(a, a) blend of image pairs and their losses; 0 = off
+    ema_decay: float = 0.0  # weight averaging: validate and keep an EMA of the weights, decay rising to this; 0 = off
     folds: int = 5
     lodo: bool = True  # train the leave-one-domain-out x k-fold models (the cross-domain estimate)
     ensemble: bool = True  # train the all-domains k-fold (the ensemble that gets shipped)
@@ -79,6 +80,8 @@ class TrainConfig:
             raise AmfError("nothing to train: lodo and ensemble are both off")
         if self.head_init not in ("timm", "zero"):
             raise AmfError(f"head_init must be timm or zero, not {self.head_init!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise AmfError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.mixup_alpha < 0:
             raise AmfError(f"mixup_alpha must be >= 0, got {self.mixup_alpha}")
         if self.focal_alpha is not None and not 0 <= self.focal_alpha <= 1:

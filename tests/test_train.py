@@ -232,6 +232,38 @@ def test_mixup_trains_reproducibly_and_a_run_from_before_a_new_key_still_resumes
         smoke(mixup_alpha=-1)
 
 
+def test_weight_ema_is_what_gets_validated_and_kept_and_resumes_bit_for_bit(tmp_path):
+    labels = amibr_style_dataset(tmp_path / "data")
+    cfg = smoke(epochs=2, lodo=False, fold_limit=1, ema_decay=0.9)
+    train_run(cfg, labels, tmp_path / "straight")
+    fold = Path("all") / "fold0"
+    ckpt = torch.load(tmp_path / "straight" / fold / CHECKPOINT, weights_only=True)
+    kept = load_file(tmp_path / "straight" / fold / "best.safetensors")
+    floats = [k for k in ckpt["model"] if ckpt["model"][k].is_floating_point()]
+    assert any(not torch.equal(ckpt["ema"][k], ckpt["model"][k]) for k in floats)  # an average, not a copy
+    train_run(cfg.replace(epochs=1, batch_size=4), labels, tmp_path / "one")  # one epoch, the best: its EMA kept
+    one = torch.load(tmp_path / "one" / fold / CHECKPOINT, weights_only=True)
+    one_kept = load_file(tmp_path / "one" / fold / "best.safetensors")
+    assert all(torch.equal(one_kept[k], one["ema"][k]) for k in floats)
+    assert any(not torch.equal(one_kept[k], one["model"][k]) for k in floats)
+
+    def kill_after_first_epoch(fold_name, epoch):
+        if epoch == 0:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_run(cfg, labels, tmp_path / "resumed", on_epoch_end=kill_after_first_epoch)
+    train_run(cfg, labels, tmp_path / "resumed", resume=True)
+    resumed = load_file(tmp_path / "resumed" / fold / "best.safetensors")
+    assert all(torch.equal(kept[k], resumed[k]) for k in kept)
+    plain = torch.load(train_run(smoke(epochs=2, lodo=False, fold_limit=1), labels, tmp_path / "plain") and
+                       tmp_path / "plain" / fold / CHECKPOINT, weights_only=True)
+    assert plain["ema"] is None
+    assert all(torch.equal(plain["model"][k], ckpt["model"][k]) for k in floats)  # EMA never steers training
+    with pytest.raises(AmfError, match="ema_decay"):
+        smoke(ema_decay=1.0)
+
+
 def test_folds_as_independent_parallel_jobs_equal_the_sequential_run(tmp_path, capsys):
     """--list-folds prints the plan; two jobs with --fold, run at once, give the sequential run's bytes."""
     import subprocess

@@ -32,6 +32,7 @@ stream_a() {
   row b0-scratch-128 configs/b0-scratch.toml               # the baseline: today's scratch efficientvit_b0, 12 epochs
   row lite0-128-mixup configs/lite0.toml --set mixup_alpha=0.4
   row lite2-128 configs/lite0.toml $(lite 2)
+  row lite0-128-ema configs/lite0.toml --set ema_decay=0.999  # weight averaging (a flatter minimum)
 }
 stream_b() {
   row lite1-128 configs/lite0.toml $(lite 1)
