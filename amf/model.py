@@ -1,7 +1,7 @@
 """The classifier: a timm backbone with one logit for P(atypical), plus its own input preprocessing.
 
-Preprocessing (upsampling the 128 px patch to the backbone's input size and normalising) is part of the
-module, so every caller (training, the fused engine, export) feeds the same thing: RGB in ``[0, 1]`` at
+Preprocessing (the centre crop, resizing the patch to the backbone's input size, normalising) is part of
+the module, so every caller (training, the fused engine, export) feeds the same thing: RGB in ``[0, 1]`` at
 patch size. Weights never come from the network: a backbone starts random, or from a local file.
 """
 
@@ -26,6 +26,9 @@ class ModelSpec:
 
     arch: str
     input_size: int = PATCH_SIZE
+    #: The centre square of the patch (px) that the backbone sees, resized to ``input_size``. The figure sits in
+    #: the centre of every crop-out, so a smaller crop zooms in on it at the same compute (80 of 128 px: 1.6x).
+    crop: int = PATCH_SIZE
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     timm_kwargs: dict = field(default_factory=dict)
@@ -34,6 +37,7 @@ class ModelSpec:
         return {
             "arch": self.arch,
             "input_size": self.input_size,
+            "crop": self.crop,
             "mean": list(self.mean),
             "std": list(self.std),
             "timm_kwargs": dict(self.timm_kwargs),
@@ -44,6 +48,7 @@ class ModelSpec:
         return cls(
             arch=d["arch"],
             input_size=int(d["input_size"]),
+            crop=int(d.get("crop", PATCH_SIZE)),  # manifests from before the key: the whole patch
             mean=tuple(d.get("mean", cls.mean)),
             std=tuple(d.get("std", cls.std)),
             timm_kwargs=dict(d.get("timm_kwargs", {})),
@@ -69,6 +74,10 @@ class Classifier(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images
+        side = x.shape[-1]
+        if self.spec.crop < side:
+            start = (side - self.spec.crop) // 2
+            x = x[..., start:start + self.spec.crop, start:start + self.spec.crop]
         if x.shape[-1] != self.spec.input_size or x.shape[-2] != self.spec.input_size:
             x = F.interpolate(x, size=(self.spec.input_size,) * 2, mode="bilinear", align_corners=False)
         x = (x - self.mean) / self.std

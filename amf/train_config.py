@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from amf.errors import AmfError
+from amf.io import PATCH_SIZE
 from amf.model import PRESETS, ModelSpec
 from amf.pretrained import source
 from amf.threshold import METHODS
@@ -27,6 +28,7 @@ class TrainConfig:
     preset: str | None = None  # "paper" | "cpu": fills arch and input_size unless those are given
     arch: str = "efficientvit_b0"  # any timm model name
     input_size: int = 128  # the backbone's input side; patches (128 px) are resized inside the model
+    crop: int = PATCH_SIZE  # the centre square (px) of the patch the model sees: zooms in on the figure, same cost
     timm_kwargs: dict = field(default_factory=dict)
     init_weights: str | None = None  # "imagenet:efficientnet_lite0" (amf.pretrained) or a local file; never network
     head_init: str = "timm"  # "zero": the new one-logit head starts at logit 0 (pretrained backbones)
@@ -72,6 +74,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size", "input_size"):
             if getattr(self, name) < 1:
                 raise AmfError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 1 <= self.crop <= PATCH_SIZE:
+            raise AmfError(f"crop must be in [1, {PATCH_SIZE}] (patch pixels), got {self.crop}")
         if self.folds < 2:
             raise AmfError(f"folds must be >= 2, got {self.folds}")
         if not 0 <= self.fold_limit <= self.folds:
@@ -141,4 +145,5 @@ class TrainConfig:
             if src.arch != self.arch:
                 raise AmfError(f"init_weights {src.name} fits arch {src.arch!r}, not {self.arch!r}")
             base = dataclasses.replace(base, mean=src.mean, std=src.std)
-        return dataclasses.replace(base, arch=self.arch, input_size=self.input_size, timm_kwargs=dict(self.timm_kwargs))
+        return dataclasses.replace(base, arch=self.arch, input_size=self.input_size, crop=self.crop,
+                                   timm_kwargs=dict(self.timm_kwargs))

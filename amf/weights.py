@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from amf.errors import WeightsError
 from amf.files import atomic_write_bytes, read_json, sha256_file, write_json
+from amf.io import PATCH_SIZE
 
 if TYPE_CHECKING:  # torch and the model code load only when a model is built
     import torch
@@ -195,6 +196,9 @@ def check_settings(manifest: dict, path: Path) -> None:
     size = model.get("input_size")
     if type(size) is not int or size < 1:
         raise WeightsError(f"{path}: model input_size {size!r} must be a positive integer")
+    crop = model.get("crop", PATCH_SIZE)
+    if type(crop) is not int or not 1 <= crop <= PATCH_SIZE:
+        raise WeightsError(f"{path}: model crop {crop!r} must be an integer in [1, {PATCH_SIZE}] (patch pixels)")
     if not isinstance(threshold, dict) or "value" not in threshold or "method" not in threshold:
         raise WeightsError(f"{path}: threshold must be {{'value': ..., 'method': ...}}")
     value = threshold["value"]

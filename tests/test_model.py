@@ -1,5 +1,7 @@
 """The classifier: one logit, its own preprocessing, and initial weights only from a local file."""
 
+import json
+
 import pytest
 import timm
 import torch
@@ -43,3 +45,37 @@ def test_init_weights_refuses_missing_foreign_and_corrupt_files(tmp_path):
     corrupt.write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match="cannot read"):
         build_classifier(ModelSpec("efficientvit_b0"), init_weights=corrupt)
+
+
+def test_centre_crop_zooms_in_on_the_figure_and_travels_with_the_weights(tmp_path):
+    """``crop`` = the model sees the centre square only: the same as cropping the patch first; the manifest
+    carries it (older manifests mean the whole patch), and every engine strategy applies it."""
+    import numpy as np
+
+    from amf.bench import randomize, synthetic_patches
+    from amf.engine import STRATEGIES, Engine
+    from amf.tta import TTAConfig
+    from amf.weights import Threshold, load_ensemble, save_ensemble
+
+    spec = ModelSpec("efficientvit_b0", input_size=64, crop=80)
+    model = randomize(build_classifier(spec), seed=1).eval()
+    whole = build_classifier(ModelSpec("efficientvit_b0", input_size=64)).eval()
+    whole.load_state_dict(model.state_dict())
+    patches = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(patches), whole(patches[..., 24:104, 24:104]))
+        assert not torch.allclose(model(patches), whole(patches))
+    assert ModelSpec.from_dict({"arch": "efficientvit_b0", "input_size": 64}).crop == 128
+
+    save_ensemble([model], tmp_path, Threshold(0.5, "fixed"), TTAConfig(views=2), {"note": "test"})
+    assert load_ensemble(tmp_path).members[0].spec.crop == 80
+    stack = np.stack(list(synthetic_patches(3, seed=3)))
+    loop = Engine([model], TTAConfig(views=2), device="cpu", strategy="loop").predict_proba(stack)
+    for strategy in STRATEGIES:
+        np.testing.assert_allclose(Engine([model], TTAConfig(views=2), device="cpu", strategy=strategy)
+                                   .predict_proba(stack), loop, rtol=0, atol=1e-5)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["model"]["crop"] = 200
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(WeightsError, match="crop"):
+        load_ensemble(tmp_path)

@@ -100,6 +100,9 @@ def test_config_files_and_overrides():
     cfg = smoke().replace(preset="cpu")
     assert (cfg.arch, cfg.input_size) == ("efficientvit_b0", 128)
     assert smoke().replace(arch="resnet10t").model_spec().arch == "resnet10t"
+    assert smoke(crop=96).model_spec().crop == 96 and smoke().model_spec().crop == 128  # the model's centre crop
+    with pytest.raises(AmfError, match="crop"):
+        smoke(crop=0)
     with pytest.raises(AmfError, match="unknown config key"):
         TrainConfig.from_dict({"epochz": 3})
     with pytest.raises(AmfError, match="preset"):

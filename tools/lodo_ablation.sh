@@ -32,11 +32,12 @@ stream_a() {
   row b0-scratch-128 configs/b0-scratch.toml               # the baseline: today's scratch efficientvit_b0, 12 epochs
   row lite0-128-mixup configs/lite0.toml --set mixup_alpha=0.4
   row lite2-128 configs/lite0.toml $(lite 2)
-  row lite0-128-ema configs/lite0.toml --set ema_decay=0.999  # weight averaging (a flatter minimum)
+  row lite0-128-hed-strong-ema configs/lite0.toml --set stain_sigma=0.4 --set stain_delta=0.15 --set ema_decay=0.999
 }
 stream_b() {
   row lite1-128 configs/lite0.toml $(lite 1)
   row lite0-128-hed-strong configs/lite0.toml --set stain_sigma=0.4 --set stain_delta=0.15  # domains differ by 2x in H
+  row lite0-128-hed-strong-crop80 configs/lite0.toml --set stain_sigma=0.4 --set stain_delta=0.15 --set crop=80  # zoom
   row lite0-224 configs/lite0.toml --input-size 224
 }
 folds() {  # NAME FOLD...: train these folds of the five-member LODO run NAME (joins the shared run folder)
