@@ -5,7 +5,7 @@
 #   tools/lodo_ablation.sh [a|b|all|ensemble|ensemble:ROW] [RUNS_DIR]   (default: all, runs/lodo; resumable)
 # `ensemble:ROW` grows the finished one-model row ROW into ROW-ens5, all five members per held-out domain (20
 # models): a copy of ROW (its fold 0 is the same fold, same bytes) plus folds 1-4, trained as two jobs.
-# `ensemble` is `ensemble:lite0-128`, the shipped configuration's own row.
+# `ensemble` is `ensemble:lite0-128` (the shipped configuration's own row), training lite0-128 first if it is missing.
 # then: python -m amf crossval RUNS_DIR/* --output docs/results/lodo4
 # Rows are listed in the order they run; a finished row is skipped, an unfinished one resumes.
 set -euo pipefail
@@ -66,7 +66,7 @@ case $STREAM in
   a) stream_a ;;
   b) stream_b ;;
   all) stream_a & stream_b & wait ;;
-  ensemble) ensemble lite0-128 ;;
+  ensemble) row lite0-128 configs/lite0.toml; ensemble lite0-128 ;;
   ensemble:*) ensemble "${STREAM#ensemble:}" ;;
   *) echo "usage: $0 [a|b|all|ensemble|ensemble:ROW] [RUNS_DIR]" >&2; exit 2 ;;
 esac
