@@ -48,6 +48,17 @@ def test_bundled_stack_matches_expected_output(bundled_output):
         assert abs(got["confidence"] - want["confidence"]) <= 1e-4
 
 
+def test_shipped_weights_come_from_the_documented_config():
+    """README's reproduction command (configs/lite0-crop80.toml, --no-lodo) is what trained weights/."""
+    from amf.train_config import TrainConfig
+
+    manifest = read_manifest(ROOT / "weights")
+    config = TrainConfig.from_toml(ROOT / "configs" / "lite0-crop80.toml").replace(lodo=False).to_dict()
+    trained = manifest["training"]["config"]
+    assert {k for k in config if config[k] != trained.get(k)} == set()
+    assert manifest["model"]["crop"] == 80 and "configs/lite0-crop80.toml" in manifest["training"]["command"]
+
+
 def test_bundled_output_schema(bundled_output):
     check_schema(bundled_output, pages=16)
 

@@ -93,8 +93,12 @@ def test_lodo_run_layout_via_cli(tmp_path, capsys):
 
 
 def test_config_files_and_overrides():
-    for name in ("cpu", "paper", "smoke"):
-        TrainConfig.from_toml(ROOT / "configs" / f"{name}.toml")
+    configs = {p.stem: TrainConfig.from_toml(p) for p in sorted((ROOT / "configs").glob("*.toml"))}
+    assert {"cpu", "paper", "smoke", "lite0", "lite0-crop80", "b0-scratch"} <= set(configs)
+    # The shipped recipe is the plain lite0 recipe plus the levers measured leave-one-domain-out, nothing else.
+    plain, shipped = configs["lite0"].to_dict(), configs["lite0-crop80"].to_dict()
+    assert {k for k in plain if plain[k] != shipped[k]} == {"stain_sigma", "stain_delta", "crop"}
+    assert (shipped["stain_sigma"], shipped["stain_delta"], shipped["crop"]) == (0.4, 0.15, 80)
     paper = TrainConfig.from_toml(ROOT / "configs" / "paper.toml")
     assert (paper.arch, paper.input_size, paper.folds, paper.lodo) == ("efficientvit_l2", 256, 5, True)
     cfg = smoke().replace(preset="cpu")

@@ -37,7 +37,7 @@ stream_a() {
 stream_b() {
   row lite1-128 configs/lite0.toml $(lite 1)
   row lite0-128-hed-strong configs/lite0.toml --set stain_sigma=0.4 --set stain_delta=0.15  # domains differ by 2x in H
-  row lite0-128-hed-strong-crop80 configs/lite0.toml --set stain_sigma=0.4 --set stain_delta=0.15 --set crop=80  # zoom
+  row lite0-128-hed-strong-crop80 configs/lite0.toml --set stain_sigma=0.4 --set stain_delta=0.15 --set crop=80  # zoom: = configs/lite0-crop80.toml, shipped
   row lite0-224 configs/lite0.toml --input-size 224
 }
 folds() {  # NAME FOLD...: train these folds of the five-member LODO run NAME (joins the shared run folder)
