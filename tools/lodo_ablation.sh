@@ -5,7 +5,7 @@
 #   tools/lodo_ablation.sh [a|b|all|ensemble|ensemble:ROW] [RUNS_DIR]   (default: all, runs/lodo; resumable)
 # `ensemble:ROW` grows the finished one-model row ROW into ROW-ens5, all five members per held-out domain (20
 # models): a copy of ROW (its fold 0 is the same fold, same bytes) plus folds 1-4, trained as two jobs.
-# `ensemble` is `ensemble:lite0-128` (the shipped configuration's own row), training lite0-128 first if it is missing.
+# `ensemble` is `ensemble:lite0-128` (the plain recipe's five, shipped before), training lite0-128 first if it is missing.
 # then: python -m amf crossval RUNS_DIR/* --output docs/results/lodo4
 # Rows are listed in the order they run; a finished row is skipped, an unfinished one resumes.
 set -euo pipefail
@@ -37,7 +37,7 @@ stream_a() {
 stream_b() {
   row lite1-128 configs/lite0.toml $(lite 1)
   row lite0-128-hed-strong configs/lite0.toml --set stain_sigma=0.4 --set stain_delta=0.15  # domains differ by 2x in H
-  row lite0-128-hed-strong-crop80 configs/lite0.toml --set stain_sigma=0.4 --set stain_delta=0.15 --set crop=80  # zoom: = configs/lite0-crop80.toml, shipped
+  row lite0-128-hed-strong-crop80 configs/lite0-crop80.toml  # hed-strong plus a zoom: the shipped recipe
   row lite0-224 configs/lite0.toml --input-size 224
 }
 folds() {  # NAME FOLD...: train these folds of the five-member LODO run NAME (joins the shared run folder)
