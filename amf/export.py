@@ -24,8 +24,9 @@ import torch
 
 from amf.errors import AmfError
 from amf.files import check_replaceable, replace_folder
+from amf.provenance import git_commit
 from amf.rescore import PatchCache, oof_scores, score_run
-from amf.run_folder import (BEST, RESULT, SUMMARY, finished, git_commit, load_fold_model, load_run_config,
+from amf.run_folder import (BEST, RESULT, SUMMARY, finished, load_fold_model, load_run_config,
                             portable_command)
 from amf.threshold import (METHODS, choose_threshold, max_balanced_accuracy_threshold, mean_class_recall, safe_auc,
                            threshold_candidates, transfer_thresholds)

@@ -12,10 +12,11 @@ run fills it)::
         checkpoint.pt      # resumable training state (amf.train)
         best.safetensors   # best epoch's weights (save_best_safetensors, load_fold_model)
         oof.csv, heldout.csv   # predictions (write_predictions, read_predictions)
+        membership.csv     # every patch the fold touched and its role (train, val, heldout), by pixel sha256
         result.json        # fold metrics; written last, so it marks the fold finished (finished)
 
-It also keeps the record of how a run or an export came about (:func:`git_commit`, :func:`args_to_argv`,
-:func:`portable_command`).
+It also keeps the command lines of a run or an export (:func:`args_to_argv`, :func:`portable_command`,
+:func:`job_commands`); the code and machine state is :mod:`amf.provenance`'s.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import datetime as _dt
 import io
 import json
 import os
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,16 +48,11 @@ BEST = "best.safetensors"
 RESULT = "result.json"
 OOF = "oof.csv"
 HELDOUT = "heldout.csv"
+MEMBERSHIP = "membership.csv"
 PRED_COLUMNS = ("line", "image", "domain", "group", "label", "logit", "prob")
-
-
-def git_commit(cwd: Path | None = None) -> str:
-    cwd = cwd or Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+MEMBERSHIP_COLUMNS = ("image", "sha256", "domain", "group", "label", "role")
+#: The roles a patch can have in a fold: trained on, validated on (its out-of-fold score), held out (LODO).
+ROLES = ("train", "val", "heldout")
 
 
 class RunLog:
@@ -87,6 +82,45 @@ def write_predictions(path: Path, table: LabelTable, idx: np.ndarray, logits: np
         w.writerow([int(table.rows[i]), table.paths[i], table.domains[i], table.groups[i], int(table.labels[i]),
                     repr(float(z)), repr(float(sigmoid(z)))])
     atomic_write_bytes(Path(path), buf.getvalue().encode())
+
+
+def write_membership(path: Path, table: LabelTable, roles: dict[str, np.ndarray], digests: list[str]) -> None:
+    """Which patches a fold trained on, validated on and held out, recorded by training itself: one row per
+    patch with its image, pixel sha256 (:func:`amf.io.patch_digest`), domain, group, label and role.
+
+    ``amf audit`` checks leakage from these rows (not from the split plan): no held-out patch, pixel
+    duplicate or group (slide) among a model's training rows."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(MEMBERSHIP_COLUMNS)
+    for role in ROLES:
+        for i in roles.get(role, np.zeros(0, dtype=np.int64)).tolist():
+            w.writerow([table.paths[i], digests[i], table.domains[i], table.groups[i], int(table.labels[i]), role])
+    atomic_write_bytes(Path(path), buf.getvalue().encode())
+
+
+def read_membership(path: Path) -> list[dict[str, str]]:
+    """The rows of a ``membership.csv`` (columns :data:`MEMBERSHIP_COLUMNS`)."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def job_commands(run_dir: Path) -> list[dict]:
+    """Every job that trained into ``run_dir``, in order, from its ``log.jsonl``: the canonical arguments,
+    the exact command line, the folds it was asked for, and the code and machine state it ran with."""
+    path = Path(run_dir) / LOG
+    if not path.is_file():
+        return []
+    jobs = []
+    for line in path.read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a kill can cut the last line short
+        if event.get("event") in ("start", "resume"):
+            jobs.append({k: event.get(k) for k in ("time", "event", "arguments", "command", "folds", "git",
+                                                   "environment")})
+    return jobs
 
 
 def read_predictions(path: Path) -> dict[str, np.ndarray]:

@@ -29,6 +29,7 @@ Run folder
         best.safetensors   # best epoch's Classifier state dict (fp32), metadata "amf": JSON of epoch, val BA
         oof.csv            # best model on its validation fold: line,image,domain,group,label,logit,prob
         heldout.csv        # best model on the held-out domain (LODO folds only), same columns
+        membership.csv     # every patch's role in the fold (train, val, heldout) with its pixel sha256
         result.json        # fold metrics; its presence marks the fold as finished
       all/fold<k>/         # same files, no heldout.csv
 
@@ -76,8 +77,11 @@ from amf.files import atomic_write_bytes, json_safe, write_json
 from amf.losses import focal_loss
 from amf.model import Classifier, build_classifier
 from amf.pretrained import init_backbone, init_head, provenance
-from amf.run_folder import (BEST, CHECKPOINT, CONFIG, HELDOUT, LOG, OOF, RESULT, SUMMARY, RunLog, collect_oof,
-                            finished, git_commit, read_predictions, save_best_safetensors, sigmoid, write_predictions)
+from amf.io import patch_digest
+from amf.provenance import config_file, environment, git_state
+from amf.run_folder import (BEST, CHECKPOINT, CONFIG, HELDOUT, LOG, MEMBERSHIP, OOF, RESULT, SUMMARY, RunLog,
+                            collect_oof, finished, read_predictions, save_best_safetensors, sigmoid, write_membership,
+                            write_predictions)
 from amf.sampling import epoch_indices
 from amf.splits import Fold, domain_slugs, make_folds
 from amf.threshold import choose_threshold, mean_class_recall, safe_auc, threshold_candidates
@@ -468,6 +472,8 @@ def finish_fold(fold: Fold, cfg: TrainConfig, table: LabelTable, images: torch.T
         "arch": cfg.arch, "input_size": cfg.input_size})
     val_logits = predict_logits(model, images, fold.val, device, cfg.eval_batch_size, amp)
     write_predictions(fold_dir / OOF, table, fold.val, val_logits)
+    write_membership(fold_dir / MEMBERSHIP, table, {"train": fold.train, "val": fold.val, "heldout": fold.heldout},
+                     _digests(images, np.concatenate([fold.train, fold.val, fold.heldout]), len(table)))
     result = {
         "fold": fold.name,
         "heldout_domain": fold.heldout_domain,
@@ -488,11 +494,21 @@ def finish_fold(fold: Fold, cfg: TrainConfig, table: LabelTable, images: torch.T
     return result
 
 
+def _digests(images: torch.Tensor, idx: np.ndarray, n: int) -> list[str]:
+    """:func:`amf.io.patch_digest` of ``images[idx]`` (the pixels training used), at their places in a list of ``n``."""
+    out = [""] * n
+    for i in np.unique(idx).tolist():
+        out[i] = patch_digest(images[i].permute(1, 2, 0).cpu().numpy())
+    return out
+
+
 # ------------------------------------------------------------------------------------------- the run
 
 
 def _config_record(cfg: TrainConfig, fp: dict, command: list[str] | None, images_dir: Path, columns: dict,
-                   arguments: list[str] | None = None) -> dict:
+                   arguments: list[str] | None = None, config_path: Path | None = None,
+                   device: torch.device | None = None) -> dict:
+    git = git_state()
     rec = {
         "config": cfg.to_dict(),
         "model": cfg.model_spec().to_dict(),
@@ -502,7 +518,10 @@ def _config_record(cfg: TrainConfig, fp: dict, command: list[str] | None, images
         "command": command if command is not None else [sys.executable, *sys.argv],
         "arguments": arguments,
         "cwd": os.getcwd(),
-        "git_commit": git_commit(),
+        "git_commit": git["commit"],
+        "git": git,
+        "config_file": config_file(config_path),
+        "environment": environment(cfg.threads, str(device) if device is not None else None),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
     }
@@ -571,6 +590,7 @@ def train_run(
     arguments: list[str] | None = None,
     only: list[str] | None = None,
     world: World = World(),
+    config_path: Path | None = None,
 ) -> dict | None:
     """Train every fold of a run into ``output`` and write ``summary.json``; returns the summary.
 
@@ -585,13 +605,17 @@ def train_run(
 
     ``world`` (:func:`amf.distributed.start`) trains each fold data-parallel over the processes of a
     ``torchrun`` job; rank 0 writes everything and returns the summary, the other ranks return None.
+
+    ``config_path``: the config file the settings came from; its sha256 and text are recorded. Every job
+    (start, resume or ``--fold`` job) logs its command line, git state and environment in ``log.jsonl``,
+    which is where the export reads the commands that produced the members.
     """
     output = Path(output)
     dev = device_for(world, resolve_device(device))
     table = read_datasets(data_sources(labels_file, images_dir), columns)  # validates every row first
     table = limit_table(table, cfg.limit, cfg.seed)
     fp = fingerprint(table)
-    record = _config_record(cfg, fp, command, table.image_dir, columns or {}, arguments)
+    record = _config_record(cfg, fp, command, table.image_dir, columns or {}, arguments, config_path, dev)
     record["image_dirs"] = [str(d) if d is not None else None for _, d in data_sources(labels_file, images_dir)]
     planned = select_folds(make_folds(table.labels, table.domains, table.groups, cfg.folds, cfg.seed, lodo=cfg.lodo),
                            cfg)
@@ -619,7 +643,9 @@ def train_run(
     log = RunLog(output / LOG if world.main else None)
     folds = planned if only is None else [f for f in planned if f.name in only]
     log.write(event="resume" if resume else "start", command=record["command"], arguments=arguments, device=str(dev),
-              processes=world.size, n=len(table), folds=[f.name for f in folds], counts=table.summary())
+              processes=world.size, n=len(table), folds=[f.name for f in folds], counts=table.summary(),
+              git=record["git"], environment=record["environment"],
+              config_file_sha256=(record["config_file"] or {}).get("sha256"))
     progress = progress and world.main
     images = load_images(table, progress=progress)  # every file decoded before training starts
     if dev.type == "cuda":

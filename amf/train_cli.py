@@ -179,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
             arguments=args_to_argv("train", args),
             only=args.fold,
             world=world,
+            config_path=args.config,
         )
     except KeyboardInterrupt:
         labels = " ".join(f"--labels {p}" for p in args.labels)

@@ -1,0 +1,123 @@
+"""How a result came about: the code (git commit and whether the tree was dirty), the machine and the
+package versions that touch the numbers, and the config file a run was started from.
+
+Recorded when it happens (by ``train``, ``export`` and ``crossval``) so that ``amf audit`` can check it later
+from what the repository ships; nothing here is ever reconstructed after the fact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+#: Distributions whose versions change the numbers a run or an export produces.
+NUMERIC_PACKAGES = ("torch", "timm", "numpy", "scikit-learn", "scikit-image", "safetensors", "pillow")
+
+#: The repository root (where ``.git`` is, in a checkout).
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _git(*args: str, cwd: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd or ROOT, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    """The checked-out commit, or ``"unknown"`` outside a git checkout."""
+    out = _git("rev-parse", "HEAD", cwd=cwd)
+    return out.strip() if out and out.strip() else "unknown"
+
+
+def git_state(cwd: Path | None = None) -> dict:
+    """``{"commit", "dirty", "changes"}``: the commit, and the tracked or untracked files that differ from it
+    (ignored files such as ``runs/`` are not changes). ``dirty`` is ``None`` outside a git checkout."""
+    commit = git_commit(cwd)
+    status = _git("status", "--porcelain", "--untracked-files=all", cwd=cwd)
+    if status is None:
+        return {"commit": commit, "dirty": None, "changes": []}
+    changes = sorted(line[3:] for line in status.splitlines() if line.strip())
+    return {"commit": commit, "dirty": bool(changes), "changes": changes}
+
+
+def commit_has(commit: str, path: str, cwd: Path | None = None) -> bool:
+    """Whether ``commit`` exists and holds ``path`` (relative to the repository root)."""
+    return _git("cat-file", "-e", f"{commit}:{path}", cwd=cwd) is not None
+
+
+def file_at(commit: str, path: str, cwd: Path | None = None) -> bytes | None:
+    """The bytes of ``path`` at ``commit``, or None when either does not exist."""
+    try:
+        out = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=cwd or ROOT, capture_output=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def cpu_name() -> str:
+    """The CPU model as the kernel names it (``platform.processor()`` is often empty on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(threads: int | None = None, device: str | None = None) -> dict:
+    """Python and the :data:`NUMERIC_PACKAGES` versions, the CPU (and GPU when one is used), the thread count."""
+    import torch
+
+    packages = {}
+    for name in NUMERIC_PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    env = {
+        "python": platform.python_version(),
+        "packages": packages,
+        "platform": platform.platform(),
+        "cpu": cpu_name(),
+        "cpu_count": _cpu_count(),
+        "threads": threads if threads else torch.get_num_threads(),
+        "device": device or "cpu",
+    }
+    if device and device.startswith("cuda") and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return env
+
+
+def _cpu_count() -> int | None:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count()
+
+
+def config_file(path: Path | None) -> dict | None:
+    """The config file a run was started from: its path (relative to the repository when inside it), sha256
+    and full text, so the settings can be checked against the committed file even after it changes."""
+    if path is None:
+        return None
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        shown = str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        shown = str(path)
+    return {"path": shown, "sha256": hashlib.sha256(data).hexdigest(), "text": data.decode("utf-8")}
+
+
+def command_line() -> list[str]:
+    """The exact process command line."""
+    return [sys.executable, *sys.argv]
