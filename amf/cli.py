@@ -1,5 +1,5 @@
 """Command-line entry: ``amf`` (the console script) or ``python -m amf``, then a sub-command:
-train, export, predict, evaluate, crossval or bench.
+train, export, predict, evaluate, crossval, bench or audit.
 
 Each sub-command lives in its own module, which provides ``add_arguments(parser)`` and ``run(args) -> int``.
 The modules are imported only when their sub-command runs, so ``predict`` never loads training code and
@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("amf.evaluation.cli", "official MIDOG 2025 Track 2 metrics, plus a report"),
     "crossval": ("amf.crossval_cli", "leave-one-domain-out results of training runs, with and without TTA"),
     "bench": ("amf.bench", "speed and memory benchmark, measured side by side"),
+    "audit": ("amf.audit_cli", "check every claim of the repository from what it ships"),
 }
 
 
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     prog = "amf" if os.path.basename(sys.argv[0]) == "amf" else "python -m amf"
     parser = argparse.ArgumentParser(
         prog=prog, description="Atypical vs normal mitotic figures (MIDOG 2025 Track 2): train, export, predict, "
-        "evaluate, crossval and bench. Each command has its own --help.")
+        "evaluate, crossval, bench and audit. Each command has its own --help.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # Only the chosen sub-command's module is imported; the others just get a help line.
     chosen = next((a for a in argv if not a.startswith("-")), None)

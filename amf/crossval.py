@@ -14,8 +14,10 @@ test-time augmentation, so "TTA on vs off" is measured on the same models. For e
 
 The headline of a run is the mean over held-out domains of balanced accuracy (at the OOF threshold) and
 ROC AUC, as in the paper's leave-one-domain-out protocol. Outputs, in ``--output``:
-``crossval.json`` (everything), ``crossval.md`` (tables), ``roc_<run>_<tta|plain>.png`` and
-``heldout_<run>_<tta|plain>.csv`` (one row per held-out figure). Runs scored earlier into the same folder
+``crossval.json`` (everything, with each row's provenance: config, data fingerprint, commits, jobs),
+``crossval.md`` (tables), ``roc_<run>_<tta|plain>.png``, ``heldout_<run>_<tta|plain>.csv`` (one row per
+held-out figure), ``oof_<run>_<tta|plain>.csv`` (the out-of-fold scores each domain's threshold was chosen on)
+and ``membership_<run>.csv`` (each patch's role in each of the row's models, as training recorded it). Runs scored earlier into the same folder
 stay in its tables, so an ablation can be scored row by row as its runs finish.
 """
 
@@ -35,9 +37,10 @@ from amf.evaluation.figures import Figures
 from amf.evaluation.metrics import classification_metrics
 from amf.evaluation.report import plot_roc
 from amf.evaluation.summary import ci_text, num_text
-from amf.files import atomic_write_bytes, json_safe, write_json
+from amf.files import atomic_write_bytes, json_safe, sha256_file, write_json
+from amf.provenance import git_state
 from amf.rescore import HeldOut, PatchCache, score_run
-from amf.run_folder import load_run_config, lodo_folds
+from amf.run_folder import MEMBERSHIP, job_commands, load_run_config, lodo_folds, read_membership
 from amf.threshold import mean_class_recall, transfer_thresholds
 from amf.tta import TTAConfig
 
@@ -94,7 +97,7 @@ def summarize_heldout(heldout: list[HeldOut], evaluation: Evaluation, method: st
             **_scope_record(scope),
             "members": h.members,
             "threshold": {"method": method, "value": h.thresholds[method]["value"], "otsu": otsu,
-                          "oof_n": len(h.oof_labels)},
+                          "oof_n": len(h.oof.labels)},
             "balanced_accuracy_at_otsu": mean_class_recall(h.probs, h.labels, otsu),
             "balanced_accuracy_at_0.5": mean_class_recall(h.probs, h.labels, 0.5),
             "balanced_accuracy_at_transfer": mean_class_recall(h.probs, h.labels, transfer),
@@ -138,10 +141,67 @@ def write_heldout_csv(path: Path, heldout: list[HeldOut], method: str) -> None:
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
+def write_oof_csv(path: Path, heldout: list[HeldOut]) -> dict:
+    """``oof_<run>_<mode>.csv``: the out-of-fold scores each held-out domain's threshold was chosen on (the
+    validation patches of its training domains, each scored by the one model that never trained on it), so
+    the per-domain thresholds can be re-derived from the committed files."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["heldout_domain", "image", "label", "fold", "p_atypical"])
+    for h in heldout:
+        for image, k, y, p in zip(h.oof.images.tolist(), h.oof.member.tolist(), h.oof.labels.tolist(),
+                                  h.oof.probs.tolist(), strict=True):
+            w.writerow([h.domain, image, "atypical" if y else "normal", h.folds[k], repr(float(p))])
+    atomic_write_bytes(path, buf.getvalue().encode())
+    return {"file": path.name, "sha256": sha256_file(path)}
+
+
+def write_membership_csv(path: Path, run: Path, heldout: list[HeldOut]) -> dict | None:
+    """``membership_<run>.csv``: per patch (image, sha256, domain, group, label) its role in every model of the
+    row (``train``, ``val``, ``heldout`` or empty), as training recorded it in each fold's ``membership.csv``;
+    None when the run was trained before training recorded it."""
+    folds = [f for h in heldout for f in h.folds]
+    dirs = [Path(run) / f / MEMBERSHIP for f in folds]
+    if not all(d.is_file() for d in dirs):
+        return None
+    rows = [{r["image"]: r for r in read_membership(d)} for d in dirs]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["image", "sha256", "domain", "group", "label", *folds])
+    for image in sorted(set().union(*rows)):
+        first = next(r[image] for r in rows if image in r)
+        w.writerow([image, first["sha256"], first["domain"], first["group"], first["label"],
+                    *(r[image]["role"] if image in r else "" for r in rows)])
+    atomic_write_bytes(path, buf.getvalue().encode())
+    return {"file": path.name, "sha256": sha256_file(path)}
+
+
+def run_provenance(run: Path, record: dict) -> dict:
+    """What made a row, as its run folder recorded it: config (and the file it came from), data fingerprint,
+    the commit and dirty state and environment of every training job, and the scoring's own code state."""
+    return {
+        "config": record["config"],
+        "config_file": record.get("config_file"),
+        "data": record["data"],
+        "git": record.get("git") or {"commit": record.get("git_commit"), "dirty": None, "changes": []},
+        "environment": record.get("environment"),
+        "jobs": job_commands(run),
+        "scored_git": git_state(),
+    }
+
+
 def markdown(results: dict) -> str:
     """An ablation table (one row per run and mode) and one leave-one-domain-out table per run and mode."""
-    lines = ["## Ablation: mean over held-out domains", "",
-             "| run | TTA | held-out domains | models per domain | mean BA (OOF threshold) | mean AUC "
+    lines = ["## Ablation: mean over held-out domains", "", *ablation_table(results)]
+    for run, modes in results.items():
+        for mode, r in modes.items():
+            lines += ["", f"## {run}, TTA {_tta_text(mode)}: each domain held out", "", *domain_table(r)]
+    return "\n".join(lines) + "\n"
+
+
+def ablation_table(results: dict) -> list[str]:
+    """One row per run and mode: the means over held-out domains (the markdown lines, no final newline)."""
+    lines = ["| run | TTA | held-out domains | models per domain | mean BA (OOF threshold) | mean AUC "
              "| mean BA (Otsu) | mean BA (transfer, nested) | mean BA (transfer) | transfer threshold "
              "| mean BA (hindsight-best) | mean sensitivity | mean specificity |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -158,26 +218,35 @@ def markdown(results: dict) -> str:
                          f"| {num_text(r.get('transfer_threshold'))} "
                          f"| {num_text(m.get('best_threshold_balanced_accuracy'))} | {num_text(m['sensitivity'])} "
                          f"| {num_text(m['specificity'])} |")
-    for run, modes in results.items():
-        for mode, r in modes.items():
-            lines += ["", f"## {run}, TTA {_tta_text(mode)}: each domain held out", "",
-                      "| held-out domain | figures (atypical) | BA [95% CI] | AUC [95% CI] | sensitivity "
-                      "| specificity | threshold (OOF) | Otsu threshold | BA at Otsu | nested transfer threshold "
-                      "| BA at nested transfer | BA at transfer threshold | BA at hindsight-best threshold |",
-                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-            for name, d in [*r["domains"].items(), ("pooled", r["pooled"])]:
-                t = d.get("threshold")
-                lines.append(
-                    f"| {name} | {d['n']} ({d['atypical']}) | {num_text(d['balanced_accuracy'])} "
-                    f"[{_ci(d['balanced_accuracy_ci95'])}] | {num_text(d['roc_auc'])} [{_ci(d['roc_auc_ci95'])}] "
-                    f"| {num_text(d['sensitivity'])} | {num_text(d['specificity'])} "
-                    f"| {num_text(t['value']) if t else ''} | {num_text(t['otsu']) if t else ''} "
-                    f"| {num_text(d['balanced_accuracy_at_otsu']) if t else ''} "
-                    f"| {num_text(d.get('transfer_nested_threshold')) if t else ''} "
-                    f"| {num_text(d.get('balanced_accuracy_at_transfer_nested')) if t else ''} "
-                    f"| {num_text(d.get('balanced_accuracy_at_transfer')) if t else ''} "
-                    f"| {num_text(d['best_threshold_balanced_accuracy']) if t else ''} |")
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def domain_table(r: dict) -> list[str]:
+    """One run and mode: each held-out domain and the pooled figures (the markdown lines)."""
+    lines = ["| held-out domain | figures (atypical) | BA [95% CI] | AUC [95% CI] | sensitivity "
+             "| specificity | threshold (OOF) | Otsu threshold | BA at Otsu | nested transfer threshold "
+             "| BA at nested transfer | BA at transfer threshold | BA at hindsight-best threshold |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, d in [*r["domains"].items(), ("pooled", r["pooled"])]:
+        t = d.get("threshold")
+        lines.append(
+            f"| {name} | {d['n']} ({d['atypical']}) | {num_text(d['balanced_accuracy'])} "
+            f"[{_ci(d['balanced_accuracy_ci95'])}] | {num_text(d['roc_auc'])} [{_ci(d['roc_auc_ci95'])}] "
+            f"| {num_text(d['sensitivity'])} | {num_text(d['specificity'])} "
+            f"| {num_text(t['value']) if t else ''} | {num_text(t['otsu']) if t else ''} "
+            f"| {num_text(d['balanced_accuracy_at_otsu']) if t else ''} "
+            f"| {num_text(d.get('transfer_nested_threshold')) if t else ''} "
+            f"| {num_text(d.get('balanced_accuracy_at_transfer_nested')) if t else ''} "
+            f"| {num_text(d.get('balanced_accuracy_at_transfer')) if t else ''} "
+            f"| {num_text(d['best_threshold_balanced_accuracy']) if t else ''} |")
+    m = r["mean"]
+    lines.append(f"| mean of the {len(r['domains'])} domains | | {num_text(m['balanced_accuracy'])} "
+                 f"| {num_text(m['roc_auc'])} | {num_text(m['sensitivity'])} | {num_text(m['specificity'])} | | "
+                 f"| {num_text(m['balanced_accuracy_at_otsu'])} | "
+                 f"| {num_text(m.get('balanced_accuracy_at_transfer_nested'))} "
+                 f"| {num_text(m.get('balanced_accuracy_at_transfer'))} "
+                 f"| {num_text(m.get('best_threshold_balanced_accuracy'))} |")
+    return lines
 
 
 def _say_missing(run: Path, cfg, finished: dict[str, list[Path]]) -> None:
@@ -227,7 +296,10 @@ def crossval(runs: list[Path], output: Path, modes: list[str], n_resamples: int 
                 continue
             heldout = score_run(run, mode_tta(mode), patches, threads, progress, desc=f"{name} [{mode}]")
             ev = evaluate_heldout(heldout, method, f"{run} held-out domains, TTA {mode}", n_resamples)
-            entry[mode] = {**key, **summarize_heldout(heldout, ev, method)}
+            provenance = {**run_provenance(run, record),
+                          "membership": write_membership_csv(output / f"membership_{name}.csv", run, heldout),
+                          "oof_scores": write_oof_csv(output / f"oof_{name}_{mode}.csv", heldout)}
+            entry[mode] = {**key, **summarize_heldout(heldout, ev, method), "provenance": provenance}
             plot_roc(ev, output / f"roc_{name}_{mode}.png")
             write_heldout_csv(output / f"heldout_{name}_{mode}.csv", heldout, method)
     write_json(output / "crossval.json", results)

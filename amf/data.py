@@ -340,13 +340,16 @@ def fingerprint(table: LabelTable) -> dict:
 
     listing = "\n".join(sorted(table.paths)).encode()
     files = table.meta.get("labels_files")
-    if files:  # several labels files: the sha256 of their sha256s, in order
-        labels_sha = hashlib.sha256("\n".join(sha256_file(Path(f)) for f in files).encode()).hexdigest()
+    if files:  # several labels files: the sha256 of their sha256s (hex, one per line, no final newline), in order
+        each = [sha256_file(Path(f)) for f in files]
+        labels_sha = hashlib.sha256("\n".join(each).encode()).hexdigest()
     else:
-        labels_sha = sha256_file(table.labels_file)
+        each = [sha256_file(table.labels_file)]
+        labels_sha = each[0]
     return {
         "labels_file": files or str(table.labels_file),
         "labels_sha256": labels_sha,
+        "labels_sha256_each": each,
         "files_sha256": hashlib.sha256(listing).hexdigest(),
         "n": len(table),
         "n_atypical": int(table.labels.sum()),

@@ -8,26 +8,33 @@ go into the manifest. The OOF patches are rescored through the inference engine 
 ships (each by the one member that never trained on it), so the threshold is chosen on scores made the way
 the container makes them; only the averaging over five members is left out, which no OOF score can have.
 
-Provenance in the manifest: the training config and model spec, the training and export command lines,
-the data fingerprint (labels sha256, sorted file-list sha256, n), git commit of the training and of the
-export, the threshold candidates and OOF metrics, per-member best epoch and validation metrics, and a
-``note`` (automatic for short or subset runs, plus ``--note``).
+Provenance in the manifest, all of it recorded when it happened (by training in the run folder, or here):
+the training config and the config file's sha256 and text, every training job's command line with its git
+state and environment (from the run's ``log.jsonl``), the data fingerprint (labels sha256, sorted file-list
+sha256, n, every patch's pixel sha256), the git commit and dirty state of the training and of the export,
+package versions, CPU and threads, the threshold, the rule that chose it and its candidates, OOF metrics,
+per-member best epoch and validation metrics, and a ``note`` (automatic for short or subset runs, plus
+``--note``). Beside the manifest, ``oof.csv`` (the out-of-fold scores of the members as shipped) and
+``membership.csv`` (which patches each member trained and was validated on) let ``amf audit`` re-derive the
+threshold and check for leakage.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
+import io
 import json
 from pathlib import Path
 
 import torch
 
 from amf.errors import AmfError
-from amf.files import check_replaceable, replace_folder
-from amf.provenance import git_commit
+from amf.files import atomic_write_bytes, check_replaceable, replace_folder, sha256_file
+from amf.provenance import environment, git_commit, git_state
 from amf.rescore import PatchCache, oof_scores, score_run
-from amf.run_folder import (BEST, RESULT, SUMMARY, finished, load_fold_model, load_run_config,
-                            portable_command)
+from amf.run_folder import (BEST, MEMBERSHIP, RESULT, SUMMARY, finished, job_commands, load_fold_model,
+                            load_run_config, portable_command, read_membership)
 from amf.threshold import (METHODS, choose_threshold, max_balanced_accuracy_threshold, mean_class_recall, safe_auc,
                            threshold_candidates, transfer_thresholds)
 from amf.tta import TTAConfig
@@ -60,12 +67,17 @@ def export_run(
     threshold_from: Path | None = None,
     force: bool = False,
     progress: bool = False,
+    allow_dirty: bool = False,
 ) -> dict:
-    """Write ``out_dir`` (members + manifest) from ``run_dir``; returns the manifest.
+    """Write ``out_dir`` (members, manifest, out-of-fold scores, training membership) from ``run_dir``;
+    returns the manifest.
 
-    With ``threshold_from`` (a leave-one-domain-out run of the same configuration and data), the shipped
-    threshold is :func:`amf.threshold.transfer_threshold` of its held-out domains, rescored with the shipped
-    TTA; the OOF candidates are still recorded next to it.
+    The members are rounded to their storage ``dtype`` before anything is scored, so the out-of-fold scores
+    (``oof.csv``) and the threshold chosen on them are those of the members as shipped: ``amf audit``
+    re-derives the threshold from ``oof.csv`` exactly. With ``threshold_from`` (a leave-one-domain-out run of
+    the same configuration and data), the shipped threshold is :func:`amf.threshold.transfer_threshold` of its
+    held-out domains, rescored with the shipped TTA; the OOF candidates are still recorded next to it.
+    ``allow_dirty`` is only recorded here: the command refuses a dirty tree without it.
     """
     run_dir = Path(run_dir)
     out_dir = Path(out_dir)
@@ -79,8 +91,12 @@ def export_run(
     if unfinished:
         raise AmfError(f"{run_dir} is not finished: {', '.join(unfinished)} lack {RESULT}/{BEST}; "
                        "finish it with python -m amf train --resume")
+    unrecorded = [str(d.relative_to(run_dir)) for d in fold_dirs if not (d / MEMBERSHIP).is_file()]
+    if unrecorded:
+        raise AmfError(f"{run_dir}: {', '.join(unrecorded)} lack {MEMBERSHIP} (trained before training recorded "
+                       "which patches each fold used); retrain them to export with provenance")
     tta = tta or TTAConfig()
-    members = [load_fold_model(cfg.model_spec(), d) for d in fold_dirs]
+    members = [as_stored(load_fold_model(cfg.model_spec(), d), dtype) for d in fold_dirs]
     member_info = []
     for d in fold_dirs:
         result = json.loads((d / RESULT).read_text())
@@ -88,9 +104,9 @@ def export_run(
 
     patches = PatchCache(Path(record["images_dir"]))
     # every training patch, once: the k folds' validation sets cover them
-    labels, probs = oof_scores(members, fold_dirs, patches, tta, progress=progress, desc="export: out-of-fold")
-    candidates = threshold_candidates(probs, labels)
-    value = choose_threshold(probs, labels, method)
+    oof = oof_scores(members, fold_dirs, patches, tta, progress=progress, desc="export: out-of-fold")
+    candidates = threshold_candidates(oof.probs, oof.labels)
+    value = choose_threshold(oof.probs, oof.labels, method)
     threshold = Threshold(value=float(value), method=f"oof_{method}")
     transfer = None
     if threshold_from is not None:
@@ -98,13 +114,20 @@ def export_run(
         threshold = Threshold(value=transfer["value"], method="lodo_transfer_mean_balanced_accuracy")
     summary_path = run_dir / SUMMARY
     lodo = json.loads(summary_path.read_text()).get("lodo_mean") if summary_path.is_file() else None
+    fold_names = [str(d.relative_to(run_dir)) for d in fold_dirs]
+    memberships = [read_membership(d / MEMBERSHIP) for d in fold_dirs]
     provenance = {
         "training": {
             "config": record["config"],
+            "config_file": record.get("config_file"),
             # None when the run was started from Python (amf.train.train_run) rather than the command line
             "command": portable_command(record["arguments"], record.get("cwd")) if record.get("arguments") else None,
             "arguments": record.get("arguments"),
+            "jobs": [{**job, "command": portable_command(job["arguments"], record.get("cwd"))
+                      if job.get("arguments") else None} for job in job_commands(run_dir)],
             "git_commit": record.get("git_commit", "unknown"),
+            "git": record.get("git"),
+            "environment": record.get("environment"),
             "created": record.get("created"),
             "run": str(run_dir),
             "torch": record.get("torch"),
@@ -115,24 +138,99 @@ def export_run(
                  "patch_sha256_note": "sha256 of each training patch's decoded pixels (amf.io.patch_digest), "
                                       "sorted: predict says how many of the patches it scores are among them"},
         "git_commit": git_commit(),
+        "export_git": git_state(),
+        "export_allow_dirty": allow_dirty,
+        "export_environment": environment(torch.get_num_threads()),
         "export_command": portable_command(arguments) if arguments else command,
         "export_arguments": arguments,
         "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "threshold_rule": THRESHOLD_RULE[threshold.method] if threshold.method in THRESHOLD_RULE else None,
         "threshold_candidates": candidates,
         "oof": {
-            "n": int(labels.size),
-            "n_atypical": int(labels.sum()),
-            "auc": safe_auc(probs, labels),
-            "balanced_accuracy": mean_class_recall(probs, labels, threshold.value),
-            "note": f"pooled out-of-fold probabilities of the all-domains members, {tta.views} TTA view(s) as "
-                    "shipped, each patch scored by the one member that did not train on it",
+            "n": int(oof.labels.size),
+            "n_atypical": int(oof.labels.sum()),
+            "auc": safe_auc(oof.probs, oof.labels),
+            "balanced_accuracy": mean_class_recall(oof.probs, oof.labels, threshold.value),
+            "note": f"pooled out-of-fold probabilities of the all-domains members as stored ({dtype_name(dtype)}), "
+                    f"{tta.views} TTA view(s) as shipped, each patch scored by the one member that did not train "
+                    f"on it: {OOF_SCORES}",
         },
         "lodo_mean": lodo,
         "threshold_transfer": transfer,
         "member_info": member_info,
         "note": "; ".join(x for x in (note, auto_note(cfg, record)) if x),
     }
-    return replace_folder(out_dir, lambda tmp: save_ensemble(members, tmp, threshold, tta, provenance, dtype=dtype))
+
+    def write(tmp: Path) -> dict:
+        files = {"oof_scores": write_oof_scores(tmp / OOF_SCORES, oof, fold_names, memberships),
+                 "membership": write_ensemble_membership(tmp / MEMBERSHIP, fold_names, memberships)}
+        return save_ensemble(members, tmp, threshold, tta, {**provenance, "files": files}, dtype=dtype)
+
+    return replace_folder(out_dir, write)
+
+
+#: What each threshold method means, in words an auditor can apply to ``oof.csv`` without this code.
+THRESHOLD_RULE = {
+    "oof_balanced_accuracy": (
+        "the cut on p_atypical of oof.csv (atypical when p >= cut) that maximises balanced accuracy; cuts are the "
+        "mid-points between consecutive distinct scores (and 1e-6 beyond the lowest and highest); among cuts "
+        "within 1e-12 of the best, the one nearest 0.5 (amf.threshold.max_balanced_accuracy_threshold)"),
+    "oof_youden": "the highest cut maximising Youden's J on oof.csv, half-way to the next lower distinct score "
+                  "(amf.threshold.youden_threshold)",
+    "oof_otsu": "skimage.filters.threshold_otsu(p_atypical of oof.csv, nbins=256) (amf.threshold.otsu_threshold)",
+}
+#: The weights folder's out-of-fold scores, one row per training patch.
+OOF_SCORES = "oof.csv"
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def as_stored(member, dtype: torch.dtype):
+    """``member`` with every floating tensor rounded to the storage ``dtype`` and back to fp32: exactly what
+    :func:`amf.weights.load_ensemble` will build from the shipped file."""
+    state = member.backbone.state_dict()
+    member.backbone.load_state_dict({k: v.to(dtype).float() if v.is_floating_point() else v for k, v in state.items()})
+    return member
+
+
+def _rows_by_image(membership: list[dict[str, str]]) -> dict[str, dict[str, str]]:
+    return {row["image"]: row for row in membership}
+
+
+def write_oof_scores(path: Path, oof, fold_names: list[str], memberships: list[list[dict]]) -> dict:
+    """``oof.csv``: image, its pixel sha256, domain, group, label, member index and fold, and P(atypical)
+    as shipped (the mean over the TTA views), written with ``repr`` so the file holds the exact floats."""
+    rows = [_rows_by_image(m) for m in memberships]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["image", "sha256", "domain", "group", "label", "member", "fold", "p_atypical"])
+    for image, k, y, p in zip(oof.images.tolist(), oof.member.tolist(), oof.labels.tolist(), oof.probs.tolist(),
+                              strict=True):
+        row = rows[k][image]
+        if row["role"] != "val":
+            raise AmfError(f"{image} is scored out of fold by member {k} but its {MEMBERSHIP} role is {row['role']}")
+        w.writerow([image, row["sha256"], row["domain"], row["group"], int(y), k, fold_names[k], repr(float(p))])
+    atomic_write_bytes(path, buf.getvalue().encode())
+    return {"file": path.name, "sha256": sha256_file(path)}
+
+
+def write_ensemble_membership(path: Path, fold_names: list[str], memberships: list[list[dict]]) -> dict:
+    """``membership.csv`` of the weights: one row per patch (image, sha256, domain, group, label) and, per
+    member, its role as training recorded it (``train``, ``val``, or empty), from the folds' own files."""
+    rows = [_rows_by_image(m) for m in memberships]
+    images = sorted(set().union(*rows))
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["image", "sha256", "domain", "group", "label", *(f"member_{k}" for k in range(len(fold_names)))])
+    for image in images:
+        first = next(r[image] for r in rows if image in r)
+        w.writerow([image, first["sha256"], first["domain"], first["group"], first["label"],
+                    *(r[image]["role"] if image in r else "" for r in rows)])
+    atomic_write_bytes(path, buf.getvalue().encode())
+    return {"file": path.name, "sha256": sha256_file(path), "columns": {f"member_{k}": n for k, n in
+                                                                          enumerate(fold_names)}}
 
 
 #: Settings that may differ between the shipped run and the LODO run its threshold comes from.

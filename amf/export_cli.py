@@ -33,6 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta-delta", type=float, help="TTA stain delta, natural OD (default: TTAConfig's)")
     p.add_argument("--dtype", choices=DTYPES, default="fp16", help="storage dtype of the members")
     p.add_argument("--note", help="free text stored in the manifest")
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="export from a checkout with uncommitted changes (recorded in the manifest; amf audit "
+                        "reports it): without it, export refuses, since the manifest's commit would not hold the "
+                        "code that ran")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -44,6 +48,14 @@ def check(args: argparse.Namespace) -> None:
     check_replaceable(Path(args.output), args.force)
     if args.tta_views is not None and args.tta_views < 1:
         raise AmfError("--tta-views must be >= 1")
+    if not args.allow_dirty:
+        from amf.provenance import git_state
+
+        state = git_state()
+        if state["dirty"]:
+            shown = ", ".join(state["changes"][:5]) + (", ..." if len(state["changes"]) > 5 else "")
+            raise AmfError(f"the checkout has uncommitted changes ({shown}): commit them first, so the manifest's "
+                           "commit holds the code that exported, or pass --allow-dirty (recorded in the manifest)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
     manifest = export_run(args.run, args.output, args.threshold_method, tta, dtype, args.note or "",
                           command=[sys.executable, *sys.argv], arguments=args_to_argv("export", args, ("run",)),
-                          threshold_from=args.threshold_from, force=args.force, progress=not args.no_progress)
+                          threshold_from=args.threshold_from, force=args.force, progress=not args.no_progress,
+                          allow_dirty=args.allow_dirty)
     th = manifest["threshold"]
     print(f"wrote {len(manifest['members'])} members to {args.output}; threshold {th['value']:.4f} ({th['method']})")
     for m, c in manifest["threshold_candidates"].items():

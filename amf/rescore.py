@@ -23,6 +23,17 @@ from amf.tta import TTAConfig
 
 
 @dataclass(frozen=True)
+class OutOfFold:
+    """Pooled out-of-fold scores: each patch (``images``) scored by the one model (``member``, its index in the
+    list scored) that never trained on it."""
+
+    images: np.ndarray
+    member: np.ndarray
+    labels: np.ndarray
+    probs: np.ndarray
+
+
+@dataclass(frozen=True)
 class HeldOut:
     """One held-out domain of one run: ensemble scores on it, and the OOF scores its threshold comes from."""
 
@@ -31,9 +42,9 @@ class HeldOut:
     images: list[str]
     labels: np.ndarray
     probs: np.ndarray
-    oof_labels: np.ndarray
-    oof_probs: np.ndarray
+    oof: OutOfFold
     thresholds: dict  # amf.threshold.threshold_candidates on the OOF scores
+    folds: list[str]  # the fold folders of its models, relative to the run
 
 
 class PatchCache:
@@ -55,20 +66,21 @@ class PatchCache:
 
 
 def oof_scores(models: list, fold_dirs: list[Path], patches: PatchCache, tta: TTAConfig,
-               threads: int | None = None, progress: bool = False,
-               desc: str = "out-of-fold") -> tuple[np.ndarray, np.ndarray]:
-    """Pooled out-of-fold ``(labels, P(atypical))``: each fold's validation patches scored by that fold's
-    model alone (the only model that never trained on them), through the engine with ``tta``, so a
-    threshold chosen on them fits scores made the way the container makes them."""
+               threads: int | None = None, progress: bool = False, desc: str = "out-of-fold") -> OutOfFold:
+    """Pooled out-of-fold scores: each fold's validation patches scored by that fold's model alone (the only
+    model that never trained on them), through the engine with ``tta``, so a threshold chosen on them fits
+    scores made the way the container makes them."""
 
-    labels, probs = [], []
-    for model, d in tqdm(list(zip(models, fold_dirs, strict=True)), desc=desc, unit="fold", disable=not progress,
-                         leave=False):
+    images, member, labels, probs = [], [], [], []
+    for k, (model, d) in enumerate(tqdm(list(zip(models, fold_dirs, strict=True)), desc=desc, unit="fold",
+                                        disable=not progress, leave=False)):
         val = read_predictions(d / OOF)
         engine = Engine([model], tta, device="cpu", strategy="batched", num_threads=threads)
         probs.append(engine.predict_proba(patches(val["image"])))
         labels.append(val["label"])
-    return np.concatenate(labels), np.concatenate(probs)
+        images.append(val["image"])
+        member.append(np.full(len(val["label"]), k, dtype=np.int64))
+    return OutOfFold(*(np.concatenate(x) for x in (images, member, labels, probs)))
 
 
 def score_run(run_dir: Path, tta: TTAConfig, patches: PatchCache, threads: int | None = None,
@@ -81,10 +93,11 @@ def score_run(run_dir: Path, tta: TTAConfig, patches: PatchCache, threads: int |
     for domain, fold_dirs in tqdm(sorted(lodo_folds(run_dir).items()), desc=desc or Path(run_dir).name,
                                   unit="domain", disable=not progress, leave=False):
         models = [load_fold_model(cfg.model_spec(), d) for d in fold_dirs]
-        oof_y, oof_p = oof_scores(models, fold_dirs, patches, tta, threads)
+        oof = oof_scores(models, fold_dirs, patches, tta, threads)
         held = read_predictions(fold_dirs[0] / HELDOUT)
         engine = Engine(models, tta, device="cpu", strategy="batched", num_threads=threads)
         probs = engine.predict_proba(patches(held["image"]))
-        out.append(HeldOut(domain, len(models), held["image"].tolist(), held["label"], probs, oof_y, oof_p,
-                           threshold_candidates(oof_p, oof_y)))
+        out.append(HeldOut(domain, len(models), held["image"].tolist(), held["label"], probs, oof,
+                           threshold_candidates(oof.probs, oof.labels),
+                           [str(d.relative_to(run_dir)) for d in fold_dirs]))
     return out

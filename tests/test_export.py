@@ -32,6 +32,19 @@ def synthetic_dataset(root: Path, n: int = 24) -> Path:
     return write_csv(root / "labels.csv", ["image_id", "filename", "Tumor", "majority"], rows)
 
 
+@pytest.fixture(autouse=True)
+def clean_checkout(monkeypatch):
+    """Export refuses a checkout with uncommitted changes; these tests run in one that may have some."""
+    import amf.export
+    import amf.provenance
+
+    def clean(cwd=None):
+        return {"commit": amf.provenance.git_commit(cwd), "dirty": False, "changes": []}
+
+    monkeypatch.setattr(amf.provenance, "git_state", clean)
+    monkeypatch.setattr(amf.export, "git_state", clean)
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
@@ -64,14 +77,18 @@ def test_export_then_load(run_dir, tmp_path, capsys):
 
 
 def test_threshold_is_chosen_on_oof_scored_like_the_container(run_dir, tmp_path):
-    """views=1: the engine's OOF scores are training's oof.csv; views=8: the threshold fits the TTA scores."""
+    """views=1 in fp32: the engine's OOF scores are training's oof.csv; views=8: the threshold fits the TTA scores
+    of the members as stored (fp16), which the weights folder's oof.csv holds exactly."""
+    import csv
+
+    from amf.threshold import max_balanced_accuracy_threshold
     from amf.rescore import PatchCache, oof_scores
     from amf.run_folder import load_fold_model
     from amf.threshold import threshold_candidates
     from amf.run_folder import collect_oof, load_run_config
     from amf.tta import TTAConfig
 
-    plain = export_run(run_dir, tmp_path / "plain", tta=TTAConfig(views=1))
+    plain = export_run(run_dir, tmp_path / "plain", tta=TTAConfig(views=1), dtype=torch.float32)
     single_view = collect_oof(run_dir, ["all/fold0", "all/fold1"])
     expected = threshold_candidates(single_view["prob"], single_view["label"])
     for method, c in plain["threshold_candidates"].items():
@@ -79,9 +96,15 @@ def test_threshold_is_chosen_on_oof_scored_like_the_container(run_dir, tmp_path)
     tta = export_run(run_dir, tmp_path / "tta", tta=TTAConfig(views=8))
     cfg, record = load_run_config(run_dir)
     dirs = [run_dir / "all" / f"fold{k}" for k in (0, 1)]
-    labels, probs = oof_scores([load_fold_model(cfg.model_spec(), d) for d in dirs], dirs,
-                               PatchCache(record["images_dir"]), TTAConfig(views=8))
-    assert tta["threshold"]["value"] == pytest.approx(threshold_candidates(probs, labels)["balanced_accuracy"]["value"])
+    oof = oof_scores([load_fold_model(cfg.model_spec(), d) for d in dirs], dirs, PatchCache(record["images_dir"]),
+                     TTAConfig(views=8))
+    assert tta["threshold"]["value"] == pytest.approx(
+        threshold_candidates(oof.probs, oof.labels)["balanced_accuracy"]["value"], abs=1e-3)
+    rows = list(csv.DictReader(open(tmp_path / "tta" / "oof.csv")))
+    assert len(rows) == 24 and {r["fold"] for r in rows} == {"all/fold0", "all/fold1"}
+    scores = np.array([float(r["p_atypical"]) for r in rows])
+    labels = np.array([int(r["label"]) for r in rows])
+    assert max_balanced_accuracy_threshold(scores, labels) == tta["threshold"]["value"]  # exactly, from the file
     assert "8 TTA view(s)" in tta["oof"]["note"]
 
 
@@ -141,7 +164,8 @@ def test_export_refuses_a_full_folder_and_force_replaces_it_whole(run_dir, tmp_p
     assert main(["export", str(run_dir), "--output", str(out)]) == 2
     assert "--force" in capsys.readouterr().err and (out / "member_3.safetensors").read_bytes() == b"old"
     assert main(["export", str(run_dir), "--output", str(out), "--force"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "member_0.safetensors", "member_1.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "member_0.safetensors", "member_1.safetensors",
+                                                     "membership.csv", "oof.csv"]
     assert [p.name for p in tmp_path.iterdir()] == ["weights"]  # no temporary folder left beside it
     umask = os.umask(0)
     os.umask(umask)
