@@ -81,8 +81,9 @@ class Context:
         """A recorded data path (e.g. ``../shared/data/ami-br-tupac16/labels.csv``) in the data folders given:
         its folder and file name (or a longer tail) under one of them."""
         parts = Path(recorded).parts
+        first = 1 if Path(recorded).is_absolute() else 0  # never the recorded absolute path itself
         for d in self.data:
-            for i in range(len(parts) - min(2, len(parts)), -1, -1):
+            for i in range(len(parts) - min(2, len(parts)), first - 1, -1):
                 candidate = d.joinpath(*parts[i:])
                 if candidate.is_file():
                     return candidate
