@@ -19,6 +19,7 @@ def test_a_wheel_builds_with_every_module_and_the_console_script(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     modules = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "amf").rglob("*.py"))
     assert all(m in names for m in modules)
+    assert "amf/manifest.schema.json" in names  # amf audit's schema ships with the package
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "amf = amf.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
 
