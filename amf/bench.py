@@ -29,7 +29,8 @@ measured 10x slower than one, for every strategy alike).
 
 Imports of torch and of amf's own modules sit inside the functions on purpose: the cold-start and throughput
 workers run this module in fresh processes and time their own imports (torch, timm, the engine) as phases,
-so nothing heavy may load when the module does. Only the standard library is imported at the top.
+so nothing heavy may load when the module does. Only the standard library (and :mod:`amf.devices`, which
+imports nothing else) is imported at the top.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from amf.devices import CHOICES, device_arg
+
 ROOT = Path(__file__).resolve().parent.parent
 GIB = 1024**3
 MIB = 1024**2
@@ -61,7 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and sizes: about 2 minutes on 2 cores")
     parser.add_argument("--json", type=Path, default=None,
                         help="write the results, every repetition, to this JSON file")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--device", type=device_arg, default="auto",
+                        help=f"{CHOICES} (default auto: CUDA when available, else the CPU)")
     parser.add_argument("--threads", type=int, default=1,
                         help="OMP_NUM_THREADS of the timed processes (default 1; see docs/benchmark.md)")
     parser.add_argument("--speed-threads", default=None,
@@ -84,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     from amf.engine import default_device
 
-    device = args.device or default_device().type
+    device = default_device().type if args.device == "auto" else args.device
+    args.device = device
+    print(f"amf bench: device {device}", file=sys.stderr)
     result: dict = {"machine": machine(device), "settings": {
         "quick": quick, "repeats": repeats, "latency_repeats": latency_repeats, "threads": args.threads,
         "speed_threads": speed_threads, "stack_sizes": stack_sizes, "throughput_sizes": throughput_sizes,

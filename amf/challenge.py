@@ -51,7 +51,9 @@ from amf.weights import read_manifest
 
 INTERFACE = "stacked-histopathology-roi-cropouts"
 OUTPUT_NAME = "multiple-mitotic-figure-classification.json"
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+#: The weights used when none are named: ``$AMF_WEIGHTS`` when set, else the checkout's ``weights/`` (after a
+#: non-editable ``pip install .`` there is none: name the folder with ``--weights`` or ``AMF_WEIGHTS``).
+DEFAULT_WEIGHTS = Path(os.environ.get("AMF_WEIGHTS") or Path(__file__).resolve().parent.parent / "weights")
 
 log = logging.getLogger("amf.challenge")
 
@@ -158,9 +160,10 @@ def classify(probs: np.ndarray, threshold: float) -> list[dict]:
 
 
 def encode_records(records: list[dict]) -> bytes:
-    """``allow_nan=False`` guarantees valid JSON; floats stay floats (``0.0``, not ``0``)."""
+    """``allow_nan=False`` guarantees valid JSON; floats stay floats (``0.0``, not ``0``); a final newline, as
+    every text file has."""
     try:
-        return json.dumps(records, indent=2, allow_nan=False).encode()
+        return (json.dumps(records, indent=2, allow_nan=False) + "\n").encode()
     except ValueError as exc:
         raise OutputError(f"refusing to write a non-finite confidence: {exc}") from exc
 

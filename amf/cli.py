@@ -13,6 +13,7 @@ import importlib
 import os
 import sys
 
+from amf import __version__
 from amf.errors import AmfError
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=prog, description="Atypical vs normal mitotic figures (MIDOG 2025 Track 2): train, export, predict, "
         "evaluate, crossval, bench and audit. Each command has its own --help.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # Only the chosen sub-command's module is imported; the others just get a help line.
     chosen = next((a for a in argv if not a.startswith("-")), None)
@@ -47,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     except AmfError as exc:
         print(f"amf {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader stopped early (``amf train --list-folds | head -3``): no traceback, and no second error
+        # when Python flushes stdout at exit. 128 + SIGPIPE, as for any program a closed pipe stops.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         # Every command writes its outputs atomically at the end (train checkpoints every epoch), so an
         # interrupted command leaves nothing partial: one line, no traceback, the shell's 128 + SIGINT.

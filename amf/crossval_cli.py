@@ -7,9 +7,11 @@ so a mistyped folder fails at once.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from amf.errors import AmfError
+from amf.progress import interactive
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--views", type=int, action="append", default=[], metavar="N",
                    help="also score with the first N of the shipped test-time views (repeatable; accuracy vs latency)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--force", action="store_true",
+                   help="write into an --output folder that holds other files than crossval's own")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -33,8 +37,12 @@ def check(args: argparse.Namespace) -> None:
     for run in args.runs:
         if not (Path(run) / "config.json").is_file():
             raise AmfError(f"{run} is not a training run (no config.json); train one with amf train --lodo-only")
-    if Path(args.output).is_file():
+    out = Path(args.output)
+    if out.is_file():
         raise AmfError(f"--output {args.output} is a file; name a folder")
+    if args.runs and out.is_dir() and any(out.iterdir()) and not (out / "crossval.json").is_file() and not args.force:
+        raise AmfError(f"--output {out} holds other files and no crossval.json; name an empty or a crossval folder, "
+                       "or pass --force to write crossval's files into it")
     if any(n < 1 for n in args.views):
         raise AmfError("--views must be >= 1")
     if args.bootstrap < 0:
@@ -48,9 +56,16 @@ def run(args: argparse.Namespace) -> int:
     from amf.crossval import crossval
     from amf.evaluation.summary import num_text
 
+    previous = Path(args.output) / "crossval.json"
+    if previous.is_file():
+        import json
+
+        kept = len(json.loads(previous.read_text()))
+        print(f"amf crossval: adding to {previous} ({kept} row(s) there; a row is scored again when its folds, views "
+              "or bootstrap changed)", file=sys.stderr)
     modes = {"on": ["tta"], "off": ["plain"], "both": ["plain", "tta"]}[args.tta]
     modes += [f"views{n}" for n in args.views if f"views{n}" not in modes]
-    results = crossval(args.runs, args.output, modes, args.bootstrap, args.threads, progress=not args.no_progress)
+    results = crossval(args.runs, args.output, modes, args.bootstrap, args.threads, progress=not args.no_progress and interactive())
     for name, by_mode in results.items():
         for mode, r in by_mode.items():
             m = r["mean"]

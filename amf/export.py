@@ -89,8 +89,10 @@ def export_run(
     fold_dirs = [run_dir / "all" / f"fold{k}" for k in range(cfg.folds)]
     unfinished = [str(d.relative_to(run_dir)) for d in fold_dirs if not finished(d)]
     if unfinished:
-        raise AmfError(f"{run_dir} is not finished: {', '.join(unfinished)} lack {RESULT}/{BEST}; "
-                       "finish it with python -m amf train --resume")
+        labels = record["data"]["labels_file"]
+        labels = " ".join(f"--labels {p}" for p in (labels if isinstance(labels, list) else [labels]))
+        raise AmfError(f"{run_dir} is not finished: {', '.join(unfinished)} lack {RESULT}/{BEST}; finish it with "
+                       f"python -m amf train --resume --output {run_dir} {labels}")
     unrecorded = [str(d.relative_to(run_dir)) for d in fold_dirs if not (d / MEMBERSHIP).is_file()]
     if unrecorded:
         raise AmfError(f"{run_dir}: {', '.join(unrecorded)} lack {MEMBERSHIP} (trained before training recorded "

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from amf.errors import AmfError
+from amf.progress import interactive
 from amf.files import check_replaceable
 
 #: Below this out-of-fold ROC AUC, export warns that the ensemble is close to chance.
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
     manifest = export_run(args.run, args.output, args.threshold_method, tta, dtype, args.note or "",
                           command=[sys.executable, *sys.argv], arguments=args_to_argv("export", args, ("run",)),
-                          threshold_from=args.threshold_from, force=args.force, progress=not args.no_progress,
+                          threshold_from=args.threshold_from, force=args.force, progress=not args.no_progress and interactive(),
                           allow_dirty=args.allow_dirty)
     th = manifest["threshold"]
     print(f"wrote {len(manifest['members'])} members to {args.output}; threshold {th['value']:.4f} ({th['method']})")

@@ -139,7 +139,9 @@ def write_json(path: Path, value: object) -> None:
 def check_replaceable(out_dir: Path, force: bool) -> None:
     """Refuse to write a folder over a file, or over a non-empty folder unless ``force``."""
     out_dir = Path(out_dir)
-    if out_dir.is_file() or (out_dir.is_dir() and any(out_dir.iterdir()) and not force):
+    if out_dir.exists() and not out_dir.is_dir():
+        raise AmfError(f"--output {out_dir} is a file, not a folder; name a folder (--force replaces folders only)")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
         raise AmfError(f"--output {out_dir} is not an empty folder; pass --force to replace it "
                        "(nothing of the old folder is kept)")
 

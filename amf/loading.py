@@ -11,10 +11,10 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,10 @@ from amf.files import sha256_file, write_json
 from amf.prepare import example_input, freeze_members, optimize_graphs, quiet_jit
 from amf.tta import TTAConfig
 from amf.weights import MANIFEST, load_ensemble, read_manifest
+
+#: One line on stderr for a cache that cannot be used or written (Python's last-resort handler prints the
+#: message alone, no source line, when the program configured no logging): it costs a rebuild, never the run.
+log = logging.getLogger("amf.loading")
 
 #: Bump when what a cached graph holds changes.
 GRAPH_CACHE_FORMAT = 1
@@ -145,7 +149,7 @@ def _read_cache_entry(entry: Path, n_members: int) -> list[torch.jit.ScriptModul
                 graphs.append(torch.jit.load(str(entry / name), map_location="cpu"))
         return graphs
     except Exception as exc:  # a damaged cache costs a rebuild, never the run
-        warnings.warn(f"ignoring graph cache {entry}: {type(exc).__name__}: {exc}", stacklevel=3)
+        log.warning(f"amf: ignoring graph cache {entry} ({type(exc).__name__}: {exc}); building the graphs again")
         return None
 
 
@@ -167,7 +171,8 @@ def _write_cache_entry(entry: Path, frozen: list[torch.jit.ScriptModule]) -> Non
         os.replace(tmp, entry)
         tmp = None
     except Exception as exc:
-        warnings.warn(f"graph cache not written to {entry}: {type(exc).__name__}: {exc}", stacklevel=3)
+        log.warning(f"amf: graph cache not written to {entry} ({type(exc).__name__}: {exc}); the next start "
+                    "builds the graphs again")
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

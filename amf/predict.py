@@ -23,9 +23,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from amf.challenge import DEFAULT_WEIGHTS, check_output_dir
+from amf.devices import CHOICES, device_arg
 from amf.errors import InputError, OutputError
 from amf.io import IMAGE_SUFFIXES, find_images, iter_patches, patch_digest
 from amf.files import atomic_write_bytes
+from amf.progress import Progress, interactive
 from amf.weights import read_manifest
 
 COLUMNS = ("path", "page", "p_atypical", "class")
@@ -44,9 +46,12 @@ def _positive_int(text: str) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", type=Path, help="image files, stacks or folders")
     parser.add_argument("--output", type=Path, required=True, help="CSV to write")
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="exported weights folder")
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
+                        help=f"exported weights folder (default: $AMF_WEIGHTS, else the checkout's weights/: "
+                             f"{DEFAULT_WEIGHTS})")
     parser.add_argument("--views", type=_positive_int, default=None, help="test-time views (default: the manifest's)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--device", type=device_arg, default="auto",
+                        help=f"{CHOICES} (default auto: CUDA when it starts, else the CPU)")
     parser.add_argument("--chunk-size", type=_positive_int, default=64, help="patches per forward pass")
     parser.add_argument("--skip-bad", action="store_true",
                         help="predict the readable files and list the unreadable ones in <output stem>.bad.tsv")
@@ -76,27 +81,36 @@ def run(args: argparse.Namespace) -> int:
     from amf.loading import load_engine
     from amf.tta import TTAConfig
 
-    if args.device is not None and str(args.device).startswith("cuda") and not torch.cuda.is_available():
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"--device {args.device}: no CUDA device is available here")
-    device, note = start_device(args.device)
+    device, note = start_device(None if args.device == "auto" else args.device)
     if note is not None:  # information, not an error: the run goes on, on the CPU
-        print(f"amf predict: {note}")
+        print(f"amf predict: {note}", file=sys.stderr)
     tta = None if args.views is None else dataclasses.replace(TTAConfig(**manifest["tta"]), views=args.views)
     loaded = load_engine(args.weights, device=device, manifest=manifest, chunk_size=args.chunk_size, tta=tta)
     engine = loaded.engine
+    print(f"amf predict: {len(files)} file(s), {sum(counts)} patch(es); {engine.n_members} member(s) x "
+          f"{engine.tta.views} view(s) on {device} ({engine.strategy})", file=sys.stderr)
     keys: list[tuple[Path, int]] = []
     trained_on = set(manifest.get("data", {}).get("patch_sha256") or ())
     seen_in_training: list[bool] = []
 
+    progress = Progress(sum(counts), "amf predict", "patch")
+
     def patches():
-        """All pages of all files as one stream, so small files still fill large batches."""
-        for path in tqdm(files, desc="predict", unit="file", disable=not sys.stderr.isatty()):
+        """All pages of all files as one stream, so small files still fill large batches; the engine pulls
+        them a chunk at a time, so the count follows the model's work."""
+        for path in files:
             for page, patch in enumerate(iter_patches(path)):
                 keys.append((path, page))
                 seen_in_training.append(patch_digest(patch) in trained_on)
+                progress.update()
                 yield patch
 
-    probs = engine.predict_proba(patches())
+    try:
+        probs = engine.predict_proba(patches())
+    finally:
+        progress.close()
     if len(keys) != sum(counts) or probs.shape != (len(keys),):
         raise InputError(f"{len(keys)} pages decoded but {sum(counts)} counted: refusing a partial result")
     threshold = loaded.threshold
@@ -138,7 +152,7 @@ def check_files(files: list[Path], skip_bad: bool = False) -> tuple[list[Path], 
     Without ``skip_bad`` the first bad file raises its one-line :class:`InputError`.
     """
     good, counts, bad = [], [], []
-    for path in tqdm(files, desc="checking inputs", unit="file", leave=False, disable=not sys.stderr.isatty()):
+    for path in tqdm(files, desc="checking inputs", unit="file", leave=False, disable=not interactive()):
         try:
             n = sum(1 for _ in iter_patches(path))
         except InputError as exc:

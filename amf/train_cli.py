@@ -2,9 +2,10 @@
 
 Examples::
 
-    python -m amf train --config configs/cpu.toml --labels ../shared/data/ami-br-midog21/labels.csv \\
-        --output runs/cpu
-    python -m amf train --resume --output runs/cpu --labels ../shared/data/ami-br-midog21/labels.csv
+    python -m amf train --config configs/lite0-crop80.toml --labels ../shared/data/ami-br-midog21/labels.csv \\
+        --labels ../shared/data/ami-br-tupac16/labels.csv --output runs/shipped --no-lodo
+    python -m amf train --resume --output runs/shipped --labels ../shared/data/ami-br-midog21/labels.csv \\
+        --labels ../shared/data/ami-br-tupac16/labels.csv
     python -m amf train --config configs/smoke.toml --labels ... --output runs/tiny --limit 64 --no-lodo
     torchrun --standalone --nproc_per_node 2 -m amf train --config ... --labels ... --output runs/ddp
 
@@ -24,11 +25,14 @@ import sys
 import tomllib
 from pathlib import Path
 
+from amf.devices import CHOICES, device_arg
 from amf.errors import AmfError
+from amf.progress import interactive
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, help="TOML training config (e.g. configs/cpu.toml)")
+    p.add_argument("--config", type=Path,
+                   help="TOML training config (e.g. configs/lite0-crop80.toml, the shipped recipe)")
     p.add_argument("--labels", type=Path, action="append", required=True,
                    help="labels CSV (AMi-Br or MIDOG 2025 format); repeat to train on several data sets at once, "
                         "each keeping its own format and domain column")
@@ -44,15 +48,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, value in TOML syntax, e.g. --set stain_sigma=0 (repeatable)")
     p.add_argument("--folds", type=int, help="k of the k-fold")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--epochs", type=int, help="training epochs per fold (config key epochs)")
+    p.add_argument("--batch-size", type=int, help="training batch size (config key batch_size)")
+    p.add_argument("--lr", type=float, help="peak AdamW learning rate after warm-up (config key lr)")
+    p.add_argument("--seed", type=int, help="seed of the splits, initialisation, sampling and augmentation")
     p.add_argument("--arch", help="any timm model name (weights are never downloaded)")
     p.add_argument("--preset", choices=["paper", "cpu"], help="model preset: sets arch and input size")
     p.add_argument("--input-size", type=int, help="backbone input side in pixels")
     p.add_argument("--init-weights", type=Path, help="local backbone weights (.safetensors or torch checkpoint)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    p.add_argument("--device", type=device_arg, default="cpu", help=f"{CHOICES} (default: cpu)")
     p.add_argument("--threads", type=int, help="torch CPU threads (0 = torch default)")
     p.add_argument("--limit", type=int, help="use only N patches, spread over domains and classes (tiny runs)")
     p.add_argument("--threshold-method", choices=["balanced_accuracy", "youden", "otsu"])
@@ -165,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
     from amf import distributed
 
     world = distributed.start(args.device)
+    if world.main:
+        print(f"amf train: device {args.device}, {cfg.threads or 'default'} thread(s) per process", file=sys.stderr)
     try:
         summary = train_run(
             cfg,
@@ -174,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
             columns=columns,
             resume=args.resume,
             device=args.device,
-            progress=not args.no_progress,
+            progress=not args.no_progress and interactive(),
             command=[sys.executable, *sys.argv],
             arguments=args_to_argv("train", args),
             only=args.fold,

@@ -111,7 +111,8 @@ def read_manifest(weights_dir: Path) -> dict:
     weights_dir = Path(weights_dir)
     path = weights_dir / MANIFEST
     if not weights_dir.is_dir():
-        raise WeightsError(f"weights folder {weights_dir} does not exist")
+        raise WeightsError(f"weights folder {weights_dir} does not exist: name one with --weights DIR (the shipped "
+                           "weights are the weights/ folder of the repository; AMF_WEIGHTS=DIR sets the default)")
     if not path.is_file() and (weights_dir / "config.json").is_file():
         raise WeightsError(f"{weights_dir} is a training run, not a weights folder: make one with "
                            f"amf export {weights_dir} --output <weights folder>")

@@ -102,7 +102,12 @@ def test_crossval_names_the_folds_a_run_has_not_finished(lodo_run, tmp_path, cap
     assert "has 1 of 2 folds finished (missing fold1)" in err and err.count("note:") == 1
 
 
-def test_crossval_shows_progress_unless_told_not_to(lodo_run, tmp_path, capsys):
+def test_crossval_shows_progress_on_a_terminal_unless_told_not_to(lodo_run, tmp_path, capsys, monkeypatch):
+    import amf.crossval_cli
+
+    assert main(["crossval", str(lodo_run), "--output", str(tmp_path / "cv0"), "--bootstrap", "0", "--tta", "off"]) == 0
+    assert "run [plain]" not in capsys.readouterr().err  # stderr is not a terminal here: a log gets no bar
+    monkeypatch.setattr(amf.crossval_cli, "interactive", lambda: True)
     assert main(["crossval", str(lodo_run), "--output", str(tmp_path / "cv"), "--bootstrap", "0", "--tta", "off"]) == 0
     assert "run [plain]" in capsys.readouterr().err
     assert main(["crossval", str(lodo_run), "--output", str(tmp_path / "cv2"), "--bootstrap", "0", "--tta", "off",

@@ -20,6 +20,11 @@ def test_a_wheel_builds_with_every_module_and_the_console_script(tmp_path):
     modules = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "amf").rglob("*.py"))
     assert all(m in names for m in modules)
     assert "amf/manifest.schema.json" in names  # amf audit's schema ships with the package
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
+    declared = {line.split(": ", 1)[1] for line in metadata.splitlines() if line.startswith("Requires-Dist: ")}
+    pinned = {line.strip() for line in (ROOT / "requirements.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")}
+    assert declared == pinned  # pip install . brings the container's pinned runtime, read from requirements.txt
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "amf = amf.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
 

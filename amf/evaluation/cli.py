@@ -17,6 +17,7 @@ Two input modes:
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from amf.challenge import DEFAULT_WEIGHTS
@@ -25,7 +26,7 @@ from amf.evaluation.analysis import evaluate
 from amf.evaluation.flat import read_flat
 from amf.evaluation.output import metrics_document, write_json_atomic
 from amf.evaluation.platform import DEFAULT_GROUND_TRUTH, DEFAULT_INPUT, read_platform
-from amf.evaluation.summary import summary
+from amf.evaluation.summary import WARNING, summary
 
 DEFAULT_OUTPUT = Path("/output/metrics.json")
 
@@ -62,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "path (relative to the CSV's folder), else by path suffix, else by unique file name")
     flat.add_argument("--allow-missing", action="store_true",
                       help="score only the labelled figures that have a prediction, and say how many were left out")
+    flat.add_argument("--allow-unlabelled", action="store_true",
+                      help="score only the predictions that have a label (e.g. a whole folder predicted, labels "
+                           "for part of it), and say how many were left out")
     flat.add_argument("--weights", type=Path, metavar="DIR",
                       help="weights folder that made the predictions (default: weights/ beside the amf package, "
                            "if there): count the scored images it was trained on")
@@ -95,10 +99,16 @@ def run(args: argparse.Namespace) -> int:
         columns = {role: getattr(args, f"{role}_column", None) for role in ("image", "label", "domain")}
         weights = getattr(args, "weights", None) or DEFAULT_WEIGHTS
         figures = read_flat(args.predictions, args.labels, getattr(args, "allow_missing", False), columns,
-                            weights if (Path(weights) / "manifest.json").is_file() else None)
+                            weights if (Path(weights) / "manifest.json").is_file() else None,
+                            allow_unlabelled=getattr(args, "allow_unlabelled", False))
         for note in figures.notes:
-            print(note)
+            if note.startswith(WARNING):
+                print(f"amf evaluate: {note}", file=sys.stderr)
     else:
+        if args.input is None and args.ground_truth is None and not Path(DEFAULT_INPUT).exists():
+            raise EvaluationError(f"nothing to evaluate: give --input DIR --ground-truth FILE (the platform's layout; "
+                                  f"the defaults {DEFAULT_INPUT} and {DEFAULT_GROUND_TRUTH} are the evaluation "
+                                  "container's), or --predictions CSV --labels CSV; amf evaluate --help says more")
         figures = read_platform(args.input or DEFAULT_INPUT, args.ground_truth or DEFAULT_GROUND_TRUTH)
     evaluation = evaluate(figures, n_resamples=args.bootstrap, seed=args.seed)
     print(summary(evaluation))

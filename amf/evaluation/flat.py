@@ -17,10 +17,11 @@ Labels describe single images, so each one is matched to the prediction row of p
    the last components of the prediction's path;
 3. failing that, by file name, when exactly one label has that name.
 
-Every prediction needs a label, and by default every label exactly one prediction; anything else is
+By default every prediction needs a label, and every label exactly one prediction; anything else is
 refused with examples, because scoring a silently different set of figures is worse than not scoring.
-Scoring a subset of a labelled set is common, though: with ``allow_missing`` (``--allow-missing``) the
-labels without a prediction are left out, and how many is said in the output and in ``metrics.json``.
+Scoring a subset is common, though: with ``allow_missing`` (``--allow-missing``) the labels without a
+prediction are left out, with ``allow_unlabelled`` (``--allow-unlabelled``) the predictions without a label
+(a whole folder predicted, labels for part of it); how many is said in the output and in ``metrics.json``.
 Column names can be given (``--image-column``, ``--label-column``, ``--domain-column``), as for ``train``;
 labels may then be spelled True/False, AMF/NMF, atypical/normal or 1/0.
 """
@@ -35,6 +36,7 @@ from pathlib import Path, PurePath
 
 from amf.errors import AmfError, EvaluationError
 from amf.evaluation.figures import CLASS_IDS, Figures
+from amf.evaluation.summary import WARNING
 from amf.io import patch_digest, read_patches
 from amf.weights import read_manifest
 
@@ -159,10 +161,11 @@ def read_predictions(path: Path) -> list[Prediction]:
     return predictions
 
 
-def match(labels: list[Label], predictions: list[Prediction],
-          allow_missing: bool = False) -> list[Prediction | None]:
+def match(labels: list[Label], predictions: list[Prediction], allow_missing: bool = False,
+          allow_unlabelled: bool = False) -> tuple[list[Prediction | None], int]:
     """The prediction of each label, in label order, by path, then path suffix, then unique file name;
-    ``None`` for a label without one, which only ``allow_missing`` accepts."""
+    ``None`` for a label without one, which only ``allow_missing`` accepts. Also how many predictions match
+    no label, which only ``allow_unlabelled`` accepts (they are left out)."""
     by_resolved = {label.resolved: i for i, label in enumerate(labels)}
     by_suffix = {PurePath(label.written).parts: i for i, label in enumerate(labels)}
     names = [PurePath(label.written).name for label in labels]
@@ -193,15 +196,18 @@ def match(labels: list[Label], predictions: list[Prediction],
             )
         else:
             matched[i] = prediction
-    if unmatched:
+    if unmatched and not allow_unlabelled:
         shown = ", ".join(f"line {p.row} ({p.path}, page {p.page})" for p in unmatched[:3])
-        raise EvaluationError(f"{len(unmatched)} prediction(s) match no label, e.g. {shown}")
+        raise EvaluationError(f"{len(unmatched)} prediction(s) match no label, e.g. {shown}; to score only the "
+                              "predictions that have a label, pass --allow-unlabelled")
     missing = [label for i, label in enumerate(labels) if i not in matched]
     if missing and not allow_missing:
         shown = ", ".join(f"line {label.row} ({label.written})" for label in missing[:3])
         raise EvaluationError(f"{len(missing)} label(s) have no prediction, e.g. {shown}; to score only the "
                               "labelled figures that have one, pass --allow-missing")
-    return [matched.get(i) for i in range(len(labels))]
+    if not matched:
+        raise EvaluationError("no prediction matches any label: nothing to score (are the paths right?)")
+    return [matched.get(i) for i in range(len(labels))], len(unmatched)
 
 
 def in_training(paths: list[str], weights_dir: Path) -> tuple[int, int] | None:
@@ -222,18 +228,23 @@ def in_training(paths: list[str], weights_dir: Path) -> tuple[int, int] | None:
 
 
 def read_flat(predictions_csv: Path, labels_csv: Path, allow_missing: bool = False,
-              columns: dict[str, str | None] | None = None, weights: Path | None = None) -> Figures:
-    """The labelled figures with their predictions, in the labels CSV's order (those without one left out
-    with ``allow_missing``, and counted in the figures' notes)."""
+              columns: dict[str, str | None] | None = None, weights: Path | None = None,
+              allow_unlabelled: bool = False) -> Figures:
+    """The labelled figures with their predictions, in the labels CSV's order (labels without a prediction
+    left out with ``allow_missing``, predictions without a label with ``allow_unlabelled``; both counted in
+    the figures' notes)."""
     labels = read_labels(labels_csv, **(columns or {}))
-    predictions = match(labels, read_predictions(predictions_csv), allow_missing)
+    predictions, unlabelled = match(labels, read_predictions(predictions_csv), allow_missing, allow_unlabelled)
     kept = [(label, p) for label, p in zip(labels, predictions, strict=True) if p is not None]
     left_out = len(labels) - len(kept)
     notes = (f"{left_out} of {len(labels)} labelled figures had no prediction and were left out "
              f"(--allow-missing): scored {len(kept)}",) if left_out else ()
+    if unlabelled:
+        notes += (f"{unlabelled} prediction(s) match no label and were left out (--allow-unlabelled): scored "
+                  f"{len(kept)}",)
     overlap = in_training([p.path for _, p in kept], weights) if weights is not None else None
     if overlap is not None and overlap[0]:
-        notes += (f"warning: {overlap[0]} of the {overlap[1]} scored images readable here are among the training "
+        notes += (f"{WARNING}{overlap[0]} of the {overlap[1]} scored images readable here are among the training "
                   f"patches of {weights}: their scores are in-sample, not an estimate for new data",)
     elif overlap is not None:
         notes += (f"none of the {overlap[1]} scored images readable here is among the training patches of "

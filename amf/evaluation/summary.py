@@ -38,5 +38,12 @@ def summary(evaluation: Evaluation) -> str:
         if scope.best:
             line += f"  | best-threshold BA {num_text(scope.best.balanced_accuracy)} at {scope.best.threshold:.4g}"
         lines.append(line)
-    lines += [f"note: {note}" for note in evaluation.notes]
+    if any(scope.best for scope in (evaluation.overall, *evaluation.domains)):
+        lines.append("best-threshold BA: at the cut chosen on these very figures with their labels, so optimistic: "
+                     "it shows what the submitted threshold costs, not what another cut would score on new data")
+    lines += [f"note: {note}" for note in evaluation.notes if not note.startswith(WARNING)]
     return "\n".join(lines)
+
+
+#: Notes that start with this are warnings: ``amf evaluate`` prints them once, on stderr.
+WARNING = "warning: "
