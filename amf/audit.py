@@ -574,7 +574,7 @@ def retrain(ctx: Context, fold: str, keep: Path | None = None) -> Finding:
         if a in ("--resume", "--no-progress"):
             continue
         argv.append(a)
-    argv = [str(next(labels)) if prev == "--labels" else a for prev, a in zip(["", *argv], argv, strict=True)]
+    argv = [str(next(labels)) if prev == "--labels" else a for prev, a in zip(["", *argv[:-1]], argv, strict=True)]
     with tempfile.TemporaryDirectory(prefix="amf-retrain-") as tmp:
         out = Path(keep) if keep else Path(tmp) / "run"
         command = [sys.executable, "-m", "amf", "train", *argv, "--output", str(out), "--fold", fold, "--no-progress"]

@@ -207,6 +207,13 @@ def test_the_config_file_changed_since_training(copy):
         config.write_bytes(saved)
 
 
+def test_retrain_rebuilds_a_member_bit_for_bit_from_its_recorded_command(repo):
+    from amf.audit import retrain
+
+    finding = retrain(context(repo), "all/fold1")
+    assert finding.status == PASS and "bit for bit" in finding.detail and "member_1" in finding.detail
+
+
 def test_missing_data_cannot_be_checked_and_bad_paths_exit_2(repo, tmp_path, capsys):
     ctx = Context(repo / "weights", [tmp_path], repo / "docs" / "results" / "lodo4", root=repo)
     found = {f.check: f for f in run_audit(ctx, ["data"])}
