@@ -468,9 +468,9 @@ def _heldout_roles(ctx: Context, row: str, mode: str, record: dict, rows: list[d
 # ---------------------------------------------------------------------------------------------- provenance
 
 
-def _code_state(what: str, git: dict | None, needs: list[tuple[str, str | None]]) -> list[str]:
+def _code_state(what: str, git: dict | None, needs: list[tuple[str, str | None]], trained: bool = True) -> list[str]:
     """Problems with a recorded code state: a missing commit, a file it lacks or holds with another sha256, a
-    dirty tree."""
+    dirty tree (unless the job ``trained`` nothing: stopped before its first epoch, it changed no weights)."""
     if not git or not git.get("commit") or git["commit"] == "unknown":
         return [f"{what} recorded no commit"]
     commit = git["commit"]
@@ -485,7 +485,7 @@ def _code_state(what: str, git: dict | None, needs: list[tuple[str, str | None]]
             problems.append(f"{path} at {what}'s commit {commit[:10]} differs from the recorded sha256")
     if git.get("dirty") is None:
         problems.append(f"{what} recorded no dirty-tree state")
-    elif git["dirty"]:
+    elif git["dirty"] and trained:
         problems.append(f"{what} ran on a dirty tree ({', '.join(git.get('changes', [])[:3])})")
     return problems
 
@@ -503,7 +503,7 @@ def check_provenance(ctx: Context) -> Iterator[Finding]:
     problems = [] if jobs else ["the manifest records no training jobs (training.jobs)"]
     for i, job in enumerate(jobs):
         problems += _code_state(f"training job {i + 1} ({' '.join(job.get('folds') or [])})", job.get("git"),
-                                needs + [("amf/train.py", None)])
+                                needs + [("amf/train.py", None)], job.get("epochs", 1) > 0)
         if not (job.get("environment") or {}).get("packages"):
             problems.append(f"training job {i + 1} recorded no package versions")
     problems += _code_state("the export", m.get("export_git"), [("amf/export.py", None)])
@@ -525,7 +525,8 @@ def check_provenance(ctx: Context) -> Iterator[Finding]:
         problems = []
         for i, job in enumerate(prov.get("jobs") or []):
             problems += _code_state(f"training job {i + 1}", job.get("git"),
-                                    ([(cfg["path"], cfg["sha256"])] if cfg else []) + [("amf/train.py", None)])
+                                    ([(cfg["path"], cfg["sha256"])] if cfg else []) + [("amf/train.py", None)],
+                                    job.get("epochs", 1) > 0)
         if not prov.get("jobs"):
             problems.append("no training jobs recorded")
         problems += _code_state("the scoring", prov.get("scored_git"), [("amf/crossval.py", None)])

@@ -16,7 +16,8 @@ The headline of a run is the mean over held-out domains of balanced accuracy (at
 ROC AUC, as in the paper's leave-one-domain-out protocol. Outputs, in ``--output``:
 ``crossval.json`` (everything, with each row's provenance: config, data fingerprint, commits, jobs),
 ``crossval.md`` (tables), ``roc_<run>_<tta|plain>.png``, ``heldout_<run>_<tta|plain>.csv`` (one row per
-held-out figure), ``oof_<run>_<tta|plain>.csv`` (the out-of-fold scores each domain's threshold was chosen on)
+held-out figure), ``gallery_<run>_tta/`` (the error gallery with the shipped views: the misclassified figures
+and the calls nearest the threshold, per domain), ``oof_<run>_<tta|plain>.csv`` (the out-of-fold scores each domain's threshold was chosen on)
 and ``membership_<run>.csv`` (each patch's role in each of the row's models, as training recorded it). Runs scored earlier into the same folder
 stay in its tables, so an ablation can be scored row by row as its runs finish.
 """
@@ -139,6 +140,20 @@ def write_heldout_csv(path: Path, heldout: list[HeldOut], method: str) -> None:
             w.writerow([image, h.domain, "atypical" if y else "normal", repr(float(p)), repr(float(t)),
                         "atypical" if p >= t else "normal"])
     atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def write_heldout_gallery(folder: Path, heldout: list[HeldOut], method: str, patches: PatchCache, title: str) -> Path:
+    """The error gallery of the held-out figures (:mod:`amf.evaluation.gallery`), each at its domain's OOF
+    threshold; only the figures shown are read."""
+    from amf.evaluation.gallery import write_gallery
+
+    images = [image for h in heldout for image in h.images]
+    thresholds = np.concatenate([np.full(len(h.labels), h.thresholds[method]["value"]) for h in heldout])
+    probs = np.concatenate([h.probs for h in heldout])
+    return write_gallery(folder, images, np.concatenate([h.labels for h in heldout]),
+                         (probs >= thresholds).astype(np.int64), probs,
+                         np.concatenate([np.full(len(h.labels), h.domain, dtype=object) for h in heldout]),
+                         thresholds, lambda i: patches([images[i]])[0], title=title)
 
 
 def write_oof_csv(path: Path, heldout: list[HeldOut]) -> dict:
@@ -302,6 +317,9 @@ def crossval(runs: list[Path], output: Path, modes: list[str], n_resamples: int 
             entry[mode] = {**key, **summarize_heldout(heldout, ev, method), "provenance": provenance}
             plot_roc(ev, output / f"roc_{name}_{mode}.png")
             write_heldout_csv(output / f"heldout_{name}_{mode}.csv", heldout, method)
+            if mode == "tta":  # the shipped scoring only: a gallery is a few MB of lossless sheets
+                write_heldout_gallery(output / f"gallery_{name}_{mode}", heldout, method, patches,
+                                      f"Error gallery: {name}, TTA {_tta_text(mode)}, each domain held out")
     write_json(output / "crossval.json", results)
     atomic_write_bytes(output / "crossval.md", markdown(results).encode())
     return results

@@ -56,15 +56,19 @@ ROLES = ("train", "val", "heldout")
 
 
 class RunLog:
-    """Append-only JSON-lines log; ``path=None`` writes nothing (the non-main processes of a torchrun job)."""
+    """Append-only JSON-lines log; ``path=None`` writes nothing (the non-main processes of a torchrun job).
+
+    Every line carries the ``job`` that wrote it (start time and process id), so the epochs of jobs that
+    ran side by side into one run folder can be told apart: :func:`job_commands` says what each trained."""
 
     def __init__(self, path: Path | None):
         self.path = Path(path) if path is not None else None
+        self.job = f"{_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}/{os.getpid()}"
 
     def write(self, **record) -> None:
         if self.path is None:
             return
-        record = {"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **record}
+        record = {"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "job": self.job, **record}
         with open(self.path, "a") as f:
             f.write(json_text(record, indent=None))
             f.flush()
@@ -107,19 +111,27 @@ def read_membership(path: Path) -> list[dict[str, str]]:
 
 def job_commands(run_dir: Path) -> list[dict]:
     """Every job that trained into ``run_dir``, in order, from its ``log.jsonl``: the canonical arguments,
-    the exact command line, the folds it was asked for, and the code and machine state it ran with."""
+    the exact command line, the folds it was asked for, the code and machine state it ran with, and
+    ``epochs``: how many epochs it trained.
+
+    Lines carry their job's id; in logs written before they did, an epoch is counted for every job without
+    an id that started before it (a job that trained nothing is then certain to have trained nothing)."""
     path = Path(run_dir) / LOG
     if not path.is_file():
         return []
-    jobs = []
+    jobs: list[dict] = []
     for line in path.read_text().splitlines():
         try:
             event = json.loads(line)
         except json.JSONDecodeError:
             continue  # a kill can cut the last line short
         if event.get("event") in ("start", "resume"):
-            jobs.append({k: event.get(k) for k in ("time", "event", "arguments", "command", "folds", "git",
-                                                   "environment")})
+            jobs.append({**{k: event.get(k) for k in ("time", "job", "event", "arguments", "command", "folds", "git",
+                                                      "environment")}, "epochs": 0})
+        elif event.get("event") == "epoch":
+            for job in jobs:
+                if job["job"] == event.get("job") or (job["job"] is None and event.get("job") is None):
+                    job["epochs"] += 1
     return jobs
 
 

@@ -31,6 +31,24 @@ from amf.evaluation.summary import WARNING, summary
 DEFAULT_OUTPUT = Path("/output/metrics.json")
 
 
+def figure_loader(figures, flat_mode: bool, stacks: Path | None):
+    """Figure index -> its patch, for the error gallery: flat mode reads the predicted file's page; the
+    platform layout reads the stack from ``--stacks``. None when the images are not at hand."""
+    if not figures.where or (not flat_mode and stacks is None):
+        return None
+    from amf.errors import AmfError
+    from amf.io import read_patches
+
+    def load(i: int):
+        path, page = figures.where[i]
+        try:
+            return read_patches(Path(path) if flat_mode else Path(stacks) / path)[page]
+        except (AmfError, OSError, IndexError):
+            return None
+
+    return load
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "The official MIDOG 2025 Track 2 metrics, exactly as the organisers' evaluate.py\n"
@@ -76,6 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"metrics.json to write, atomically (default: {DEFAULT_OUTPUT})")
     parser.add_argument("--report", type=Path, metavar="DIR",
                         help="also write roc.png, confusion_*.png, domains.csv and report.md here")
+    parser.add_argument("--stacks", type=Path, metavar="DIR",
+                        help="platform layout: the folder holding the input stacks named in the ground truth, so "
+                             "--report can show the figures (flat mode reads the predicted files themselves)")
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                         help="bootstrap resamples for the confidence intervals; 0 skips them (default: 1000)")
     parser.add_argument("--seed", type=int, default=0,
@@ -115,7 +136,9 @@ def run(args: argparse.Namespace) -> int:
     if args.report is not None:
         from amf.evaluation.report import write_report  # matplotlib only when a report is asked for
 
-        print(f"wrote {write_report(evaluation, args.report)}")
+        hint = "No error gallery: give --stacks DIR, the folder of the input stacks, to see the figures."
+        report = write_report(evaluation, args.report, figure_loader(figures, flat_mode, args.stacks), hint)
+        print(f"wrote {report}")
     # Last, so that metrics.json exists only when every step, the report included, has succeeded.
     write_json_atomic(args.output, metrics_document(evaluation))
     print(f"wrote {args.output}")

@@ -23,6 +23,7 @@ class Figures:
 
     ``source`` is one line saying where the figures came from and ``notes`` carries what the reader
     noticed but did not refuse (for example ground-truth stacks no job covered), for the report.
+    ``where`` names each figure's image and page (a file path, or a stack name), for the error gallery.
     """
 
     y_true: np.ndarray
@@ -31,6 +32,7 @@ class Figures:
     domain: np.ndarray
     source: str
     notes: tuple[str, ...] = field(default=())
+    where: tuple[tuple[str, int], ...] = field(default=())
 
     def __post_init__(self) -> None:
         sizes = {len(self.y_true), len(self.y_pred), len(self.score), len(self.domain)}
@@ -38,6 +40,8 @@ class Figures:
             raise ValueError(f"per-figure arrays differ in length: {sorted(sizes)}")
         if not len(self.y_true):
             raise EvaluationError(f"{self.source}: no figures to evaluate")
+        if self.where and len(self.where) != len(self.y_true):
+            raise ValueError(f"{len(self.where)} figure locations for {len(self.y_true)} figures")
 
     @classmethod
     def from_lists(
@@ -48,6 +52,7 @@ class Figures:
         domains: list[int] | list[str],
         source: str,
         notes: tuple[str, ...] = (),
+        where: list[tuple[str, int]] | None = None,
     ) -> Figures:
         """Build from validated class names ("normal"/"atypical"), scores and domains."""
         return cls(
@@ -57,6 +62,7 @@ class Figures:
             domain=np.array(domains),
             source=source,
             notes=notes,
+            where=tuple(where or ()),
         )
 
     def __len__(self) -> int:

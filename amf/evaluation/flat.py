@@ -256,4 +256,5 @@ def read_flat(predictions_csv: Path, labels_csv: Path, allow_missing: bool = Fal
         [label.domain for label, _ in kept],
         source=f"predictions {predictions_csv}, labels {labels_csv}",
         notes=notes,
+        where=[(p.path, p.page) for _, p in kept],
     )

@@ -146,6 +146,7 @@ def read_platform(input_dir: Path, ground_truth: Path) -> Figures:
     classes: list[str] = []
     scores: list[float] = []
     domains: list = []
+    where: list[tuple[str, int]] = []
     stack_to_pk: dict[str, str] = {}
     for index, job in enumerate(jobs):
         pk, stack, location = _job_stack_and_location(job, index, input_dir)
@@ -159,6 +160,7 @@ def read_platform(input_dir: Path, ground_truth: Path) -> Figures:
         classes += job_classes
         scores += job_scores
         domains += truth[stack].domains
+        where += [(stack, page) for page in range(len(job_classes))]
     unscored = [image for image in truth if image not in stack_to_pk]
     notes = ()
     if unscored:
@@ -173,4 +175,5 @@ def read_platform(input_dir: Path, ground_truth: Path) -> Figures:
         domains,
         source=f"{len(jobs)} job(s) in {input_dir}, ground truth {ground_truth}",
         notes=notes,
+        where=where,
     )

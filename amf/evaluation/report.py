@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -130,9 +131,15 @@ def _markdown_table(rows: list[dict[str, str]]) -> list[str]:
     ]
 
 
-def write_report(evaluation: Evaluation, folder: Path) -> Path:
-    """Write roc.png, confusion_*.png, domains.csv and report.md into ``folder``; return report.md."""
+def write_report(evaluation: Evaluation, folder: Path, load: Callable[[int], np.ndarray | None] | None = None,
+                 gallery_hint: str = "") -> Path:
+    """Write roc.png, confusion_*.png, domains.csv and report.md into ``folder``; return report.md.
+
+    With ``load`` (figure index -> its patch), also the error gallery in ``folder/gallery``
+    (:mod:`amf.evaluation.gallery`), each figure shown at the cut its calls follow; without it, report.md
+    says how to get one (``gallery_hint``)."""
     folder = Path(folder)
+    gallery = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
         plot_roc(evaluation, folder / "roc.png")
@@ -145,11 +152,29 @@ def write_report(evaluation: Evaluation, folder: Path) -> Path:
             writer = csv.DictWriter(f, fieldnames=TABLE_COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
+        if load is not None:
+            gallery = write_figures_gallery(evaluation, folder / "gallery", load)
         report = folder / "report.md"
-        report.write_text(_markdown(evaluation, rows, confusion_files), encoding="utf-8")
+        text = _markdown(evaluation, rows, confusion_files)
+        text += ("\n## The figures it got wrong\n\n" + (
+            f"The error gallery, per domain: [{gallery.relative_to(folder)}]({gallery.relative_to(folder)}).\n"
+            if gallery is not None else f"{gallery_hint or 'No error gallery: the images were not at hand.'}\n"))
+        report.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise OutputError(f"cannot write the report into {folder}: {exc}") from None
     return report
+
+
+def write_figures_gallery(evaluation: Evaluation, folder: Path, load: Callable[[int], np.ndarray | None]) -> Path:
+    """The error gallery of the evaluated figures, each at the single cut its calls follow (where one does)."""
+    from amf.evaluation.gallery import infer_threshold, write_gallery
+
+    figs = evaluation.figures
+    cut = infer_threshold(figs.score, figs.y_pred)
+    names = [f"{path} (page {page})" if page else str(path) for path, page in figs.where] or \
+        [f"figure {i}" for i in range(len(figs))]
+    return write_gallery(folder, names, figs.y_true, figs.y_pred, figs.score, figs.domain,
+                         np.full(len(figs), np.nan if cut is None else cut), load, title=f"Error gallery: {figs.source}")
 
 
 def _markdown(evaluation: Evaluation, rows: list[dict[str, str]], confusion_files: list[str]) -> str:
