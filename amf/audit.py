@@ -418,9 +418,15 @@ def lodo_rows(ctx: Context) -> dict[str, dict]:
     return read_json(path, AmfError) if path.is_file() else {}
 
 
+def _with_provenance(modes: dict[str, dict]) -> dict:
+    """The first scored mode of a row that recorded its provenance (a row re-scored in one mode only), else
+    its first mode."""
+    return next((r for r in modes.values() if r.get("provenance")), next(iter(modes.values())))
+
+
 def check_lodo_leakage(ctx: Context) -> Iterator[Finding]:
     for row, modes in lodo_rows(ctx).items():
-        mode, record = next(iter(modes.items()))
+        record = _with_provenance(modes)
         membership = (record.get("provenance") or {}).get("membership")
         name = f"leakage.lodo.{row}"
         if not membership:
@@ -440,8 +446,8 @@ def check_lodo_leakage(ctx: Context) -> Iterator[Finding]:
             held_domains = {r["domain"] for r in rows if r[c] == "heldout"}
             if train_domains & held_domains:
                 problems.append(f"{c}: trained on its held-out domain {sorted(train_domains & held_domains)[0]}")
-        for mode, record in modes.items():
-            problems += _heldout_roles(ctx, row, mode, record, rows)
+        for mode, scored in modes.items():
+            problems += _heldout_roles(ctx, row, mode, scored, rows)
         yield Finding(name, FAIL if problems else PASS, "; ".join(problems[:3]) if problems else
                       f"{len(columns)} models: no held-out or validation image, pixel duplicate or slide, and no "
                       f"held-out domain, among their training patches")
@@ -515,8 +521,7 @@ def check_provenance(ctx: Context) -> Iterator[Finding]:
                   f"{len(jobs)} training job(s) and the export ran on clean trees at commits that hold "
                   f"{', '.join(p for p, _ in needs)} as recorded; versions, CPU and threads recorded")
     for row, modes in lodo_rows(ctx).items():
-        record = next(iter(modes.values()))
-        prov = record.get("provenance")
+        prov = _with_provenance(modes).get("provenance")
         name = f"provenance.lodo.{row}"
         if not prov:
             yield Finding(name, CANNOT, "scored before crossval recorded provenance (config, data, commits, jobs)")

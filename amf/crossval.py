@@ -283,11 +283,12 @@ def _ci(pair: list[float] | None) -> str:
 
 
 def crossval(runs: list[Path], output: Path, modes: list[str], n_resamples: int = 1000,
-             threads: int | None = None, progress: bool = False) -> dict:
+             threads: int | None = None, progress: bool = False, rescore: bool = False) -> dict:
     """Score ``runs`` in every mode of ``modes`` into ``output``; returns the results.
 
     Results already in ``output/crossval.json`` are kept, so an ablation table can grow one run at a
-    time; an entry is scored again only when its run's finished folds, TTA or bootstrap size changed.
+    time; an entry is scored again only when its run's finished folds, TTA or bootstrap size changed, or
+    with ``rescore``.
     """
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -307,7 +308,7 @@ def crossval(runs: list[Path], output: Path, modes: list[str], n_resamples: int 
         entry = results.setdefault(name, {})
         for mode in modes:
             key = {"run": str(run), "folds": folds, "tta": mode_tta(mode).to_dict(), "bootstrap": n_resamples}
-            if all(entry.get(mode, {}).get(k) == v for k, v in key.items()):
+            if not rescore and all(entry.get(mode, {}).get(k) == v for k, v in key.items()):
                 continue
             heldout = score_run(run, mode_tta(mode), patches, threads, progress, desc=f"{name} [{mode}]")
             ev = evaluate_heldout(heldout, method, f"{run} held-out domains, TTA {mode}", n_resamples)

@@ -25,6 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--views", type=int, action="append", default=[], metavar="N",
                    help="also score with the first N of the shipped test-time views (repeatable; accuracy vs latency)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--rescore", action="store_true",
+                   help="score the runs again even where crossval.json already holds them with the same folds, views "
+                        "and bootstrap (e.g. to record the provenance of a row scored before it was recorded)")
     p.add_argument("--force", action="store_true",
                    help="write into an --output folder that holds other files than crossval's own")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -65,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
               "or bootstrap changed)", file=sys.stderr)
     modes = {"on": ["tta"], "off": ["plain"], "both": ["plain", "tta"]}[args.tta]
     modes += [f"views{n}" for n in args.views if f"views{n}" not in modes]
-    results = crossval(args.runs, args.output, modes, args.bootstrap, args.threads, progress=not args.no_progress and interactive())
+    results = crossval(args.runs, args.output, modes, args.bootstrap, args.threads,
+                       progress=not args.no_progress and interactive(), rescore=args.rescore)
     for name, by_mode in results.items():
         for mode, r in by_mode.items():
             m = r["mean"]

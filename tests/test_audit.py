@@ -249,3 +249,25 @@ def test_the_shipped_weights_pass_the_fast_checks():
     findings += list(check_docs(ctx, lodo_rows(ctx)))
     failed = [f.line() for f in findings if f.status == FAIL]
     assert not failed, failed
+
+
+def test_jobs_are_told_apart_and_a_dirty_job_that_trained_nothing_is_no_fault(tmp_path, copy):
+    from amf.run_folder import job_commands
+
+    log = tmp_path / "log.jsonl"
+    lines = [{"event": "resume", "job": "a", "git": {"dirty": False}}, {"event": "resume", "job": "b",
+             "git": {"dirty": True}}, {"event": "epoch", "job": "a"}, {"event": "epoch", "job": "a"},
+             {"event": "resume", "git": {"dirty": True}}, {"event": "epoch"}]  # the last two: a log without ids
+    log.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    assert [j["epochs"] for j in job_commands(tmp_path)] == [2, 0, 1]
+    path = copy / "weights" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    clean = manifest["training"]["jobs"][0]
+    manifest["training"]["jobs"].append({**clean, "epochs": 0, "folds": [],
+                                         "git": {**clean["git"], "dirty": True, "changes": ["notes.txt"]}})
+    path.write_text(json.dumps(manifest))
+    found = audit(copy, "provenance")
+    assert "dirty tree" not in found["provenance.weights"][1]  # stopped before its first epoch: no weights changed
+    manifest["training"]["jobs"][-1]["epochs"] = 3
+    path.write_text(json.dumps(manifest))
+    assert "ran on a dirty tree (notes.txt)" in failures(audit(copy, "provenance"))["provenance.weights"]
