@@ -2,7 +2,7 @@
 # One torch, one CUDA: a slim Python base, and the pinned torch 2.14.1 from PyPI, a CUDA 13.0 build that carries its
 # own CUDA runtime and cuDNN (the nvidia-*-cu13 wheels). The host needs only the NVIDIA driver, >= 580 (CUDA 13.0's
 # minimum on Linux). With an older driver or no GPU the container says so in one line and runs on the CPU, with the
-# same JSON (amf.engine.start_device). Runtime packages only: tests and training extras are in requirements-dev.txt.
+# same JSON (amf.inference.engine.start_device). Runtime packages only: tests and training extras are in requirements-dev.txt.
 FROM --platform=linux/amd64 python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \
@@ -26,7 +26,7 @@ COPY --chown=user:user weights /opt/app/weights
 COPY --chown=user:user process.py /opt/app/
 COPY --chown=user:user test/input /opt/app/test/input
 
-# Warm the frozen-graph cache once at build time (amf.loading.load_engine): every job then starts without
+# Warm the frozen-graph cache once at build time (amf.inference.loading.load_engine): every job then starts without
 # importing timm or tracing, about 4 s instead of 9 s on a 2-core CPU. Keyed by the members' sha256.
 ENV AMF_GRAPH_CACHE=/opt/app/graph-cache
 USER user

@@ -3,7 +3,7 @@
 
     python process.py [--input /input] [--output /output] [--weights weights/]
 
-Runs on a GPU when there is one, else on the CPU. The work is in :mod:`amf.challenge`.
+Runs on a GPU when there is one, else on the CPU. The work is in :mod:`amf.inference.challenge`.
 
 Exit status: 0 with every result written; 2 with one line ``process.py: error: ...`` on stderr for any
 foreseen failure (bad input, weights or output folder, a NaN from the model), and then nothing was
@@ -32,7 +32,8 @@ def main() -> int:
     parser.add_argument("--weights", type=Path, default=None, help="exported weights folder (default: weights/)")
     args = parser.parse_args()
     try:
-        from amf.challenge import DEFAULT_WEIGHTS, run
+        from amf.inference.challenge import run
+        from amf.inference.weights import DEFAULT_WEIGHTS
         from amf.errors import AmfError
 
         try:

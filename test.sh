@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the algorithm on test/input and compare with test/expected_output.json
 # (classes exactly, confidences within 1e-4). What holds that on a GPU: the engine runs fp32 there with TF32 off
-# (amf.engine), so the GPU differs from the CPU only by float rounding (~1e-6); bf16 autocast, measured at up to
+# (amf.inference.engine), so the GPU differs from the CPU only by float rounding (~1e-6); bf16 autocast, measured at up to
 # 1.2e-3 (emulated), would not hold it, and is off. tools/gpu_check.sh measures both on a real GPU.
 #
 # With a working docker engine: builds the image and runs it as the platform does: --network none,

@@ -17,13 +17,13 @@ from amf import __version__
 from amf.errors import AmfError
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("amf.train_cli", "train an ensemble (leave-one-domain-out x k-fold)"),
-    "export": ("amf.export_cli", "export a training run into a weights folder"),
-    "predict": ("amf.predict", "score images or stacks into a CSV"),
-    "evaluate": ("amf.evaluation.cli", "official MIDOG 2025 Track 2 metrics, plus a report"),
-    "crossval": ("amf.crossval_cli", "leave-one-domain-out results of training runs, with and without TTA"),
-    "bench": ("amf.bench", "speed and memory benchmark, measured side by side"),
-    "audit": ("amf.audit_cli", "check every claim of the repository from what it ships"),
+    "train": ("amf.training.train_cli", "train an ensemble (leave-one-domain-out x k-fold)"),
+    "export": ("amf.training.export_cli", "export a training run into a weights folder"),
+    "predict": ("amf.inference.predict_cli", "score images or stacks into a CSV"),
+    "evaluate": ("amf.evaluation.evaluate_cli", "official MIDOG 2025 Track 2 metrics, plus a report"),
+    "crossval": ("amf.training.crossval_cli", "leave-one-domain-out results of training runs, with and without TTA"),
+    "bench": ("amf.bench.bench", "speed and memory benchmark, measured side by side"),
+    "audit": ("amf.audit.audit_cli", "check every claim of the repository from what it ships"),
 }
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from amf.audit import CANNOT, FAIL, PASS, Context, run_audit
+from amf.audit.context import CANNOT, FAIL, PASS, Context
+from amf.audit.runner import run_audit
 from amf.cli import main
 from amf.files import sha256_file
 from synthetic_data import amibr_style_dataset
@@ -24,7 +25,7 @@ ROW = "run"
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """A repository in miniature: configs/, data/, weights/, docs/results/lodo4/, test/, README and claims."""
-    import amf.export
+    import amf.training.export
     import amf.provenance
 
     root = tmp_path_factory.mktemp("repo")
@@ -41,13 +42,13 @@ def repo(tmp_path_factory) -> Path:
     assert main(["train", "--config", str(root / "configs" / "smoke.toml"), "--labels", str(labels), "--output",
                  str(run), "--epochs", "1", "--no-progress"]) == 0
     clean = {"commit": amf.provenance.git_commit(), "dirty": False, "changes": []}
-    saved = amf.export.git_state
-    amf.export.git_state = lambda cwd=None: clean  # export refuses a dirty tree; this checkout may have changes
+    saved = amf.training.export.git_state
+    amf.training.export.git_state = lambda cwd=None: clean  # export refuses a dirty tree; this checkout may have changes
     try:
         assert main(["export", str(run), "--output", str(root / "weights"), "--tta-views", "2", "--no-progress",
                      "--allow-dirty"]) == 0
     finally:
-        amf.export.git_state = saved
+        amf.training.export.git_state = saved
     results = root / "docs" / "results" / "lodo4"
     assert main(["crossval", str(run), "--output", str(results), "--tta", "on", "--bootstrap", "20",
                  "--no-progress"]) == 0
@@ -63,7 +64,7 @@ def repo(tmp_path_factory) -> Path:
         '[[claim]]\nid = "ba"\nfile = "README.md"\ntext = "scores a mean balanced accuracy of {} here"\n'
         f'source = "docs/results/lodo4/crossval.json"\nkeys = [["{ROW}", "tta", "mean", "balanced_accuracy"]]\n')
     ctx = context(root)
-    from amf.audit_results import claim_value, render_docs
+    from amf.audit.results import claim_value, render_docs
 
     ba = claim_value(ctx, "docs/results/lodo4/crossval.json", [ROW, "tta", "mean", "balanced_accuracy"])
     (root / "README.md").write_text(f"The row scores a mean balanced accuracy of {ba:.3f} here.\n")
@@ -189,7 +190,7 @@ def test_the_expected_output_edited(copy):
 def test_a_dirty_training_job_and_a_foreign_commit_are_reported(copy):
     path = copy / "weights" / "manifest.json"
     manifest = json.loads(path.read_text())
-    manifest["training"]["jobs"][0]["git"] = {"commit": "0" * 40, "dirty": True, "changes": ["amf/train.py"]}
+    manifest["training"]["jobs"][0]["git"] = {"commit": "0" * 40, "dirty": True, "changes": ["amf/training/train.py"]}
     path.write_text(json.dumps(manifest))
     detail = failures(audit(copy, "provenance"))["provenance.weights"]
     assert "is not in this repository" in detail
@@ -208,7 +209,7 @@ def test_the_config_file_changed_since_training(copy):
 
 
 def test_retrain_rebuilds_a_member_bit_for_bit_from_its_recorded_command(repo):
-    from amf.audit import retrain
+    from amf.audit.checks import retrain
 
     finding = retrain(context(repo), "all/fold1")
     assert finding.status == PASS and "bit for bit" in finding.detail and "member_1" in finding.detail
@@ -244,7 +245,7 @@ def test_the_shipped_weights_pass_the_fast_checks():
     """The real weights/: hashes, schema, config, threshold from oof.csv, leakage, provenance, data, docs."""
     ctx = Context(ROOT / "weights", [ROOT.parent / "shared" / "data"], ROOT / "docs" / "results" / "lodo4")
     findings = run_audit(ctx, ["weights", "data", "threshold", "leakage", "provenance"], rescore=False)
-    from amf.audit_results import check_docs, lodo_rows
+    from amf.audit.results import check_docs, lodo_rows
 
     findings += list(check_docs(ctx, lodo_rows(ctx)))
     failed = [f.line() for f in findings if f.status == FAIL]
@@ -252,7 +253,7 @@ def test_the_shipped_weights_pass_the_fast_checks():
 
 
 def test_jobs_are_told_apart_and_a_dirty_job_that_trained_nothing_is_no_fault(tmp_path, copy):
-    from amf.run_folder import job_commands
+    from amf.training.run_folder import job_commands
 
     log = tmp_path / "log.jsonl"
     lines = [{"event": "resume", "job": "a", "git": {"dirty": False}}, {"event": "resume", "job": "b",

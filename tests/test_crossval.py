@@ -8,9 +8,9 @@ import pytest
 
 from amf.cli import main
 from amf.errors import AmfError
-from amf.threshold import threshold_candidates
-from amf.run_folder import lodo_folds, read_predictions
-from amf.train import TrainConfig, train_run
+from amf.training.threshold import threshold_candidates
+from amf.training.run_folder import lodo_folds, read_predictions
+from amf.training.train import TrainConfig, train_run
 from synthetic_data import amibr_style_dataset
 from test_train import SMOKE
 
@@ -66,7 +66,7 @@ def test_a_run_without_lodo_folds_is_refused(tmp_path):
 
 def test_views_modes_and_transfer_thresholds(lodo_run, tmp_path):
     """--views N scores with the first N shipped views; every mode carries the transfer thresholds."""
-    from amf.threshold import mean_class_recall, nested_transfer_thresholds, transfer_threshold
+    from amf.training.threshold import mean_class_recall, nested_transfer_thresholds, transfer_threshold
 
     out = tmp_path / "cv"
     assert main(["crossval", str(lodo_run), "--output", str(out), "--bootstrap", "0", "--tta", "off",
@@ -103,11 +103,11 @@ def test_crossval_names_the_folds_a_run_has_not_finished(lodo_run, tmp_path, cap
 
 
 def test_crossval_shows_progress_on_a_terminal_unless_told_not_to(lodo_run, tmp_path, capsys, monkeypatch):
-    import amf.crossval_cli
+    import amf.training.crossval_cli
 
     assert main(["crossval", str(lodo_run), "--output", str(tmp_path / "cv0"), "--bootstrap", "0", "--tta", "off"]) == 0
     assert "run [plain]" not in capsys.readouterr().err  # stderr is not a terminal here: a log gets no bar
-    monkeypatch.setattr(amf.crossval_cli, "interactive", lambda: True)
+    monkeypatch.setattr(amf.training.crossval_cli, "interactive", lambda: True)
     assert main(["crossval", str(lodo_run), "--output", str(tmp_path / "cv"), "--bootstrap", "0", "--tta", "off"]) == 0
     assert "run [plain]" in capsys.readouterr().err
     assert main(["crossval", str(lodo_run), "--output", str(tmp_path / "cv2"), "--bootstrap", "0", "--tta", "off",

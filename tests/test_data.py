@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from amf.data import fingerprint, limit_table, load_images, parse_label, read_datasets, read_labels
+from amf.training.data import fingerprint, limit_table, load_images, parse_label, read_datasets, read_labels
 from amf.errors import DatasetError
 from synthetic_data import amibr_style_dataset, midog25_style_dataset
 
@@ -51,7 +51,7 @@ def test_amibr_format_detected_and_loaded(tmp_path):
 def test_midog25_format_with_image_folder_and_label_spellings(tmp_path):
     img = tmp_path / "images"
     for i in range(4):
-        write_png(img / f"{i}.png", size=100)  # smaller patches are padded to 128 by amf.io
+        write_png(img / f"{i}.png", size=100)  # smaller patches are padded to 128 by amf.inference.io
     write_csv(tmp_path / "m.csv", ["image_id", "filename", "Tumor", "majority"],
               [["0.png", "201.tiff", "lung", "AMF"], ["1.png", "201.tiff", "lung", "NMF"],
                ["2.png", "7.tiff", "skin", "amf"], ["3.png", "7.tiff", "skin", " nmf "]])

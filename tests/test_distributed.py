@@ -1,4 +1,4 @@
-"""Data-parallel training under torchrun (amf.distributed): two gloo processes give one process's weights."""
+"""Data-parallel training under torchrun (amf.training.distributed): two gloo processes give one process's weights."""
 
 import csv
 import json
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-import amf.distributed
+import amf.training.distributed
 from amf.cli import main
-from amf.run_folder import CHECKPOINT
-from amf.train import TrainConfig, train_run
+from amf.training.run_folder import CHECKPOINT
+from amf.training.train import TrainConfig, train_run
 from synthetic_data import amibr_style_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def _logits(path: Path) -> np.ndarray:
 def test_share_splits_every_batch_without_gaps():
     for size in (1, 2, 3, 4):
         for n in range(0, 12):
-            shares = [amf.distributed.World(r, size).share(n) for r in range(size)]
+            shares = [amf.training.distributed.World(r, size).share(n) for r in range(size)]
             assert [i for s in shares for i in range(n)[s]] == list(range(n))
             assert max(s.stop - s.start for s in shares) - min(s.stop - s.start for s in shares) <= 1
 

@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["amf.tta", "amf.stain", "amf.threshold", "amf.io", "amf.splits", "amf.distributed"]
+MODULES = ["amf.inference.tta", "amf.inference.stain", "amf.training.threshold", "amf.inference.io", "amf.training.splits", "amf.training.distributed"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from amf.bench import randomize, synthetic_patches
-from amf.engine import STRATEGIES, Engine
-from amf.loading import graph_cache_key, load_engine
-from amf.prepare import fold_batchnorm
+from amf.bench.bench import randomize, synthetic_patches
+from amf.inference.engine import STRATEGIES, Engine
+from amf.inference.loading import graph_cache_key, load_engine
+from amf.inference.prepare import fold_batchnorm
 from amf.errors import OutputError
-from amf.model import ModelSpec, build_classifier
-from amf.tta import TTAConfig
-from amf.weights import Threshold, load_ensemble, save_ensemble
+from amf.inference.model import ModelSpec, build_classifier
+from amf.inference.tta import TTAConfig
+from amf.inference.weights import Threshold, load_ensemble, save_ensemble
 
 ROOT = Path(__file__).resolve().parent.parent
 TTA = TTAConfig(views=3)
@@ -79,8 +79,8 @@ def test_strategy_equals_naive_loop(outputs, strategy):
 
 def test_loop_is_the_definition(members, patches):
     """The loop's number is the mean over members and views of sigmoid(member(view))."""
-    from amf.engine import to_tensor
-    from amf.tta import make_view
+    from amf.inference.engine import to_tensor
+    from amf.inference.tta import make_view
 
     x = to_tensor(patches)
     with torch.inference_mode():
@@ -171,7 +171,7 @@ def test_fold_batchnorm_removes_norms_and_keeps_output(members):
 def test_stain_matrices_equal_skimage():
     from skimage.color import hed_from_rgb, rgb_from_hed
 
-    from amf.stain import HED_FROM_RGB, RGB_FROM_HED
+    from amf.inference.stain import HED_FROM_RGB, RGB_FROM_HED
 
     assert np.array_equal(HED_FROM_RGB, hed_from_rgb) and np.array_equal(RGB_FROM_HED, rgb_from_hed)
 
@@ -231,7 +231,7 @@ def test_cache_hit_imports_no_timm(weights, tmp_path):
     """The point of the cache: a warm start needs neither timm nor a trace."""
     cache = tmp_path / "cache"
     load_engine(weights, device="cpu", cache_dir=cache)
-    code = ("import sys; from amf.loading import load_engine; "
+    code = ("import sys; from amf.inference.loading import load_engine; "
             f"e = load_engine({str(weights)!r}, device='cpu', cache_dir=__import__('pathlib').Path({str(cache)!r})); "
             "print(e.source, 'timm' in sys.modules)")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from amf.errors import InputError
-from amf.io import count_pages, iter_patches, to_patch
+from amf.inference.io import count_pages, iter_patches, to_patch
 
 # AMF_FUZZ_EXAMPLES=3000 for a deeper search (passed 3,000 per test when written).
 FUZZ = settings(max_examples=int(os.environ.get("AMF_FUZZ_EXAMPLES", 150)), deadline=None,

@@ -19,7 +19,7 @@ def test_a_wheel_builds_with_every_module_and_the_console_script(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     modules = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "amf").rglob("*.py"))
     assert all(m in names for m in modules)
-    assert "amf/manifest.schema.json" in names  # amf audit's schema ships with the package
+    assert "amf/inference/manifest.schema.json" in names  # amf audit's schema ships with the package
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
     declared = {line.split(": ", 1)[1] for line in metadata.splitlines() if line.startswith("Requires-Dist: ")}
     pinned = {line.strip() for line in (ROOT / "requirements.txt").read_text().splitlines()

@@ -1,4 +1,4 @@
-"""amf.io: page formats and sizes become the one patch form, and every damaged file is a clear InputError."""
+"""amf.inference.io: page formats and sizes become the one patch form, and every damaged file is a clear InputError."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import tifffile
 from PIL import Image
 
 from amf.errors import InputError
-from amf.io import (
+from amf.inference.io import (
     MAX_PAGE_PIXELS,
     PATCH_SIZE,
     count_pages,
@@ -29,7 +29,7 @@ def rgb(h: int, w: int) -> np.ndarray:
 
 
 def test_patch_size_matches_the_model():
-    from amf.model import PATCH_SIZE as MODEL_PATCH_SIZE
+    from amf.inference.model import PATCH_SIZE as MODEL_PATCH_SIZE
 
     assert PATCH_SIZE == MODEL_PATCH_SIZE == 128
 
@@ -259,9 +259,9 @@ def test_page_errors_name_the_page(tmp_path):
 def test_mha_stack_streams_in_blocks(tmp_path, monkeypatch):
     import SimpleITK as sitk
 
-    import amf.io
+    import amf.inference.io
 
-    monkeypatch.setattr(amf.io, "MHA_BLOCK", 3)
+    monkeypatch.setattr(amf.inference.io, "MHA_BLOCK", 3)
     vol = np.stack([rgb(128, 128) for _ in range(7)])
     sitk.WriteImage(sitk.GetImageFromArray(vol, isVector=True), str(tmp_path / "v.mha"), useCompression=True)
     assert count_pages(tmp_path / "v.mha") == 7

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from amf.losses import FocalLoss, focal_loss
+from amf.training.losses import FocalLoss, focal_loss
 
 
 def test_hand_value_positive_at_zero_logit():

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from amf.errors import WeightsError
-from amf.model import PRESETS, ModelSpec, build_classifier
+from amf.inference.model import PRESETS, ModelSpec, build_classifier
 
 
 def test_one_logit_from_a_patch_at_any_input_size():
@@ -52,10 +52,10 @@ def test_centre_crop_zooms_in_on_the_figure_and_travels_with_the_weights(tmp_pat
     carries it (older manifests mean the whole patch), and every engine strategy applies it."""
     import numpy as np
 
-    from amf.bench import randomize, synthetic_patches
-    from amf.engine import STRATEGIES, Engine
-    from amf.tta import TTAConfig
-    from amf.weights import Threshold, load_ensemble, save_ensemble
+    from amf.bench.bench import randomize, synthetic_patches
+    from amf.inference.engine import STRATEGIES, Engine
+    from amf.inference.tta import TTAConfig
+    from amf.inference.weights import Threshold, load_ensemble, save_ensemble
 
     spec = ModelSpec("efficientvit_b0", input_size=64, crop=80)
     model = randomize(build_classifier(spec), seed=1).eval()

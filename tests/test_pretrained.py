@@ -10,8 +10,8 @@ import torch
 
 from amf.errors import AmfError, WeightsError
 from amf.files import sha256_file
-from amf.pretrained import SOURCES, checkpoint_path, init_backbone, init_head, map_by_order, source
-from amf.train import TrainConfig, train_run
+from amf.training.pretrained import SOURCES, checkpoint_path, init_backbone, init_head, map_by_order, source
+from amf.training.train import TrainConfig, train_run
 from synthetic_data import amibr_style_dataset
 
 NAMES = sorted(SOURCES)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from amf.weights import read_manifest
+from amf.inference.weights import read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "data" / "midog25-t2-samples" / "algorithm-input"
@@ -50,7 +50,7 @@ def test_bundled_stack_matches_expected_output(bundled_output):
 
 def test_shipped_weights_come_from_the_documented_config():
     """README's reproduction command (configs/lite0-crop80.toml, --no-lodo) is what trained weights/."""
-    from amf.train_config import TrainConfig
+    from amf.training.config import TrainConfig
 
     manifest = read_manifest(ROOT / "weights")
     config = TrainConfig.from_toml(ROOT / "configs" / "lite0-crop80.toml").replace(lodo=False).to_dict()
@@ -68,7 +68,7 @@ def test_page_order_follows_the_stack(tmp_path):
     import numpy as np
     import tifffile
 
-    from amf.io import read_patches
+    from amf.inference.io import read_patches
 
     stack = ROOT / "test" / "input" / "images" / "stacked-histopathology-roi-cropouts" / "stack_synthetic.tiff"
     pages = read_patches(stack)

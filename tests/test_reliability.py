@@ -8,7 +8,7 @@ or an error of a given type whose one-line message contains a given text. For ev
 * a valid output is a JSON list of ``{"class", "confidence"}`` with float confidences, one per page, in page
   order (checked against the engine run directly on the same pages).
 
-Most cases run in-process through :func:`amf.challenge.run` (fast); a handful run ``process.py`` and
+Most cases run in-process through :func:`amf.inference.challenge.run` (fast); a handful run ``process.py`` and
 ``python -m amf predict`` as subprocesses to check the exit status and the one-line stderr.
 """
 
@@ -30,9 +30,9 @@ import pytest
 import tifffile
 from PIL import Image
 
-from amf import challenge
+from amf.inference import challenge
 from amf.errors import AmfError, InputError, OutputError, WeightsError
-from amf.io import count_pages, read_patches
+from amf.inference.io import count_pages, read_patches
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -402,8 +402,8 @@ def weights(small_weights) -> Path:
 
 @pytest.fixture(scope="module")
 def engine_for(weights):
-    from amf.engine import Engine
-    from amf.weights import load_ensemble
+    from amf.inference.engine import Engine
+    from amf.inference.weights import load_ensemble
 
     ens = load_ensemble(weights)
     return Engine(ens.members, ens.tta, device="cpu"), ens.threshold.value
@@ -434,7 +434,7 @@ def test_bad_input_corpus(case: Case, tmp_path, weights, engine_for):
     out = case.output(tmp_path) if case.output else tmp_path / "output"
     before = snapshot(out)
     if case.expect == "ok":
-        jobs = challenge.run(inp, out, weights, device="cpu", log=lambda s: None)
+        jobs = challenge.run(inp, out, weights, device="cpu", say=lambda s: None)
         pages = case.pages if isinstance(case.pages, tuple) else (case.pages,)
         assert len(jobs) == len(pages)
         for job, n in zip(jobs, pages):
@@ -447,7 +447,7 @@ def test_bad_input_corpus(case: Case, tmp_path, weights, engine_for):
         assert not leftovers
         return
     with pytest.raises(AmfError) as info:
-        challenge.run(inp, out, weights, device="cpu", log=lambda s: None)
+        challenge.run(inp, out, weights, device="cpu", say=lambda s: None)
     assert type(info.value) is case.error, info.value
     message = str(info.value)
     assert case.expect in message
@@ -457,11 +457,11 @@ def test_bad_input_corpus(case: Case, tmp_path, weights, engine_for):
 
 def test_weights_are_checked_before_the_input_is_touched(tmp_path, weights, monkeypatch):
     """With bad weights no input file is even opened."""
-    import amf.challenge
+    import amf.inference.challenge
 
     inp = platform_input(tmp_path, {"s.tif": good()})
     touched = []
-    monkeypatch.setattr(amf.challenge, "find_jobs", lambda *a: touched.append(a) or [])
+    monkeypatch.setattr(amf.inference.challenge, "find_jobs", lambda *a: touched.append(a) or [])
     weights = w_hash_mismatch(Path(shutil.copytree(weights, tmp_path / "w")))
     with pytest.raises(WeightsError):
         challenge.run(inp, tmp_path / "out", weights)
@@ -471,9 +471,9 @@ def test_weights_are_checked_before_the_input_is_touched(tmp_path, weights, monk
 def test_nan_from_the_model_is_an_error_and_nothing_is_written(tmp_path, weights, monkeypatch):
     import torch
 
-    import amf.loading
-    import amf.weights
-    from amf.weights import load_ensemble
+    import amf.inference.loading
+    import amf.inference.weights
+    from amf.inference.weights import load_ensemble
 
     real = load_ensemble
 
@@ -489,23 +489,23 @@ def test_nan_from_the_model_is_an_error_and_nothing_is_written(tmp_path, weights
         member.forward = forward
         return ens
 
-    monkeypatch.setattr(amf.loading, "load_ensemble", nan_ensemble)
+    monkeypatch.setattr(amf.inference.loading, "load_ensemble", nan_ensemble)
     # The reference strategy calls the members as given; the CPU default runs frozen graphs traced from them.
-    monkeypatch.setattr(amf.loading, "default_strategy", lambda device: "loop")
+    monkeypatch.setattr(amf.inference.loading, "default_strategy", lambda device: "loop")
     inp = platform_input(tmp_path, {"s.tif": good()})
     with pytest.raises(AmfError, match=r"s\.tif: the model produced NaN or inf for patches \[1\]"):
-        challenge.run(inp, tmp_path / "out", weights, device="cpu", log=lambda s: None)
+        challenge.run(inp, tmp_path / "out", weights, device="cpu", say=lambda s: None)
     assert not (tmp_path / "out").exists()
 
 
 def test_production_architecture_on_black_and_odd_pages(tmp_path, tiny_weights):
     """efficientvit_b0, 2 members x 2 stain-jittered views: all-black (padding-only) pages give valid floats."""
-    from amf.engine import Engine
-    from amf.weights import load_ensemble
+    from amf.inference.engine import Engine
+    from amf.inference.weights import load_ensemble
 
     pages = [np.zeros((128, 128, 3), np.uint8), np.zeros((10, 10), np.uint8), np.full((300, 20, 3), 255, np.uint8)]
     inp = platform_input(tmp_path, {"s.tif": tif(pages)})
-    (job,) = challenge.run(inp, tmp_path / "out", tiny_weights, device="cpu", log=lambda s: None)
+    (job,) = challenge.run(inp, tmp_path / "out", tiny_weights, device="cpu", say=lambda s: None)
     ens = load_ensemble(tiny_weights)
     check_output(job.output, job.stack, (Engine(ens.members, ens.tta, device="cpu"), ens.threshold.value), 3)
 
@@ -513,8 +513,8 @@ def test_production_architecture_on_black_and_odd_pages(tmp_path, tiny_weights):
 def test_stack_name_mismatch_is_a_note_not_an_error(tmp_path, weights, caplog):
     """The platform may store an upload under another name: never refuse a stack that is there over that."""
     inp = platform_input(tmp_path, {"uuid-1234.tiff": good()}, meta=inputs_json("stack_5.tiff"))
-    with caplog.at_level("WARNING", logger="amf.challenge"):
-        (job,) = challenge.run(inp, tmp_path / "out", weights, device="cpu", log=lambda s: None)
+    with caplog.at_level("WARNING", logger="amf.inference.challenge"):
+        (job,) = challenge.run(inp, tmp_path / "out", weights, device="cpu", say=lambda s: None)
     assert job.stack.name == "uuid-1234.tiff" and (tmp_path / "out" / OUT).is_file()
     assert "names the stack 'stack_5.tiff'" in caplog.text
 
@@ -526,7 +526,7 @@ def test_relative_path_from_inputs_json(tmp_path, weights):
     meta = json.loads(inputs_json("s.tif"))
     meta[0]["interface"]["relative_path"] = "elsewhere"
     (inp / "inputs.json").write_text(json.dumps(meta))
-    (job,) = challenge.run(inp, tmp_path / "out", weights, device="cpu", log=lambda s: None)
+    (job,) = challenge.run(inp, tmp_path / "out", weights, device="cpu", say=lambda s: None)
     assert job.stack == inp / "elsewhere" / "s.tif"
 
 
@@ -536,13 +536,13 @@ def test_existing_results_are_left_alone_on_error(tmp_path, weights):
     (out / OUT).write_text("previous run")
     inp = platform_input(tmp_path, {"s.tif": raw(b"junk")})
     with pytest.raises(InputError):
-        challenge.run(inp, out, weights, device="cpu", log=lambda s: None)
+        challenge.run(inp, out, weights, device="cpu", say=lambda s: None)
     assert (out / OUT).read_text() == "previous run"
 
 
 def test_results_are_world_readable(tmp_path, weights):
     inp = platform_input(tmp_path, {"s.tif": good()})
-    challenge.run(inp, tmp_path / "out", weights, device="cpu", log=lambda s: None)
+    challenge.run(inp, tmp_path / "out", weights, device="cpu", say=lambda s: None)
     assert (tmp_path / "out" / OUT).stat().st_mode & 0o777 == 0o666 & ~_umask()
 
 
@@ -554,7 +554,7 @@ def _umask() -> int:
 
 def test_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
     """A signal (SIGTERM becomes SystemExit in process.py) in the middle of writing removes the temporaries."""
-    import amf.challenge
+    from amf.inference import pipeline
 
     calls = []
 
@@ -564,37 +564,35 @@ def test_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
             raise SystemExit(143)
         os.rename(src, dst)
 
-    monkeypatch.setattr(amf.challenge.os, "replace", replace)
+    monkeypatch.setattr(pipeline.os, "replace", replace)
     results = [(tmp_path / "a" / OUT, [{"class": "normal", "confidence": 0.1}]),
                (tmp_path / "b" / OUT, [{"class": "normal", "confidence": 0.2}])]
     with pytest.raises(SystemExit):
-        challenge.write_results(results)
+        pipeline.write_files([(path, challenge.encode_records(records)) for path, records in results])
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")]
 
 
 def test_non_finite_confidence_is_never_written(tmp_path):
     with pytest.raises(OutputError, match="non-finite"):
-        challenge.write_results([(tmp_path / OUT, [{"class": "normal", "confidence": float("nan")}])])
+        challenge.encode_records([{"class": "normal", "confidence": float("nan")}])
     assert list(tmp_path.iterdir()) == []
 
 
 # --- amf predict, in-process ---------------------------------------------------------------------------
 
 
-def predict_args(paths, output, weights, **kw):
-    import argparse
+def predict(paths, output, weights, **kw) -> int:
+    from amf.inference.predict import predict_files
 
-    return argparse.Namespace(paths=[Path(p) for p in paths], output=Path(output), weights=Path(weights),
-                              views=kw.get("views"), device="cpu", chunk_size=kw.get("chunk_size", 64))
+    return predict_files([Path(p) for p in paths], Path(output), Path(weights), views=kw.get("views"), device="cpu",
+                         chunk_size=kw.get("chunk_size", 64))
 
 
 def test_predict_writes_every_page_in_order(tmp_path, weights, engine_for):
-    from amf import predict
-
     (tmp_path / "in").mkdir()
     tif(rgb_stack(3))(tmp_path / "in" / "a.tif")
     Image.fromarray(rgb_stack(1, 90, 150)[0]).save(tmp_path / "in" / "b.png")
-    assert predict.run(predict_args([tmp_path / "in"], tmp_path / "p.csv", weights, chunk_size=2)) == 0
+    assert predict([tmp_path / "in"], tmp_path / "p.csv", weights, chunk_size=2) == 4
     rows = (tmp_path / "p.csv").read_text().splitlines()
     assert rows[0] == "path,page,p_atypical,class" and len(rows) == 5
     assert [r.split(",")[1] for r in rows[1:]] == ["0", "1", "2", "0"]
@@ -610,22 +608,18 @@ def test_predict_writes_every_page_in_order(tmp_path, weights, engine_for):
     ("truncated page list", lambda d: raw(_tiff_bytes(rgb_stack(5))[:120000])(d / "t.tif"), "damaged TIFF", InputError),
 ])
 def test_predict_errors_write_nothing(tmp_path, weights, name, setup, expect, error):
-    from amf import predict
-
     d = tmp_path / "in"
     d.mkdir()
     setup(d)
     with pytest.raises(error, match=expect):
-        predict.run(predict_args([d], tmp_path / "out" / "p.csv", weights))
+        predict([d], tmp_path / "out" / "p.csv", weights)
     assert not (tmp_path / "out").exists()
 
 
 def test_predict_output_is_a_folder(tmp_path, weights):
-    from amf import predict
-
     tif(rgb_stack(1))(tmp_path / "a.tif")
     with pytest.raises(OutputError, match="is a folder"):
-        predict.run(predict_args([tmp_path / "a.tif"], tmp_path, weights))
+        predict([tmp_path / "a.tif"], tmp_path, weights)
 
 
 # --- subprocesses: exit status and one line on stderr ----------------------------------------------------

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from amf.sampling import balanced_indices, class_balanced_weights, epoch_indices
+from amf.training.sampling import balanced_indices, class_balanced_weights, epoch_indices
 
 
 def test_weights_are_inverse_class_counts():

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from amf.errors import DatasetError
-from amf.splits import domain_slugs, grouped_kfold, make_folds
+from amf.training.splits import domain_slugs, grouped_kfold, make_folds
 
 AMIBR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ami-br-midog21" / "labels.csv"
 
@@ -81,7 +81,7 @@ def test_slugs_are_unique_folder_names():
 def test_real_amibr_plan():
     if not AMIBR.is_file():
         pytest.skip(f"AMi-Br labels not found at {AMIBR} (see ../shared/data/SOURCES.md)")
-    from amf.data import read_labels
+    from amf.training.data import read_labels
 
     t = read_labels(AMIBR, check_files=False)
     folds = check_plan(t.labels, t.domains, t.groups, 5)

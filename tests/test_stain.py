@@ -7,8 +7,8 @@ import pytest
 import torch
 from skimage.color import hed2rgb, rgb2hed
 
-from amf.io import read_patches
-from amf.stain import SKIMAGE_OD_SCALE, hed_jitter, random_hed_jitter, sample_stain_params
+from amf.inference.io import read_patches
+from amf.inference.stain import SKIMAGE_OD_SCALE, hed_jitter, random_hed_jitter, sample_stain_params
 
 AMIBR = Path(__file__).resolve().parents[2] / "shared" / "data" / "ami-br-midog21"
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from amf.threshold import (
+from amf.training.threshold import (
     choose_threshold,
     max_balanced_accuracy_threshold,
     mean_class_recall,
@@ -63,7 +63,7 @@ def test_one_class_and_candidates():
 
 
 def test_transfer_threshold_maximises_the_mean_over_domains_and_nested_never_sees_its_domain():
-    from amf.threshold import mean_class_recall, nested_transfer_thresholds, transfer_threshold
+    from amf.training.threshold import mean_class_recall, nested_transfer_thresholds, transfer_threshold
 
     rng = np.random.default_rng(0)
     domains = []
@@ -83,10 +83,10 @@ def test_transfer_threshold_maximises_the_mean_over_domains_and_nested_never_see
 
 def test_light_copies_match_their_sources():
     """The CLI modules keep torch- and scikit-learn-free copies of two lists: they must not drift."""
-    from amf.data import NEGATIVE, POSITIVE
+    from amf.training.data import NEGATIVE, POSITIVE
     from amf.evaluation.flat import ANY_SPELLING
-    from amf.export_cli import METHODS as CLI_METHODS
-    from amf.threshold import METHODS
+    from amf.training.export_cli import METHODS as CLI_METHODS
+    from amf.training.threshold import METHODS
 
     assert CLI_METHODS == METHODS
     assert ANY_SPELLING == {**{v: "atypical" for v in POSITIVE}, **{v: "normal" for v in NEGATIVE}}

@@ -10,8 +10,8 @@ from safetensors.torch import load_file
 
 from amf.cli import main
 from amf.errors import AmfError
-from amf.run_folder import CHECKPOINT
-from amf.train import TrainConfig, train_run
+from amf.training.run_folder import CHECKPOINT
+from amf.training.train import TrainConfig, train_run
 from synthetic_data import amibr_style_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,11 +134,11 @@ def test_inference_modules_never_import_training_code():
     """Static check, following amf imports transitively (also imports inside functions)."""
     import ast
 
-    training = {"amf.train", "amf.train_cli", "amf.train_config", "amf.run_folder", "amf.rescore", "amf.distributed",
-                "amf.export", "amf.export_cli", "amf.crossval", "amf.crossval_cli", "amf.pretrained", "amf.data",
-                "amf.splits", "amf.losses", "amf.sampling", "amf.threshold"}
-    todo = ["amf.io", "amf.stain", "amf.tta", "amf.model", "amf.weights", "amf.engine", "amf.prepare", "amf.loading",
-            "amf.challenge", "amf.predict"]
+    training = {"amf.training.train", "amf.training.train_cli", "amf.training.config", "amf.training.run_folder", "amf.training.rescore", "amf.training.distributed",
+                "amf.training.export", "amf.training.export_cli", "amf.training.crossval", "amf.training.crossval_cli", "amf.training.pretrained", "amf.training.data",
+                "amf.training.splits", "amf.training.losses", "amf.training.sampling", "amf.training.threshold"}
+    todo = ["amf.inference.io", "amf.inference.stain", "amf.inference.tta", "amf.inference.model", "amf.inference.weights", "amf.inference.engine", "amf.inference.prepare", "amf.inference.loading",
+            "amf.inference.challenge", "amf.inference.predict"]
     seen: dict[str, str] = {}
     while todo:
         mod = todo.pop()
@@ -186,7 +186,7 @@ def test_one_fold_ablation_grows_into_the_full_kfold(tmp_path, capsys):
 
 
 def test_set_overrides_and_their_errors():
-    from amf.train_cli import parse_overrides
+    from amf.training.train_cli import parse_overrides
 
     assert parse_overrides(["stain_sigma=0", "d4=false", "arch=efficientvit_b1", "note='a = b'"]) == {
         "stain_sigma": 0, "d4": False, "arch": "efficientvit_b1", "note": "a = b"}

@@ -20,13 +20,13 @@ train
     One short run of the ``paper`` preset (efficientvit_l2 at 256 px, bf16 autocast) on synthetic patches:
     seconds per epoch and images/s. Skipped without a GPU.
 
-Usage: ``python tools/gpu_check.py OUT.json`` (``tools/gpu_check.sh`` picks the interpreter and the output).
+Usage: ``python tools/gpu_check.py OUT.json`` with the repository on ``PYTHONPATH`` (``tools/gpu_check.sh`` sets it,
+and picks the interpreter and the output).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -34,15 +34,13 @@ import time
 import traceback
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import amf  # noqa: F401  (first: its environment defaults, offline and passive threads, must precede torch)
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from amf.inference.challenge import INTERFACE, OUTPUT_NAME
+from amf.provenance import ROOT
 
-OUTPUT_NAME = "multiple-mitotic-figure-classification.json"
 STACK_INPUT = ROOT / "test" / "input"
 
 
@@ -60,12 +58,12 @@ def part(fn, *args) -> dict:
 
 
 def engine_check(cuda: bool) -> dict:
-    from amf.engine import Engine
-    from amf.io import iter_patches
-    from amf.weights import load_ensemble
+    from amf.inference.engine import Engine
+    from amf.inference.io import iter_patches
+    from amf.inference.weights import load_ensemble
 
     ens = load_ensemble(ROOT / "weights", device="cpu")
-    stack = next((STACK_INPUT / "images" / "stacked-histopathology-roi-cropouts").glob("*.tif*"))
+    stack = next((STACK_INPUT / "images" / INTERFACE).glob("*.tif*"))
     patches = np.stack(list(iter_patches(stack)))
     reference = Engine(ens.members, ens.tta, device="cpu", strategy="loop").predict_proba(patches)
     t = ens.threshold.value

@@ -10,4 +10,5 @@ if [[ -z $PY ]]; then
   if [[ -x .venv/bin/python ]]; then PY=.venv/bin/python; else PY=python3; fi
 fi
 mkdir -p runs
-exec "$PY" tools/gpu_check.py "${1:-${OUT:-runs}/gpu_check.json}"
+# The device machine has torch but not this package installed: the checkout is the package.
+PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" tools/gpu_check.py "${1:-${OUT:-runs}/gpu_check.json}"

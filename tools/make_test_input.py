@@ -19,7 +19,8 @@ import tifffile
 from skimage.color import hed2rgb
 from skimage.filters import gaussian
 
-INTERFACE = "stacked-histopathology-roi-cropouts"
+from amf.inference.challenge import INTERFACE
+
 SIZE = 128
 
 

@@ -37,8 +37,8 @@ from pathlib import Path, PurePath
 from amf.errors import AmfError, EvaluationError
 from amf.evaluation.figures import CLASS_IDS, Figures
 from amf.evaluation.summary import WARNING
-from amf.io import patch_digest, read_patches
-from amf.weights import read_manifest
+from amf.inference.io import patch_digest, read_patches
+from amf.inference.weights import read_manifest
 
 PREDICTION_COLUMNS = ("path", "page", "p_atypical", "class")
 
@@ -90,7 +90,7 @@ def _read_csv(path: Path, what: str) -> tuple[list[str], list[dict[str, str]]]:
         raise EvaluationError(f"{what} {path}: cannot read it as CSV: {exc}") from None
 
 
-#: Every spelling of a label that ``amf train`` accepts (amf.data), for labels CSVs with named columns.
+#: Every spelling of a label that ``amf train`` accepts (amf.training.data), for labels CSVs with named columns.
 ANY_SPELLING = {**{v: "atypical" for v in ("true", "amf", "atypical", "1", "1.0")},
                 **{v: "normal" for v in ("false", "nmf", "normal", "0", "0.0")}}
 
@@ -212,7 +212,7 @@ def match(labels: list[Label], predictions: list[Prediction], allow_missing: boo
 
 def in_training(paths: list[str], weights_dir: Path) -> tuple[int, int] | None:
     """``(scored images among the weights' training patches, scored images read)``, by the pixels' sha256
-    (:func:`amf.io.patch_digest`), or None when the weights do not list their training patches."""
+    (:func:`amf.inference.io.patch_digest`), or None when the weights do not list their training patches."""
     trained = set(read_manifest(weights_dir).get("data", {}).get("patch_sha256") or ())
     if not trained:
         return None

@@ -24,10 +24,10 @@ from pathlib import Path
 
 from amf.errors import EvaluationError
 from amf.evaluation.figures import CLASS_IDS, Figures
+from amf.inference.challenge import INTERFACE
 
 DEFAULT_INPUT = Path("/input")
 DEFAULT_GROUND_TRUTH = Path("/opt/ml/input/data/ground_truth/ground_truth.json")
-INPUT_SLUG = "stacked-histopathology-roi-cropouts"
 OUTPUT_SLUG = "multiple-mitotic-figure-classification"
 
 
@@ -90,9 +90,9 @@ def _job_stack_and_location(job: object, index: int, input_dir: Path) -> tuple[s
         raise EvaluationError(f"predictions.json, job {index}: pk {pk!r} is not a folder name")
     try:
         slugs = tuple(sorted(value["interface"]["slug"] for value in job["inputs"]))
-        if slugs != (INPUT_SLUG,):
-            raise EvaluationError(f"job {pk}: its inputs {list(slugs)} are not the Track 2 interface ({INPUT_SLUG})")
-        stack = next(v["image"]["name"] for v in job["inputs"] if v["interface"]["slug"] == INPUT_SLUG)
+        if slugs != (INTERFACE,):
+            raise EvaluationError(f"job {pk}: its inputs {list(slugs)} are not the Track 2 interface ({INTERFACE})")
+        stack = next(v["image"]["name"] for v in job["inputs"] if v["interface"]["slug"] == INTERFACE)
         relative = next(
             (v["interface"]["relative_path"] for v in job["outputs"] if v["interface"]["slug"] == OUTPUT_SLUG), None
         )

@@ -1,0 +1,99 @@
+"""``amf audit``: check every claim of the repository from what it ships (:mod:`amf.audit.checks`).
+
+One line per check (pass, fail, cannot check, and why); exit 0 when nothing failed, 1 when a check failed
+(or, with ``--strict``, could not be checked), 2 for bad usage. Paths are checked here, before torch loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from amf.errors import AmfError
+
+GROUPS = ("weights", "data", "bundled_stack", "threshold", "leakage", "provenance", "results")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from amf.audit.context import DEFAULT_DATA
+    from amf.provenance import ROOT
+
+    p.add_argument("--weights", type=Path, default=ROOT / "weights", help="weights folder (default: the shipped weights/)")
+    p.add_argument("--data", type=Path, action="append",
+                   help=f"folder holding the training data's labels files and images, as recorded in the manifest "
+                        f"(repeatable; default {DEFAULT_DATA})")
+    p.add_argument("--results", type=Path, default=ROOT / "docs" / "results" / "lodo4",
+                   help="the leave-one-domain-out results folder (crossval.json, per-figure CSVs)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write every finding as a JSON record")
+    p.add_argument("--only", action="append", choices=GROUPS, help="run only these checks (repeatable)")
+    p.add_argument("--no-rescore", action="store_true",
+                   help="skip rescoring the out-of-fold patches with the shipped members (the slowest default check)")
+    p.add_argument("--retrain", metavar="FOLD",
+                   help="also retrain this shipped member (e.g. all/fold0) from the manifest's own job command in a "
+                        "temporary folder and compare its weights bit for bit (slow: minutes to an hour)")
+    p.add_argument("--strict", action="store_true", help="a check that cannot run here counts as a failure")
+    p.add_argument("--write-docs", action="store_true",
+                   help="instead of auditing: re-render the generated tables of README.md and docs/results.md from "
+                        "the JSON results (claims in prose are not rewritten: the audit names those that differ)")
+
+
+def check(args: argparse.Namespace) -> None:
+    if not args.weights.is_dir():
+        raise AmfError(f"--weights {args.weights} is not a folder")
+    for d in args.data or []:
+        if not d.is_dir():
+            raise AmfError(f"--data {d} is not a folder")
+    if not args.results.is_dir():
+        raise AmfError(f"--results {args.results} is not a folder")
+    if args.json is not None and args.json.is_dir():
+        raise AmfError(f"--json {args.json} is a folder; name a file")
+
+
+def run(args: argparse.Namespace) -> int:
+    check(args)
+    from amf.audit.checks import retrain
+    from amf.audit.context import CANNOT, DEFAULT_DATA, FAIL, Context
+    from amf.audit.runner import run_audit
+    from amf.files import write_json
+    from amf.provenance import environment, git_state
+    from amf.training.run_folder import args_to_argv, portable_command
+
+    ctx = Context(args.weights, args.data or [DEFAULT_DATA], args.results)
+    if args.write_docs:
+        return write_docs(ctx)
+
+    def report(finding) -> None:
+        print(finding.line(), flush=True)
+
+    seconds: dict[str, float] = {}
+    findings = run_audit(ctx, args.only, rescore=not args.no_rescore, report=report, seconds=seconds)
+    if args.retrain:
+        start = time.perf_counter()
+        findings.append(retrain(ctx, args.retrain))
+        seconds["retrain"] = round(time.perf_counter() - start, 1)
+        report(findings[-1])
+    failed = [f for f in findings if f.status == FAIL]
+    cannot = [f for f in findings if f.status == CANNOT]
+    print(f"amf audit: {len(findings) - len(failed) - len(cannot)} passed, {len(failed)} failed, "
+          f"{len(cannot)} could not be checked here")
+    if args.json is not None:
+        write_json(args.json, {"findings": [f.to_dict() for f in findings], "passed": not failed,
+                               "cannot_check": len(cannot), "seconds": seconds, "environment": environment(),
+                               "git": git_state(), "command": portable_command(args_to_argv("audit", args))})
+    return 1 if failed or (args.strict and cannot) else 0
+
+
+def write_docs(ctx) -> int:
+    from amf.audit.results import DOCS, render_docs
+    from amf.files import atomic_write_bytes
+
+    for doc in DOCS:
+        path = ctx.root / doc
+        text = path.read_text()
+        new = render_docs(ctx, text)
+        if new != text:
+            atomic_write_bytes(path, new.encode())
+            print(f"rewrote the generated tables of {doc}")
+    return 0
+

@@ -1,0 +1,534 @@
+"""``amf audit``: every claim the repository makes, checked from what it ships (:mod:`amf.audit.audit_cli`).
+
+Each check yields one :class:`Finding` per thing it looked at: ``pass``, ``fail`` or ``cannot`` (it could not
+be checked here, and why: missing data, a result recorded before its provenance was). The checks read only
+committed files, the data folders given, and git; what each needs and costs is in docs/audit.md.
+
+- weights: member hashes, the manifest against ``amf/inference/manifest.schema.json``, the recorded config against the
+  committed config file;
+- data: the fingerprint and every patch's pixel sha256, recomputed from the data folders;
+- bundled stack: ``process.py`` on ``test/input`` against ``test/expected_output.json``, byte for byte;
+- threshold: re-derived from ``weights/oof.csv`` by the recorded rule, exactly; the OOF scores rescored with
+  the shipped members;
+- leakage: from recorded training memberships, for the weights and every leave-one-domain-out row;
+- provenance: recorded commits exist and hold the config and code they name; dirty trees are reported;
+- results (:mod:`amf.audit.results`): crossval.json, crossval.md and compare.json recomputed from the
+  per-figure files, and the numbers in README.md and docs/results.md against them.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from amf.errors import AmfError, WeightsError
+from amf.files import read_json, sha256_file
+from amf.audit.context import CANNOT, FAIL, PASS, Context, Finding, lodo_rows, read_csv
+from amf.provenance import ROOT, file_at
+
+#: The weights manifest's JSON schema, which lives beside the code that reads manifests.
+SCHEMA = Path(__file__).parent.parent / "inference" / "manifest.schema.json"
+#: How close a rescored out-of-fold score must be to the committed one (the engine's agreement across
+#: strategies and thread counts; the same strategy on the same machine gives the same bits).
+RESCORE_TOLERANCE = 1e-5
+#: The code a recorded commit must hold, by job: today's path first, then where it lived before the wings.
+CODE = {
+    "train": ("amf/training/train.py", "amf/train.py"),
+    "export": ("amf/training/export.py", "amf/export.py"),
+    "crossval": ("amf/training/crossval.py", "amf/crossval.py"),
+}
+
+
+def recorded_file(ctx: Context, key: str) -> tuple[Path | None, str]:
+    """A file the manifest lists under ``files`` (``oof_scores``, ``membership``), checked against its sha256."""
+    entry = ctx.manifest.get("files", {}).get(key)
+    if not entry:
+        return None, f"the manifest lists no {key} file (exported before export recorded it: re-export)"
+    path = ctx.weights / entry["file"]
+    if not path.is_file():
+        return None, f"{path} is missing"
+    digest = sha256_file(path)
+    if digest != entry["sha256"]:
+        return None, f"{path} has sha256 {digest[:12]}..., the manifest says {entry['sha256'][:12]}..."
+    return path, ""
+
+
+# ----------------------------------------------------------------------------------------------- weights
+
+
+def check_weights(ctx: Context) -> Iterator[Finding]:
+    from amf.inference.weights import read_manifest
+
+    try:
+        manifest = read_manifest(ctx.weights)
+        yield Finding("weights.members", PASS, f"{len(manifest['members'])} member files match their sha256")
+    except WeightsError as exc:
+        yield Finding("weights.members", FAIL, str(exc))
+        return
+    yield check_schema(ctx.manifest, ctx.weights / "manifest.json")
+    for key in ("oof_scores", "membership"):
+        path, why = recorded_file(ctx, key)
+        yield Finding(f"weights.{key}", PASS if path else FAIL, f"{path} matches its sha256" if path else why)
+    yield check_config(ctx)
+
+
+def check_schema(manifest: dict, path: Path) -> Finding:
+    import jsonschema
+
+    schema = json.loads(SCHEMA.read_text())
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(manifest), key=lambda e: list(e.path))
+    if errors:
+        e = errors[0]
+        where = "/".join(map(str, e.path)) or "(top)"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        return Finding("weights.schema", FAIL, f"{path} at {where}: {e.message}{more}")
+    return Finding("weights.schema", PASS, f"{path} is valid against {SCHEMA.relative_to(ROOT)}")
+
+
+def recorded_config(arguments: list[str], root: Path) -> dict:
+    """The config that ``amf train`` builds from ``arguments`` (its recorded canonical arguments), today."""
+    import argparse
+
+    from amf.files import json_safe
+    from amf.training.train_cli import add_arguments, build_config
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(arguments[1:] if arguments and arguments[0] == "train" else arguments)
+    if args.config is not None and not args.config.is_absolute():
+        args.config = root / args.config
+    args.resume = False
+    return json_safe(build_config(args).to_dict())
+
+
+def check_config(ctx: Context) -> Finding:
+    from amf.files import json_safe
+
+    training = ctx.manifest.get("training", {})
+    record = training.get("config_file")
+    if not record:
+        return Finding("weights.config", FAIL, "the manifest records no config file (training.config_file)")
+    if hashlib.sha256(record["text"].encode()).hexdigest() != record["sha256"]:
+        return Finding("weights.config", FAIL, f"training.config_file.text does not hash to its recorded sha256")
+    path = ctx.root / record["path"]
+    if not path.is_file():
+        return Finding("weights.config", FAIL, f"{record['path']}, the config the weights were trained with, is missing")
+    if sha256_file(path) != record["sha256"]:
+        return Finding("weights.config", FAIL, f"{record['path']} differs from the file the weights were trained with "
+                                               f"(sha256 {sha256_file(path)[:12]}..., recorded {record['sha256'][:12]}...)")
+    built = recorded_config(training.get("arguments") or [], ctx.root)
+    shipped = json_safe(training.get("config", {}))
+    differ = sorted(k for k in set(built) | set(shipped) if built.get(k) != shipped.get(k))
+    if differ:
+        return Finding("weights.config", FAIL, f"{record['path']} with the recorded arguments gives other settings than "
+                                               f"the manifest's training.config: {', '.join(differ)}")
+    return Finding("weights.config", PASS, f"{record['path']} (sha256 {record['sha256'][:12]}...) with the recorded "
+                                           f"arguments gives the manifest's {len(shipped)} settings")
+
+
+# ------------------------------------------------------------------------------------------------- data
+
+
+def check_data(ctx: Context) -> Iterator[Finding]:
+    from amf.training.data import fingerprint
+    from amf.errors import DatasetError
+
+    files = ctx.labels_files()
+    if isinstance(files, str):
+        yield Finding("data.fingerprint", CANNOT, files)
+        yield Finding("data.patches", CANNOT, files)
+        return
+    try:
+        table = ctx.table()
+    except DatasetError as exc:
+        yield Finding("data.fingerprint", FAIL, str(exc))
+        return
+    recorded = ctx.manifest["data"]
+    now = fingerprint(table)
+    membership = _membership_rows(ctx)
+    differ = [k for k in ("labels_sha256", "files_sha256", "n", "n_atypical") if now[k] != recorded.get(k)]
+    if differ:
+        yield Finding("data.fingerprint", FAIL, f"{', '.join(differ)} differ from the manifest's"
+                                                f"{_first_label_change(table, membership, files)}")
+    else:
+        yield Finding("data.fingerprint", PASS, f"labels sha256 {now['labels_sha256'][:12]}..., file list sha256 "
+                                                f"{now['files_sha256'][:12]}..., n {now['n']}, "
+                                                f"{now['n_atypical']} atypical")
+    yield check_patches(ctx, table, membership)
+
+
+def _membership_rows(ctx: Context) -> dict[str, dict[str, str]]:
+    path, _ = recorded_file(ctx, "membership")
+    return {r["image"]: r for r in read_csv(path)} if path else {}
+
+
+def _first_label_change(table, membership: dict, files: list[Path]) -> str:
+    """Where the labels now differ from what training recorded for each patch (label, domain, group)."""
+    if not membership:
+        return ""
+    changed = []
+    for path, y, domain, group in zip(table.paths, table.labels.tolist(), table.domains, table.groups, strict=True):
+        rec = membership.get(path)
+        if rec is None:
+            changed.append(f"{path} is new")
+        elif (str(y), domain, group) != (rec["label"], rec["domain"], rec["group"]):
+            field = "label" if str(y) != rec["label"] else "domain" if domain != rec["domain"] else "group"
+            changed.append(f"{path}: {field} differs from what training recorded")
+        if len(changed) == 3:
+            break
+    source = ", ".join(str(f) for f in files)
+    return f"; first rows that differ ({source}): {'; '.join(changed)}" if changed else ""
+
+
+def check_patches(ctx: Context, table, membership: dict) -> Finding:
+    from amf.errors import InputError
+    from amf.inference.io import patch_digest, read_patches
+
+    if not membership:
+        return Finding("data.patches", CANNOT, "no recorded membership.csv to hold the patches' sha256")
+    differ, n = [], 0
+    for path in table.paths:
+        try:
+            digest = patch_digest(read_patches(table.image_dir / path)[0])
+        except InputError as exc:
+            differ.append(f"{path} ({exc})")
+            continue
+        n += 1
+        rec = membership.get(path)
+        if rec is None or rec["sha256"] != digest:
+            differ.append(path)
+    listed = sorted(r["sha256"] for r in membership.values())
+    if sorted(ctx.manifest["data"].get("patch_sha256", [])) != listed:
+        differ.append("the manifest's patch_sha256 list differs from membership.csv's")
+    if differ:
+        return Finding("data.patches", FAIL, f"{len(differ)} patch(es) differ from the recorded pixels: "
+                                             f"{', '.join(differ[:3])}")
+    return Finding("data.patches", PASS, f"all {n} patches' pixel sha256 match membership.csv and the manifest")
+
+
+# -------------------------------------------------------------------------------------------- bundled stack
+
+
+def check_bundled_stack(ctx: Context) -> Iterator[Finding]:
+    expected = ctx.root / "test" / "expected_output.json"
+    if ctx.weights.resolve() != (ctx.root / "weights").resolve():
+        yield Finding("bundled_stack", CANNOT, f"{expected} belongs to the shipped weights/, not {ctx.weights}")
+        return
+    with tempfile.TemporaryDirectory(prefix="amf-audit-") as tmp:
+        proc = subprocess.run([sys.executable, str(ctx.root / "process.py"), "--input", str(ctx.root / "test" / "input"),
+                               "--output", tmp, "--weights", str(ctx.weights)], capture_output=True, text=True)
+        out = Path(tmp) / "multiple-mitotic-figure-classification.json"
+        if proc.returncode != 0 or not out.is_file():
+            yield Finding("bundled_stack", FAIL, f"process.py exited {proc.returncode}: {proc.stderr.strip()[-300:]}")
+            return
+        got = out.read_bytes()
+    want = expected.read_bytes()
+    if got == want:
+        yield Finding("bundled_stack", PASS, f"process.py on test/input gives {expected.relative_to(ctx.root)} byte for byte")
+        return
+    a, b = json.loads(got), json.loads(want)
+    diff = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    shown = f"page {diff}: got {a[diff] if diff < len(a) else 'nothing'}, expected {b[diff] if diff < len(b) else 'nothing'}"
+    yield Finding("bundled_stack", FAIL, f"process.py's output differs from {expected.relative_to(ctx.root)} at {shown}")
+
+
+# ------------------------------------------------------------------------------------------------ threshold
+
+
+def check_threshold(ctx: Context, rescore: bool = True) -> Iterator[Finding]:
+    from amf.training.threshold import choose_threshold, mean_class_recall, safe_auc
+
+    path, why = recorded_file(ctx, "oof_scores")
+    if path is None:
+        yield Finding("threshold.rule", FAIL, why)
+        return
+    rows = read_csv(path)
+    scores = np.array([float(r["p_atypical"]) for r in rows])
+    labels = np.array([int(r["label"]) for r in rows])
+    threshold = ctx.manifest["threshold"]
+    method = threshold["method"].removeprefix("oof_")
+    if threshold["method"].startswith("oof_"):
+        value = choose_threshold(scores, labels, method)
+        if value != threshold["value"]:
+            yield Finding("threshold.rule", FAIL, f"{threshold['method']} on {path} gives {value!r}, the manifest says "
+                                                  f"{threshold['value']!r}")
+        else:
+            yield Finding("threshold.rule", PASS, f"{threshold['method']} on the {len(rows)} scores of {path} gives "
+                                                  f"{value!r}, the manifest's value, exactly")
+    else:
+        yield Finding("threshold.rule", CANNOT, f"method {threshold['method']} is not chosen on oof.csv")
+    bad = [m for m, c in ctx.manifest.get("threshold_candidates", {}).items()
+           if choose_threshold(scores, labels, m) != c["value"]
+           or not math.isclose(mean_class_recall(scores, labels, c["value"]), c["oof_balanced_accuracy"], abs_tol=1e-12)]
+    oof = ctx.manifest.get("oof", {})
+    if oof.get("auc") is not None and not math.isclose(safe_auc(scores, labels), oof["auc"], abs_tol=1e-12):
+        bad.append("oof.auc")
+    yield Finding("threshold.candidates", FAIL if bad else PASS,
+                  f"{', '.join(bad)} differ from their recomputation on {path}" if bad else
+                  f"the {len(ctx.manifest.get('threshold_candidates', {}))} candidates and the OOF AUC recompute exactly")
+    if rescore:
+        yield rescore_oof(ctx, rows)
+
+
+def rescore_oof(ctx: Context, rows: list[dict[str, str]]) -> Finding:
+    """Each out-of-fold patch scored again by its shipped member, with the shipped views."""
+    from amf.inference.engine import Engine
+    from amf.inference.io import read_patches
+    from amf.inference.weights import load_ensemble
+
+    files = ctx.labels_files()
+    if isinstance(files, str):
+        return Finding("threshold.oof_scores", CANNOT, files)
+    table = ctx.table()
+    ens = load_ensemble(ctx.weights)
+    worst, n = 0.0, 0
+    for k, member in enumerate(ens.members):
+        mine = [r for r in rows if int(r["member"]) == k]
+        patches = np.stack([read_patches(table.image_dir / r["image"])[0] for r in mine])
+        probs = Engine([member], ens.tta, device="cpu", strategy="batched").predict_proba(patches)
+        worst = max(worst, float(np.max(np.abs(probs - np.array([float(r["p_atypical"]) for r in mine])))))
+        n += len(mine)
+    status = PASS if worst <= RESCORE_TOLERANCE else FAIL
+    return Finding("threshold.oof_scores", status, f"{n} out-of-fold patches rescored by their shipped member with "
+                                                   f"{ens.tta.views} views: max |difference| {worst:.2e} "
+                                                   f"(tolerance {RESCORE_TOLERANCE:.0e})")
+
+
+# ------------------------------------------------------------------------------------------------- leakage
+
+
+def leaks(rows: list[dict[str, str]], column: str, outside: str) -> list[str]:
+    """What of the rows whose role in ``column`` is ``outside`` (val or heldout) reached training in it: the
+    same image, the same pixels (sha256) or the same group (slide)."""
+    train = [r for r in rows if r[column] == "train"]
+    other = [r for r in rows if r[column] == outside]
+    found = []
+    for key, what in (("image", "image"), ("sha256", "pixel duplicate"), ("group", "slide")):
+        shared = sorted({r[key] for r in train} & {r[key] for r in other})
+        if shared:
+            found.append(f"{len(shared)} {what}(s) of its {outside} patches among its training patches, e.g. {shared[0]}")
+    return found
+
+
+def check_leakage(ctx: Context) -> Iterator[Finding]:
+    path, why = recorded_file(ctx, "membership")
+    if path is None:
+        yield Finding("leakage.weights", FAIL, why)
+    else:
+        rows = read_csv(path)
+        columns = [c for c in rows[0] if c.startswith("member_")]
+        problems = [f"{c}: {p}" for c in columns for p in leaks(rows, c, "val")]
+        oof_path, _ = recorded_file(ctx, "oof_scores")
+        if oof_path is not None:
+            by_image = {r["image"]: r for r in rows}
+            for r in read_csv(oof_path):
+                role = by_image.get(r["image"], {}).get(f"member_{r['member']}")
+                if role != "val":
+                    problems.append(f"oof.csv scores {r['image']} by member {r['member']}, whose role for it is {role}")
+                    break
+        yield Finding("leakage.weights", FAIL if problems else PASS,
+                      "; ".join(problems[:3]) if problems else
+                      f"{len(columns)} members: no validation image, pixel duplicate or slide among their training "
+                      f"patches; every out-of-fold score is by the member that validated on it")
+    yield from check_lodo_leakage(ctx)
+
+
+def _with_provenance(modes: dict[str, dict]) -> dict:
+    """The first scored mode of a row that recorded its provenance (a row re-scored in one mode only), else
+    its first mode."""
+    return next((r for r in modes.values() if r.get("provenance")), next(iter(modes.values())))
+
+
+def check_lodo_leakage(ctx: Context) -> Iterator[Finding]:
+    for row, modes in lodo_rows(ctx).items():
+        record = _with_provenance(modes)
+        membership = (record.get("provenance") or {}).get("membership")
+        name = f"leakage.lodo.{row}"
+        if not membership:
+            yield Finding(name, CANNOT, "scored before training recorded its membership; retrain the row "
+                                        "(tools/lodo_ablation.sh) and score it with amf crossval to record it")
+            continue
+        path = ctx.results / membership["file"]
+        if not path.is_file() or sha256_file(path) != membership["sha256"]:
+            yield Finding(name, FAIL, f"{path} is missing or differs from its recorded sha256")
+            continue
+        rows = read_csv(path)
+        columns = [c for c in rows[0] if c not in ("image", "sha256", "domain", "group", "label")]
+        problems = []
+        for c in columns:
+            problems += [f"{c}: {p}" for p in leaks(rows, c, "heldout") + leaks(rows, c, "val")]
+            train_domains = {r["domain"] for r in rows if r[c] == "train"}
+            held_domains = {r["domain"] for r in rows if r[c] == "heldout"}
+            if train_domains & held_domains:
+                problems.append(f"{c}: trained on its held-out domain {sorted(train_domains & held_domains)[0]}")
+        for mode, scored in modes.items():
+            problems += _heldout_roles(ctx, row, mode, scored, rows)
+        yield Finding(name, FAIL if problems else PASS, "; ".join(problems[:3]) if problems else
+                      f"{len(columns)} models: no held-out or validation image, pixel duplicate or slide, and no "
+                      f"held-out domain, among their training patches")
+
+
+def _heldout_roles(ctx: Context, row: str, mode: str, record: dict, rows: list[dict[str, str]]) -> list[str]:
+    """Every figure of the row's per-figure file is held out by each model of its domain's ensemble."""
+    path = ctx.results / f"heldout_{row}_{mode}.csv"
+    if not path.is_file():
+        return [f"{path} is missing"]
+    roles = {r["image"]: r for r in rows}
+    folds_of = {}
+    for c in (c for c in rows[0] if c not in ("image", "sha256", "domain", "group", "label")):
+        held = {r["domain"] for r in rows if r[c] == "heldout"}
+        for d in held:
+            folds_of.setdefault(d, []).append(c)
+    for fig in read_csv(path):
+        for c in folds_of.get(fig["domain"], []):
+            if roles.get(fig["image"], {}).get(c) != "heldout":
+                return [f"{path.name}: {fig['image']} is not held out by {c}"]
+    return []
+
+
+# ---------------------------------------------------------------------------------------------- provenance
+
+
+def _code_state(what: str, git: dict | None, needs: list[tuple[str | tuple[str, ...], str | None]],
+                trained: bool = True) -> list[str]:
+    """Problems with a recorded code state: a missing commit, a file it lacks or holds with another sha256, a
+    dirty tree (unless the job ``trained`` nothing: stopped before its first epoch, it changed no weights).
+    A needed file is a path or a tuple of the paths it had over time (today's first)."""
+    if not git or not git.get("commit") or git["commit"] == "unknown":
+        return [f"{what} recorded no commit"]
+    commit = git["commit"]
+    if not _commit_exists(commit):
+        return [f"{what}'s commit {commit[:10]} is not in this repository"]
+    problems = []
+    for paths, sha in needs:
+        paths = (paths,) if isinstance(paths, str) else paths
+        data = next((d for d in (file_at(commit, p) for p in paths) if d is not None), None)
+        path = paths[0]
+        if data is None:
+            problems.append(f"{what}'s commit {commit[:10]} does not hold {path}")
+        elif sha is not None and hashlib.sha256(data).hexdigest() != sha:
+            problems.append(f"{path} at {what}'s commit {commit[:10]} differs from the recorded sha256")
+    if git.get("dirty") is None:
+        problems.append(f"{what} recorded no dirty-tree state")
+    elif git["dirty"] and trained:
+        problems.append(f"{what} ran on a dirty tree ({', '.join(git.get('changes', [])[:3])})")
+    return problems
+
+
+def _commit_exists(commit: str) -> bool:
+    return subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=ROOT, capture_output=True).returncode == 0
+
+
+def check_provenance(ctx: Context) -> Iterator[Finding]:
+    m = ctx.manifest
+    training = m.get("training", {})
+    config = training.get("config_file") or {}
+    needs = [(config["path"], config["sha256"])] if config else []
+    jobs = training.get("jobs") or []
+    problems = [] if jobs else ["the manifest records no training jobs (training.jobs)"]
+    for i, job in enumerate(jobs):
+        problems += _code_state(f"training job {i + 1} ({' '.join(job.get('folds') or [])})", job.get("git"),
+                                needs + [(CODE["train"], None)], job.get("epochs", 1) > 0)
+        if not (job.get("environment") or {}).get("packages"):
+            problems.append(f"training job {i + 1} recorded no package versions")
+    problems += _code_state("the export", m.get("export_git"), [(CODE["export"], None)])
+    trained = sorted({f for job in jobs for f in job.get("folds") or []})
+    members = sorted(m.get("files", {}).get("membership", {}).get("columns", {}).values())
+    if jobs and trained != members:
+        problems.append(f"the jobs trained {', '.join(trained)}; the members are {', '.join(members)}")
+    yield Finding("provenance.weights", FAIL if problems else PASS, "; ".join(problems[:3]) if problems else
+                  f"{len(jobs)} training job(s) and the export ran on clean trees at commits that hold "
+                  f"{', '.join(p for p, _ in needs)} as recorded; versions, CPU and threads recorded")
+    for row, modes in lodo_rows(ctx).items():
+        prov = _with_provenance(modes).get("provenance")
+        name = f"provenance.lodo.{row}"
+        if not prov:
+            yield Finding(name, CANNOT, "scored before crossval recorded provenance (config, data, commits, jobs)")
+            continue
+        cfg = prov.get("config_file") or {}
+        problems = []
+        for i, job in enumerate(prov.get("jobs") or []):
+            problems += _code_state(f"training job {i + 1}", job.get("git"),
+                                    ([(cfg["path"], cfg["sha256"])] if cfg else []) + [(CODE["train"], None)],
+                                    job.get("epochs", 1) > 0)
+        if not prov.get("jobs"):
+            problems.append("no training jobs recorded")
+        problems += _code_state("the scoring", prov.get("scored_git"), [(CODE["crossval"], None)])
+        data = prov.get("data", {})
+        shipped = m.get("data", {})
+        if data.get("files_sha256") != shipped.get("files_sha256") or data.get("labels_sha256") != shipped.get(
+                "labels_sha256"):
+            problems.append("trained on other data than the shipped weights (fingerprint differs)")
+        yield Finding(name, FAIL if problems else PASS, "; ".join(problems[:3]) if problems else
+                      f"{len(prov['jobs'])} training job(s) on clean trees holding {cfg.get('path', 'its config')}; "
+                      "same data fingerprint as the weights")
+
+
+# --------------------------------------------------------------------------------------------------- retrain
+
+
+def retrain(ctx: Context, fold: str, keep: Path | None = None) -> Finding:
+    """Train ``fold`` again from the manifest's own job command, in a temporary folder, and compare its
+    weights (rounded to the storage dtype as export does) with the shipped member, tensor by tensor."""
+    import time
+
+    import torch
+
+    from amf.training.run_folder import BEST, load_best_state
+
+    columns = ctx.manifest.get("files", {}).get("membership", {}).get("columns", {})
+    member = next((k for k, f in columns.items() if f == fold), None)
+    if member is None:
+        raise AmfError(f"--retrain {fold}: no shipped member was trained as {fold} (members: "
+                       f"{', '.join(columns.values()) or 'none recorded'})")
+    jobs = ctx.manifest["training"].get("jobs") or []
+    job = next((j for j in jobs if fold in (j.get("folds") or [])), None)
+    if job is None or not job.get("arguments"):
+        raise AmfError(f"--retrain {fold}: the manifest records no training job for it")
+    files = ctx.labels_files()
+    if isinstance(files, str):
+        raise AmfError(f"--retrain needs the training data: {files}")
+    argv, skip, labels = [], False, iter(files)
+    for a in job["arguments"][1:]:
+        if skip:
+            skip = False
+            continue
+        if a in ("--output", "--fold"):
+            skip = True
+            continue
+        if a in ("--resume", "--no-progress"):
+            continue
+        argv.append(a)
+    argv = [str(next(labels)) if prev == "--labels" else a for prev, a in zip(["", *argv[:-1]], argv, strict=True)]
+    with tempfile.TemporaryDirectory(prefix="amf-retrain-") as tmp:
+        out = Path(keep) if keep else Path(tmp) / "run"
+        command = [sys.executable, "-m", "amf", "train", *argv, "--output", str(out), "--fold", fold, "--no-progress"]
+        start = time.time()
+        proc = subprocess.run(command, cwd=ctx.root, capture_output=True, text=True)
+        seconds = time.time() - start
+        if proc.returncode != 0:
+            return Finding(f"retrain.{fold}", FAIL, f"training exited {proc.returncode}: {proc.stderr.strip()[-300:]}")
+        state = load_best_state(out / fold / BEST)
+    from safetensors.torch import load_file
+
+    dtype = getattr(torch, ctx.manifest.get("storage_dtype", "float16"))
+    shipped = load_file(str(ctx.weights / f"member_{member.removeprefix('member_')}.safetensors"))
+    rebuilt = {k.removeprefix("backbone."): v.to(dtype) if v.is_floating_point() else v
+               for k, v in state.items() if k.startswith("backbone.")}
+    differ = sorted(k for k in shipped if k not in rebuilt or not torch.equal(shipped[k], rebuilt[k]))
+    minutes = f"{seconds / 60:.1f} min"
+    if differ or set(rebuilt) != set(shipped):
+        return Finding(f"retrain.{fold}", FAIL, f"retrained in {minutes}; {len(differ)} tensor(s) differ from "
+                                                f"{member}, e.g. {differ[:1]}")
+    return Finding(f"retrain.{fold}", PASS, f"retrained in {minutes} from the recorded job; all {len(shipped)} tensors "
+                                            f"equal {member}'s bit for bit")

@@ -1,0 +1,255 @@
+"""The results half of ``amf audit`` (:mod:`amf.audit.checks`): the committed tables recomputed from the committed
+per-figure files, and the numbers of README.md and docs/results.md held against them.
+
+- ``crossval.json``: every row and mode recomputed from its ``heldout_<row>_<mode>.csv`` (scores, labels and
+  each domain's threshold) with the same evaluator code and bootstrap seed; each domain's threshold and Otsu
+  cut re-derived from ``oof_<row>_<mode>.csv`` where the row committed one.
+- ``crossval.md``: re-rendered from ``crossval.json``, byte for byte.
+- ``compare.json``: every paired comparison recomputed from the two rows' per-figure files.
+- the docs: every generated block (``<!-- amf:table ... -->`` ... ``<!-- amf:end -->``) re-rendered from the
+  JSON, and every claim of ``docs/claims.toml`` (a number in a sentence, with its source and key) found in
+  its file with the value the source holds. Numbers in prose outside both are not checked (docs/audit.md).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from amf.audit.context import CANNOT, FAIL, PASS, Context, Finding, lodo_rows, read_csv
+from amf.errors import AmfError
+from amf.files import read_json
+
+#: Keys of a crossval.json entry that record how it was made, not what it measured.
+NOT_MEASURED = ("run", "folds", "tta", "bootstrap", "provenance")
+CLAIMS = Path("docs") / "claims.toml"
+DOCS = (Path("README.md"), Path("docs") / "results.md")
+BLOCK = re.compile(r"<!-- amf:table (?P<args>[^>]*?) -->\n(?P<body>.*?)<!-- amf:end -->", re.S)
+
+
+def check_results(ctx: Context) -> Iterator[Finding]:
+    rows = lodo_rows(ctx)
+    if not rows:
+        yield Finding("results", CANNOT, f"no {ctx.results / 'crossval.json'}")
+        return
+    yield from check_crossval(ctx, rows)
+    yield check_markdown(ctx, rows)
+    yield check_compare(ctx)
+    yield from check_docs(ctx, rows)
+
+
+# ------------------------------------------------------------------------------------------ crossval.json
+
+
+def recompute(ctx: Context, row: str, mode: str, record: dict) -> tuple[dict, list[str]]:
+    """``record`` recomputed from the row's committed files; and what could not be (kept as recorded)."""
+    from amf.training.crossval import evaluate_heldout, summarize_heldout
+    from amf.training.rescore import HeldOut, OutOfFold
+    from amf.training.threshold import threshold_candidates
+
+    figures = read_csv(ctx.results / f"heldout_{row}_{mode}.csv")
+    oof_path = ctx.results / f"oof_{row}_{mode}.csv"
+    oof_rows = read_csv(oof_path) if oof_path.is_file() else None
+    method = next(iter(record["domains"].values()))["threshold"]["method"]
+    heldout, kept = [], []
+    for domain in dict.fromkeys(f["domain"] for f in figures):
+        mine = [f for f in figures if f["domain"] == domain]
+        labels = np.array([f["label"] == "atypical" for f in mine], dtype=np.int64)
+        probs = np.array([float(f["p_atypical"]) for f in mine])
+        recorded = record["domains"][domain]["threshold"]
+        thresholds = {method: {"value": float(mine[0]["threshold"])}, "otsu": {"value": recorded["otsu"]}}
+        oof = OutOfFold(*(np.zeros(recorded.get("oof_n", 0)) for _ in range(4)))
+        if oof_rows is not None:
+            rows = [r for r in oof_rows if r["heldout_domain"] == domain]
+            oof_p = np.array([float(r["p_atypical"]) for r in rows])
+            oof_y = np.array([r["label"] == "atypical" for r in rows], dtype=np.int64)
+            oof = OutOfFold(np.array([r["image"] for r in rows]), np.zeros(len(rows)), oof_y, oof_p)
+            thresholds = threshold_candidates(oof_p, oof_y)
+        heldout.append(HeldOut(domain, record["domains"][domain]["members"], [f["image"] for f in mine], labels,
+                               probs, oof, thresholds, []))
+    if oof_rows is None:
+        kept = ["threshold", "otsu"]
+    ev = evaluate_heldout(heldout, method, "audit", record["bootstrap"])
+    return summarize_heldout(heldout, ev, method), kept
+
+
+def differences(a: object, b: object, path: str = "") -> Iterator[str]:
+    """Paths where two JSON values differ (numbers by more than 1e-12)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            yield from differences(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            yield from differences(x, y, f"{path}[{i}]")
+    elif a is None and isinstance(b, float) and math.isnan(b):
+        return  # an undefined number: null in the JSON, NaN when recomputed
+    elif isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        if not (a == b or (math.isnan(a) and math.isnan(b)) or abs(a - b) <= 1e-12):
+            yield f"{path}: recorded {a!r}, recomputed {b!r}"
+    elif a != b:
+        yield f"{path}: recorded {a!r}, recomputed {b!r}"
+
+
+def _count_numbers(x: object) -> int:
+    if isinstance(x, dict):
+        return sum(_count_numbers(v) for v in x.values())
+    if isinstance(x, list):
+        return sum(_count_numbers(v) for v in x)
+    return int(isinstance(x, (int, float)) and not isinstance(x, bool))
+
+
+def audit_row(ctx: Context, row: str, mode: str, record: dict) -> Finding:
+    """One row and mode of crossval.json against its recomputation."""
+    name = f"results.crossval.{row}.{mode}"
+    if not (ctx.results / f"heldout_{row}_{mode}.csv").is_file():
+        return Finding(name, FAIL, f"heldout_{row}_{mode}.csv, its per-figure file, is missing")
+    fresh, kept = recompute(ctx, row, mode, record)
+    measured = {k: v for k, v in record.items() if k not in NOT_MEASURED}
+    diff = list(differences(measured, fresh))
+    n = _count_numbers(measured)
+    if diff:
+        return Finding(name, FAIL, f"{len(diff)} number(s) differ from the per-figure file, first {diff[0]}")
+    if kept:
+        return Finding(name, PASS, f"{n} numbers recomputed from heldout_{row}_{mode}.csv; the OOF and Otsu "
+                                   "thresholds as recorded (no committed oof file to re-derive them)")
+    return Finding(name, PASS, f"{n} numbers recomputed, each domain's thresholds re-derived from "
+                               f"oof_{row}_{mode}.csv")
+
+
+def check_crossval(ctx: Context, rows: dict) -> Iterator[Finding]:
+    """Every row and mode, in parallel over the cores (each bootstrap takes seconds)."""
+    jobs = [(row, mode, record) for row, modes in rows.items() for mode, record in modes.items()]
+    with _pool() as pool:
+        yield from pool.map(audit_row, *zip(*[(ctx, *job) for job in jobs], strict=True))
+
+
+def _pool():
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    return ProcessPoolExecutor(max_workers=len(os.sched_getaffinity(0)), mp_context=get_context("spawn"))
+
+
+def check_markdown(ctx: Context, rows: dict) -> Finding:
+    from amf.training.crossval import markdown
+
+    path = ctx.results / "crossval.md"
+    have = path.read_text() if path.is_file() else ""
+    want = markdown(rows)
+    if have == want:
+        return Finding("results.crossval_md", PASS, f"{path} is crossval.json rendered, byte for byte")
+    line = next(i for i, (a, b) in enumerate(zip([*have.splitlines(), ""], [*want.splitlines(), ""])) if a != b)
+    return Finding("results.crossval_md", FAIL, f"{path} line {line + 1} differs from crossval.json rendered")
+
+
+def _compare_one(ctx: Context, r: dict) -> str | None:
+    from amf.training.crossval import compare
+
+    files = [ctx.results / f"heldout_{x.rpartition(':')[0]}_{x.rpartition(':')[2]}.csv" for x in (r["a"], r["b"])]
+    fresh = compare(*files, n_resamples=r["resamples"], seed=r["seed"])
+    diff = list(differences({k: v for k, v in r.items() if k not in ("a", "b")},
+                            {k: fresh[k] for k in r if k not in ("a", "b")}))
+    return f"{r['b']} - {r['a']}: {diff[0]}" if diff else None
+
+
+def check_compare(ctx: Context) -> Finding:
+    path = ctx.results / "compare.json"
+    if not path.is_file():
+        return Finding("results.compare", CANNOT, f"no {path}")
+    records = read_json(path, AmfError)
+    with _pool() as pool:
+        problems = [p for p in pool.map(_compare_one, [ctx] * len(records), records) if p]
+    if problems:
+        return Finding("results.compare", FAIL, f"{path}: {problems[0]}")
+    return Finding("results.compare", PASS, f"all {len(records)} paired comparisons recompute from the per-figure files")
+
+
+# ------------------------------------------------------------------------------------------------- docs
+
+
+def render_block(args: str, ctx: Context, rows: dict) -> str:
+    """The text of a generated block: ``crossval ROW MODE`` (its per-domain table), ``ablation`` (every row),
+    or ``compare A B`` (a paired comparison of two ``ROW:MODE``)."""
+    from amf.training.crossval import ablation_table, domain_table
+
+    kind, *rest = args.split()
+    if kind == "crossval" and len(rest) == 2:
+        return "\n".join(domain_table(rows[rest[0]][rest[1]])) + "\n"
+    if kind == "ablation" and not rest:
+        return "\n".join(ablation_table(rows)) + "\n"
+    if kind == "compare" and len(rest) >= 2 and len(rest) % 2 == 0:
+        records = read_json(ctx.results / "compare.json", AmfError)
+        lines = ["| A | B | Δ mean BA [95% CI] | Δ mean AUC [95% CI] |", "|---|---|---|---|"]
+        for a, b in zip(rest[::2], rest[1::2], strict=True):
+            r = next((r for r in records if (r["a"], r["b"]) == (a, b)), None)
+            if r is None:
+                raise AmfError(f"compare.json has no {b} - {a}")
+            lines.append(f"| {a} | {b} | {_signed(r['balanced_accuracy_difference'], r['balanced_accuracy_ci95'])} "
+                         f"| {_signed(r['auc_difference'], r['auc_ci95'])} |")
+        return "\n".join(lines) + "\n"
+    raise AmfError(f"unknown generated block 'amf:table {args}'")
+
+
+def _signed(x: float, ci: list[float]) -> str:
+    return f"{x:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]".replace("-", "−")
+
+
+def render_docs(ctx: Context, text: str) -> str:
+    rows = lodo_rows(ctx)
+    return BLOCK.sub(lambda m: f"<!-- amf:table {m['args']} -->\n{render_block(m['args'], ctx, rows)}<!-- amf:end -->",
+                     text)
+
+
+def claim_value(ctx: Context, source: str, key: list) -> object:
+    data = read_json(ctx.root / source, AmfError)
+    for k in key:  # a key, a list index, or a table selecting the list entry whose fields match it
+        data = next(x for x in data if all(x.get(f) == v for f, v in k.items())) if isinstance(k, dict) else data[k]
+    return data
+
+
+def claim_number(ctx: Context, claim: dict, key: list) -> object:
+    """One placeholder's value: the source's value at ``key``; with ``op = "difference"``, ``key`` is a pair
+    of keys and the value their difference (e.g. a threshold's gap to the hindsight-best)."""
+    if claim.get("op") == "difference":
+        return claim_value(ctx, claim["source"], key[0]) - claim_value(ctx, claim["source"], key[1])
+    return claim_value(ctx, claim["source"], key)
+
+
+def format_claim(value: object, fmt: str) -> str:
+    text = format(value, fmt)
+    return text.replace("-", "−") if fmt.startswith("+") else text
+
+
+def claims(ctx: Context) -> list[dict]:
+    path = ctx.root / CLAIMS
+    return tomllib.loads(path.read_text())["claim"] if path.is_file() else []
+
+
+def check_docs(ctx: Context, rows: dict) -> Iterator[Finding]:
+    for doc in DOCS:
+        path = ctx.root / doc
+        text = path.read_text()
+        blocks = list(BLOCK.finditer(text))
+        bad = []
+        for m in blocks:
+            want = render_block(m["args"], ctx, rows)
+            if m["body"] != want:
+                line = text[:m.start()].count("\n") + 2
+                got_lines, want_lines = m["body"].splitlines(), want.splitlines()
+                i = next((i for i, (a, b) in enumerate(zip(got_lines, want_lines)) if a != b),
+                         min(len(got_lines), len(want_lines)))
+                bad.append(f"{doc}:{line + i} (block 'amf:table {m['args']}') differs from the JSON it renders")
+        for c in (c for c in claims(ctx) if Path(c["file"]) == doc):
+            values = [format_claim(claim_number(ctx, c, k), c.get("format", ".3f")) for k in c["keys"]]
+            sentence = c["text"].format(*values)
+            if sentence not in text:
+                bad.append(f"{doc}: claim '{c['id']}' should read \"{sentence}\" ({c['source']})")
+        n = len([c for c in claims(ctx) if Path(c["file"]) == doc])
+        yield Finding(f"results.docs.{doc}", FAIL if bad else PASS, "; ".join(bad[:3]) if bad else
+                      f"{len(blocks)} generated table(s) and {n} claim(s) match their sources")

@@ -1,0 +1,138 @@
+"""The one inference pipeline, from files of patches to thresholded P(atypical), for every caller.
+
+``process.py`` (:mod:`amf.inference.challenge`) and ``amf predict`` (:mod:`amf.inference.predict`) differ only
+in where their inputs are and what they write; what lies between is here, written once, so the README's promise
+that ``amf predict`` gives the container's numbers holds by construction:
+
+1. :func:`open_weights`: verify the weights folder without torch (about a second), before any input is read;
+2. :func:`check_output_dir`: refuse an output folder that cannot be written, before any model work;
+3. :func:`load`: start the device (a CUDA that fails falls back to the CPU with one note) and the engine;
+4. :func:`predict`: every page of the given files through the engine, the count checked against the pages
+   counted beforehand (a partial result is an error);
+5. :func:`class_of`: the class rule, ``P(atypical) >= threshold`` is atypical;
+6. :func:`write_files`: every output or none, each through a temporary file renamed into place; the folders
+   this call made are removed again when it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from amf.errors import InputError, OutputError
+from amf.files import fsync_dir, write_temp
+from amf.inference.io import iter_patches
+from amf.inference.weights import read_manifest
+
+if TYPE_CHECKING:  # torch loads only in load(), once every check that needs no model has passed
+    from amf.inference.loading import LoadedEngine
+
+ATYPICAL, NORMAL = "atypical", "normal"
+
+
+def open_weights(weights_dir: Path) -> dict:
+    """The verified manifest of ``weights_dir`` (hashes, format, values), without importing torch."""
+    return read_manifest(weights_dir)
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """Refuse an output folder we could not write to, before any work is spent (a file is made and removed)."""
+    output_dir = Path(output_dir)
+    nearest = output_dir
+    while not nearest.exists():
+        if nearest.is_symlink():
+            raise OutputError(f"cannot write to {output_dir}: {nearest} is a broken link")
+        if nearest.parent == nearest:
+            break
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        raise OutputError(f"cannot write to output folder {output_dir}: {nearest} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".amf-write-check.", dir=nearest)
+        try:
+            os.close(fd)
+        finally:
+            os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"cannot write to output folder {output_dir}: {exc.strerror or exc}") from exc
+
+
+def load(weights_dir: Path, manifest: dict, device: str | None, say: Callable[[str], None], **engine_options
+         ) -> LoadedEngine:
+    """Start ``device`` (None or ``"auto"``: CUDA when it starts, else the CPU; a note goes to ``say``), then the
+    engine of the verified weights. ``engine_options``: :func:`amf.inference.loading.load_engine`'s."""
+    import torch
+
+    from amf.inference.engine import start_device
+    from amf.inference.loading import load_engine
+
+    device = None if device == "auto" else device
+    if device is not None and device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: no CUDA device is available here")
+    dev, note = start_device(device)
+    if note is not None:  # information, not an error: the job goes on, on the CPU
+        say(note)
+    return load_engine(weights_dir, device=dev, manifest=manifest, **engine_options)
+
+
+def predict(loaded: LoadedEngine, files: Sequence[Path], pages: int,
+            on_patch: Callable[[Path, int, np.ndarray], None] | None = None) -> np.ndarray:
+    """P(atypical) of every page of ``files``, in order, as one stream (small files still fill large batches).
+
+    ``pages``: how many the files were counted to hold; any other number of results is an :class:`InputError`.
+    ``on_patch(path, page, patch)`` sees each patch as the engine pulls it (a progress bar, the row keys).
+    """
+    def stream() -> Iterator[np.ndarray]:
+        for path in files:
+            for page, patch in enumerate(iter_patches(path)):
+                if on_patch is not None:
+                    on_patch(path, page, patch)
+                yield patch
+
+    probs = loaded.engine.predict_proba(stream())
+    if probs.shape != (pages,):
+        where = f"{files[0]}: " if len(files) == 1 else ""
+        raise InputError(f"{where}{probs.size} pages decoded but {pages} counted: refusing a partial result")
+    return probs
+
+
+def class_of(p: float, threshold: float) -> str:
+    """The class rule of every output: at or above the threshold is atypical."""
+    return ATYPICAL if p >= threshold else NORMAL
+
+
+def write_files(payloads: Sequence[tuple[Path, bytes]]) -> None:
+    """Write every ``(path, data)`` or none: all go to temporary files first, then are renamed into place.
+
+    On any failure the temporary files and the folders this call made are removed again.
+    """
+    made: list[Path] = []
+    temps: list[tuple[Path, Path]] = []
+    try:
+        for path, data in payloads:
+            path = Path(path)
+            for parent in reversed([path.parent, *path.parent.parents]):
+                if not parent.exists():
+                    parent.mkdir()
+                    made.append(parent)
+            temps.append((write_temp(path, data), path))
+        for tmp, path in temps:
+            os.replace(tmp, path)
+        for path in {p.parent for _, p in temps}:
+            fsync_dir(path)
+        temps, made = [], []
+    except OSError as exc:
+        raise OutputError(f"cannot write {exc.filename or 'output'}: {exc.strerror or exc}") from exc
+    finally:
+        for tmp, _ in temps:
+            tmp.unlink(missing_ok=True)
+        for folder in reversed(made):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass

@@ -1,0 +1,120 @@
+"""Score image files and stacks into a CSV outside the container (``amf predict``, :mod:`amf.inference.predict_cli`).
+
+One row per patch: ``path, page, p_atypical, class``, from the same pipeline as the container
+(:mod:`amf.inference.pipeline`): the same ensemble, views, threshold and class rule, so its numbers are the
+container's numbers.
+
+Same guarantees as the container (docs/failure-modes.md): weights verified first (before any input is
+read), then the output folder, then every file decoded once, all before any model work, so a bad file
+fails the run in seconds, not at the end. One file that fails fails the run with a one-line error naming
+the file and page, and then no CSV is written (an existing one is left as it was). With ``skip_bad``
+the bad files are listed instead in ``<output stem>.bad.tsv`` (path, reason) and the rest is predicted.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from amf.errors import InputError, OutputError
+from amf.files import atomic_write_bytes
+from amf.inference import pipeline
+from amf.inference.io import IMAGE_SUFFIXES, find_images, iter_patches, patch_digest
+from amf.progress import Progress, interactive
+
+COLUMNS = ("path", "page", "p_atypical", "class")
+
+
+def predict_files(paths: list[Path], output: Path, weights: Path, *, views: int | None = None, device: str = "auto",
+                  chunk_size: int = 64, skip_bad: bool = False) -> int:
+    """Score every patch of ``paths`` (files, stacks, folders searched recursively) into the CSV ``output``;
+    returns the number of rows. Progress and notes go to stderr, the closing line to stdout."""
+    manifest = pipeline.open_weights(weights)  # weights first, without torch: fails in about a second
+    output = Path(output)
+    if output.is_dir():
+        raise OutputError(f"--output {output} is a folder; name the CSV file to write")
+    pipeline.check_output_dir(output.parent)
+    files = find_images(paths)
+    if not files:
+        raise InputError(f"no image files in {', '.join(map(str, paths))} (accepted: "
+                         f"{', '.join(IMAGE_SUFFIXES)}, any case)")
+    files, counts, bad = check_files(files, skip_bad=skip_bad)
+    if bad:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(bad_list(output), "".join(f"{p}\t{why}\n" for p, why in bad).encode())
+    if not files:
+        raise InputError(f"none of the {len(bad)} input file(s) could be read; see {bad_list(output)}"
+                         if bad else "no readable image files")
+    # torch and the engine load only now, once every input file has decoded: a bad file fails in a second
+    from amf.inference.tta import TTAConfig
+
+    tta = None if views is None else dataclasses.replace(TTAConfig(**manifest["tta"]), views=views)
+    loaded = pipeline.load(weights, manifest, device, lambda note: print(f"amf predict: {note}", file=sys.stderr),
+                           chunk_size=chunk_size, tta=tta)
+    engine = loaded.engine
+    print(f"amf predict: {len(files)} file(s), {sum(counts)} patch(es); {engine.n_members} member(s) x "
+          f"{engine.tta.views} view(s) on {engine.device} ({engine.strategy})", file=sys.stderr)
+    keys: list[tuple[Path, int]] = []
+    trained_on = set(manifest.get("data", {}).get("patch_sha256") or ())
+    seen_in_training: list[bool] = []
+    progress = Progress(sum(counts), "amf predict", "patch")
+
+    def seen(path: Path, page: int, patch) -> None:
+        """The engine pulls patches a chunk at a time, so the count follows the model's work."""
+        keys.append((path, page))
+        seen_in_training.append(patch_digest(patch) in trained_on)
+        progress.update()
+
+    try:
+        probs = pipeline.predict(loaded, files, sum(counts), on_patch=seen)
+    finally:
+        progress.close()
+    if sum(seen_in_training):
+        print(f"amf predict: warning: {sum(seen_in_training)} of {len(keys)} patches are among the weights' training "
+              "patches (same pixels): scores on them are in-sample, not an estimate for new data", file=sys.stderr)
+    elif not trained_on:
+        print("amf predict: note: these weights do not list their training patches; in-sample patches cannot be "
+              "recognised", file=sys.stderr)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for (path, page), p in zip(keys, probs.tolist(), strict=True):
+        writer.writerow((str(path), page, repr(p), pipeline.class_of(p, loaded.threshold)))
+    pipeline.write_files([(output, buf.getvalue().encode())])
+    print(f"{len(keys)} patch{'es' if len(keys) != 1 else ''} from {len(files)} file{'s' if len(files) != 1 else ''}"
+          f" -> {output}")
+    if bad:
+        print(f"amf predict: {len(bad)} unreadable file(s) skipped, listed in {bad_list(output)}", file=sys.stderr)
+    return len(keys)
+
+
+def check_files(files: list[Path], skip_bad: bool = False) -> tuple[list[Path], list[int], list[tuple[Path, str]]]:
+    """Decode every file once before any model work: ``(readable files, their page counts, bad files)``.
+
+    Structure alone (:func:`amf.inference.io.count_pages`) misses a PNG whose pixel data is cut short; decoding
+    every page (the same reader checks the structure on the way) costs little next to the model. The pages
+    are decoded again when they are predicted, so memory stays bounded however many files there are.
+    Without ``skip_bad`` the first bad file raises its one-line :class:`InputError`.
+    """
+    good, counts, bad = [], [], []
+    for path in tqdm(files, desc="checking inputs", unit="file", leave=False, disable=not interactive()):
+        try:
+            n = sum(1 for _ in iter_patches(path))
+        except InputError as exc:
+            if not skip_bad:
+                raise
+            bad.append((path, " ".join(str(exc).split())))
+            continue
+        good.append(path)
+        counts.append(n)
+    return good, counts, bad
+
+
+def bad_list(output: Path) -> Path:
+    """Where ``--skip-bad`` lists the files it skipped: beside the CSV, ``<stem>.bad.tsv``."""
+    return output.with_name(output.stem + ".bad.tsv")

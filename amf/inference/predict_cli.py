@@ -1,0 +1,45 @@
+"""``python -m amf predict PATH... --output preds.csv``: score images and stacks outside the container.
+
+Accepts PNG, JPEG, TIFF (multi-page stacks too) and .mha files, and folders searched recursively. Writes
+one row per patch: ``path, page, p_atypical, class`` (:mod:`amf.inference.predict`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from amf.devices import CHOICES, device_arg
+from amf.inference.weights import DEFAULT_WEIGHTS
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", type=Path, help="image files, stacks or folders")
+    parser.add_argument("--output", type=Path, required=True, help="CSV to write")
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
+                        help=f"exported weights folder (default: $AMF_WEIGHTS, else the checkout's weights/: "
+                             f"{DEFAULT_WEIGHTS})")
+    parser.add_argument("--views", type=_positive_int, default=None, help="test-time views (default: the manifest's)")
+    parser.add_argument("--device", type=device_arg, default="auto",
+                        help=f"{CHOICES} (default auto: CUDA when it starts, else the CPU)")
+    parser.add_argument("--chunk-size", type=_positive_int, default=64, help="patches per forward pass")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="predict the readable files and list the unreadable ones in <output stem>.bad.tsv")
+
+
+def run(args: argparse.Namespace) -> int:
+    from amf.inference.predict import predict_files
+
+    predict_files(args.paths, args.output, args.weights, views=args.views, device=args.device,
+                  chunk_size=args.chunk_size, skip_bad=args.skip_bad)
+    return 0

@@ -1,0 +1,373 @@
+"""Leave-one-domain-out results of training runs, scored like the container (``amf crossval``, :mod:`amf.training.crossval_cli`).
+
+Training already writes single-view held-out predictions (``heldout.csv``). This module rescores every
+held-out domain the way ``process.py`` scores a stack (:mod:`amf.training.rescore`), with or without
+test-time augmentation, so "TTA on vs off" is measured on the same models. For each held-out domain:
+
+* the ensemble is that domain's LODO folds (their best epochs): models that never saw the domain, not
+  even unlabelled;
+* its threshold is chosen on those folds' out-of-fold predictions (validation patches of the *training*
+  domains, scored with the same TTA), with the run's threshold method; Otsu's threshold on the same
+  scores is reported next to it;
+* the held-out figures are scored with the evaluator's code (:func:`amf.evaluation.analysis.evaluate`):
+  the official metrics, bootstrap 95% intervals and the ROC plot.
+
+The headline of a run is the mean over held-out domains of balanced accuracy (at the OOF threshold) and
+ROC AUC, as in the paper's leave-one-domain-out protocol. Outputs, in ``--output``:
+``crossval.json`` (everything, with each row's provenance: config, data fingerprint, commits, jobs),
+``crossval.md`` (tables), ``roc_<run>_<tta|plain>.png``, ``heldout_<run>_<tta|plain>.csv`` (one row per
+held-out figure), ``gallery_<run>_tta/`` (the error gallery with the shipped views: the misclassified figures
+and the calls nearest the threshold, per domain), ``oof_<run>_<tta|plain>.csv`` (the out-of-fold scores each domain's threshold was chosen on)
+and ``membership_<run>.csv`` (each patch's role in each of the row's models, as training recorded it). Runs scored earlier into the same folder
+stay in its tables, so an ablation can be scored row by row as its runs finish.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from amf.errors import AmfError
+from amf.evaluation.analysis import Evaluation, Scope, evaluate
+from amf.evaluation.figures import Figures
+from amf.evaluation.metrics import classification_metrics
+from amf.evaluation.report import plot_roc
+from amf.evaluation.summary import ci_text, num_text
+from amf.files import atomic_write_bytes, json_safe, sha256_file, write_json
+from amf.provenance import git_state
+from amf.training.rescore import HeldOut, PatchCache, score_run
+from amf.training.run_folder import MEMBERSHIP, job_commands, load_run_config, lodo_folds, read_membership
+from amf.training.threshold import mean_class_recall, transfer_thresholds
+from amf.inference.tta import TTAConfig
+
+#: Test-time augmentation modes: the shipped default views, and the plain image alone.
+MODES: dict[str, TTAConfig] = {"tta": TTAConfig(), "plain": TTAConfig(views=1)}
+
+
+def mode_tta(mode: str) -> TTAConfig:
+    """``tta``, ``plain``, or ``views<N>``: the shipped views cut to the first N (for accuracy vs latency)."""
+    if mode in MODES:
+        return MODES[mode]
+    if mode.startswith("views") and mode[5:].isdigit() and int(mode[5:]) >= 1:
+        return TTAConfig(views=int(mode[5:]))
+    raise AmfError(f"unknown TTA mode {mode!r}: use tta, plain or views<N>")
+
+
+def evaluate_heldout(heldout: list[HeldOut], method: str, source: str, n_resamples: int) -> Evaluation:
+    """The evaluator's view of the held-out figures, each classified at its own domain's OOF threshold."""
+    labels = np.concatenate([h.labels for h in heldout])
+    scores = np.concatenate([h.probs for h in heldout])
+    preds = np.concatenate([(h.probs >= h.thresholds[method]["value"]).astype(np.int64) for h in heldout])
+    domains = np.concatenate([np.full(len(h.labels), h.domain, dtype=object) for h in heldout]).astype(str)
+    return evaluate(Figures(labels, preds, scores, domains, source), n_resamples=n_resamples)
+
+
+def _scope_record(scope: Scope) -> dict:
+    return {
+        "n": scope.confusion.n,
+        "atypical": scope.n_atypical,
+        **json_safe(dict(scope.metrics)),  # an undefined AUC (one class) -> null
+        "balanced_accuracy_ci95": _interval(scope.balanced_accuracy_ci),
+        "roc_auc_ci95": _interval(scope.roc.auc if scope.roc else None),
+    }
+
+
+def _interval(ci) -> list[float] | None:
+    return None if ci is None else [ci.low, ci.high]
+
+
+def summarize_heldout(heldout: list[HeldOut], evaluation: Evaluation, method: str) -> dict:
+    """JSON-ready results of one run and mode: per domain, pooled, and the mean over domains.
+
+    Next to each domain's own OOF threshold, two thresholds meant to transfer to an unseen domain
+    (:mod:`amf.training.threshold`): the one cut that maximises the mean held-out balanced accuracy over all
+    domains (``transfer``, what ``export --threshold-from`` ships; chosen with these labels, so slightly
+    optimistic here), and for each domain the cut chosen on the *other* held-out domains alone
+    (``transfer_nested``, the honest estimate of how that choice does on a new domain).
+    """
+    transfer, nested = transfer_thresholds([(h.probs, h.labels) for h in heldout])
+    domains = {}
+    for h, scope, t_nested in zip(heldout, evaluation.domains, nested, strict=True):
+        otsu = h.thresholds["otsu"]["value"]
+        domains[h.domain] = {
+            **_scope_record(scope),
+            "members": h.members,
+            "threshold": {"method": method, "value": h.thresholds[method]["value"], "otsu": otsu,
+                          "oof_n": len(h.oof.labels)},
+            "balanced_accuracy_at_otsu": mean_class_recall(h.probs, h.labels, otsu),
+            "balanced_accuracy_at_0.5": mean_class_recall(h.probs, h.labels, 0.5),
+            "balanced_accuracy_at_transfer": mean_class_recall(h.probs, h.labels, transfer),
+            "transfer_nested_threshold": t_nested,
+            "balanced_accuracy_at_transfer_nested":
+                None if t_nested is None else mean_class_recall(h.probs, h.labels, t_nested),
+            "best_threshold_balanced_accuracy": scope.best.balanced_accuracy if scope.best else None,
+        }
+    aucs = [d["roc_auc"] for d in domains.values() if d["roc_auc"] is not None]
+    return {
+        "domains": domains,
+        "pooled": _scope_record(evaluation.overall),
+        "mean": {
+            "balanced_accuracy": float(np.mean([d["balanced_accuracy"] for d in domains.values()])),
+            "roc_auc": float(np.mean(aucs)) if aucs else None,
+            "sensitivity": float(np.mean([d["sensitivity"] for d in domains.values()])),
+            "specificity": float(np.mean([d["specificity"] for d in domains.values()])),
+            "balanced_accuracy_at_otsu": float(np.mean([d["balanced_accuracy_at_otsu"] for d in domains.values()])),
+            "balanced_accuracy_at_transfer": _mean(domains, "balanced_accuracy_at_transfer"),
+            "balanced_accuracy_at_transfer_nested": _mean(domains, "balanced_accuracy_at_transfer_nested"),
+            "best_threshold_balanced_accuracy": _mean(domains, "best_threshold_balanced_accuracy"),
+        },
+        "transfer_threshold": transfer,
+    }
+
+
+def _mean(domains: dict, key: str) -> float | None:
+    values = [d[key] for d in domains.values() if d.get(key) is not None]
+    return float(np.mean(values)) if values else None
+
+
+def write_heldout_csv(path: Path, heldout: list[HeldOut], method: str) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["image", "domain", "label", "p_atypical", "threshold", "class"])
+    for h in heldout:
+        t = h.thresholds[method]["value"]
+        for image, y, p in zip(h.images, h.labels.tolist(), h.probs.tolist(), strict=True):
+            w.writerow([image, h.domain, "atypical" if y else "normal", repr(float(p)), repr(float(t)),
+                        "atypical" if p >= t else "normal"])
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def write_heldout_gallery(folder: Path, heldout: list[HeldOut], method: str, patches: PatchCache, title: str) -> Path:
+    """The error gallery of the held-out figures (:mod:`amf.evaluation.gallery`), each at its domain's OOF
+    threshold; only the figures shown are read."""
+    from amf.evaluation.gallery import write_gallery
+
+    images = [image for h in heldout for image in h.images]
+    thresholds = np.concatenate([np.full(len(h.labels), h.thresholds[method]["value"]) for h in heldout])
+    probs = np.concatenate([h.probs for h in heldout])
+    return write_gallery(folder, images, np.concatenate([h.labels for h in heldout]),
+                         (probs >= thresholds).astype(np.int64), probs,
+                         np.concatenate([np.full(len(h.labels), h.domain, dtype=object) for h in heldout]),
+                         thresholds, lambda i: patches([images[i]])[0], title=title)
+
+
+def write_oof_csv(path: Path, heldout: list[HeldOut]) -> dict:
+    """``oof_<run>_<mode>.csv``: the out-of-fold scores each held-out domain's threshold was chosen on (the
+    validation patches of its training domains, each scored by the one model that never trained on it), so
+    the per-domain thresholds can be re-derived from the committed files."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["heldout_domain", "image", "label", "fold", "p_atypical"])
+    for h in heldout:
+        for image, k, y, p in zip(h.oof.images.tolist(), h.oof.member.tolist(), h.oof.labels.tolist(),
+                                  h.oof.probs.tolist(), strict=True):
+            w.writerow([h.domain, image, "atypical" if y else "normal", h.folds[k], repr(float(p))])
+    atomic_write_bytes(path, buf.getvalue().encode())
+    return {"file": path.name, "sha256": sha256_file(path)}
+
+
+def write_membership_csv(path: Path, run: Path, heldout: list[HeldOut]) -> dict | None:
+    """``membership_<run>.csv``: per patch (image, sha256, domain, group, label) its role in every model of the
+    row (``train``, ``val``, ``heldout`` or empty), as training recorded it in each fold's ``membership.csv``;
+    None when the run was trained before training recorded it."""
+    folds = [f for h in heldout for f in h.folds]
+    dirs = [Path(run) / f / MEMBERSHIP for f in folds]
+    if not all(d.is_file() for d in dirs):
+        return None
+    rows = [{r["image"]: r for r in read_membership(d)} for d in dirs]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["image", "sha256", "domain", "group", "label", *folds])
+    for image in sorted(set().union(*rows)):
+        first = next(r[image] for r in rows if image in r)
+        w.writerow([image, first["sha256"], first["domain"], first["group"], first["label"],
+                    *(r[image]["role"] if image in r else "" for r in rows)])
+    atomic_write_bytes(path, buf.getvalue().encode())
+    return {"file": path.name, "sha256": sha256_file(path)}
+
+
+def run_provenance(run: Path, record: dict) -> dict:
+    """What made a row, as its run folder recorded it: config (and the file it came from), data fingerprint,
+    the commit and dirty state and environment of every training job, and the scoring's own code state."""
+    return {
+        "config": record["config"],
+        "config_file": record.get("config_file"),
+        "data": record["data"],
+        "git": record.get("git") or {"commit": record.get("git_commit"), "dirty": None, "changes": []},
+        "environment": record.get("environment"),
+        "jobs": job_commands(run),
+        "scored_git": git_state(),
+    }
+
+
+def markdown(results: dict) -> str:
+    """An ablation table (one row per run and mode) and one leave-one-domain-out table per run and mode."""
+    lines = ["## Ablation: mean over held-out domains", "", *ablation_table(results)]
+    for run, modes in results.items():
+        for mode, r in modes.items():
+            lines += ["", f"## {run}, TTA {_tta_text(mode)}: each domain held out", "", *domain_table(r)]
+    return "\n".join(lines) + "\n"
+
+
+def ablation_table(results: dict) -> list[str]:
+    """One row per run and mode: the means over held-out domains (the markdown lines, no final newline)."""
+    lines = ["| run | TTA | held-out domains | models per domain | mean BA (OOF threshold) | mean AUC "
+             "| mean BA (Otsu) | mean BA (transfer, nested) | mean BA (transfer) | transfer threshold "
+             "| mean BA (hindsight-best) | mean sensitivity | mean specificity |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for run, modes in results.items():
+        for mode, r in modes.items():
+            members = sorted({d["members"] for d in r["domains"].values()})
+            m = r["mean"]
+            lines.append(f"| {run} | {_tta_text(mode)} | {len(r['domains'])} "
+                         f"| {'/'.join(map(str, members))} "
+                         f"| {num_text(m['balanced_accuracy'])} | {num_text(m['roc_auc'])} "
+                         f"| {num_text(m['balanced_accuracy_at_otsu'])} "
+                         f"| {num_text(m.get('balanced_accuracy_at_transfer_nested'))} "
+                         f"| {num_text(m.get('balanced_accuracy_at_transfer'))} "
+                         f"| {num_text(r.get('transfer_threshold'))} "
+                         f"| {num_text(m.get('best_threshold_balanced_accuracy'))} | {num_text(m['sensitivity'])} "
+                         f"| {num_text(m['specificity'])} |")
+    return lines
+
+
+def domain_table(r: dict) -> list[str]:
+    """One run and mode: each held-out domain and the pooled figures (the markdown lines)."""
+    lines = ["| held-out domain | figures (atypical) | BA [95% CI] | AUC [95% CI] | sensitivity "
+             "| specificity | threshold (OOF) | Otsu threshold | BA at Otsu | nested transfer threshold "
+             "| BA at nested transfer | BA at transfer threshold | BA at hindsight-best threshold |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, d in [*r["domains"].items(), ("pooled", r["pooled"])]:
+        t = d.get("threshold")
+        lines.append(
+            f"| {name} | {d['n']} ({d['atypical']}) | {num_text(d['balanced_accuracy'])} "
+            f"[{_ci(d['balanced_accuracy_ci95'])}] | {num_text(d['roc_auc'])} [{_ci(d['roc_auc_ci95'])}] "
+            f"| {num_text(d['sensitivity'])} | {num_text(d['specificity'])} "
+            f"| {num_text(t['value']) if t else ''} | {num_text(t['otsu']) if t else ''} "
+            f"| {num_text(d['balanced_accuracy_at_otsu']) if t else ''} "
+            f"| {num_text(d.get('transfer_nested_threshold')) if t else ''} "
+            f"| {num_text(d.get('balanced_accuracy_at_transfer_nested')) if t else ''} "
+            f"| {num_text(d.get('balanced_accuracy_at_transfer')) if t else ''} "
+            f"| {num_text(d['best_threshold_balanced_accuracy']) if t else ''} |")
+    m = r["mean"]
+    lines.append(f"| mean of the {len(r['domains'])} domains | | {num_text(m['balanced_accuracy'])} "
+                 f"| {num_text(m['roc_auc'])} | {num_text(m['sensitivity'])} | {num_text(m['specificity'])} | | "
+                 f"| {num_text(m['balanced_accuracy_at_otsu'])} | "
+                 f"| {num_text(m.get('balanced_accuracy_at_transfer_nested'))} "
+                 f"| {num_text(m.get('balanced_accuracy_at_transfer'))} "
+                 f"| {num_text(m.get('best_threshold_balanced_accuracy'))} |")
+    return lines
+
+
+def _say_missing(run: Path, cfg, finished: dict[str, list[Path]]) -> None:
+    """Name the LODO folds the run plans but has not finished (they are left out of its ensembles)."""
+    planned = [f"fold{k}" for k in range(cfg.fold_limit or cfg.folds)]
+    for domain, dirs in sorted(finished.items()):
+        missing = [f for f in planned if f not in {d.name for d in dirs}]
+        if missing:
+            print(f"amf crossval: note: {run}: held-out {domain} has {len(dirs)} of {len(planned)} folds finished "
+                  f"(missing {', '.join(missing)}); its ensemble is the finished ones", file=sys.stderr)
+
+
+def _tta_text(mode: str) -> str:
+    return {"tta": "on", "plain": "off"}.get(mode, mode.replace("views", "") + " views")
+
+
+def _ci(pair: list[float] | None) -> str:
+    return ci_text(None) if pair is None else f"{pair[0]:.3f}-{pair[1]:.3f}"
+
+
+def crossval(runs: list[Path], output: Path, modes: list[str], n_resamples: int = 1000,
+             threads: int | None = None, progress: bool = False, rescore: bool = False) -> dict:
+    """Score ``runs`` in every mode of ``modes`` into ``output``; returns the results.
+
+    Results already in ``output/crossval.json`` are kept, so an ablation table can grow one run at a
+    time; an entry is scored again only when its run's finished folds, TTA or bootstrap size changed, or
+    with ``rescore``.
+    """
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    previous = output / "crossval.json"
+    results: dict[str, dict] = json.loads(previous.read_text()) if previous.is_file() else {}
+    names = [Path(run).name for run in runs]
+    if len(set(names)) < len(names):
+        raise AmfError(f"two runs share a folder name ({', '.join(names)}); give them distinct names")
+    caches: dict[str, PatchCache] = {}  # one per image folder: runs and modes share the decoded patches
+    for run, name in zip(runs, names, strict=True):
+        cfg, record = load_run_config(run)
+        method = cfg.threshold_method
+        patches = caches.setdefault(record["images_dir"], PatchCache(record["images_dir"]))
+        finished = lodo_folds(run)
+        _say_missing(run, cfg, finished)
+        folds = sorted(str(d.relative_to(run)) for dirs in finished.values() for d in dirs)
+        entry = results.setdefault(name, {})
+        for mode in modes:
+            key = {"run": str(run), "folds": folds, "tta": mode_tta(mode).to_dict(), "bootstrap": n_resamples}
+            if not rescore and all(entry.get(mode, {}).get(k) == v for k, v in key.items()):
+                continue
+            heldout = score_run(run, mode_tta(mode), patches, threads, progress, desc=f"{name} [{mode}]")
+            ev = evaluate_heldout(heldout, method, f"{run} held-out domains, TTA {mode}", n_resamples)
+            provenance = {**run_provenance(run, record),
+                          "membership": write_membership_csv(output / f"membership_{name}.csv", run, heldout),
+                          "oof_scores": write_oof_csv(output / f"oof_{name}_{mode}.csv", heldout)}
+            entry[mode] = {**key, **summarize_heldout(heldout, ev, method), "provenance": provenance}
+            plot_roc(ev, output / f"roc_{name}_{mode}.png")
+            write_heldout_csv(output / f"heldout_{name}_{mode}.csv", heldout, method)
+            if mode == "tta":  # the shipped scoring only: a gallery is a few MB of lossless sheets
+                write_heldout_gallery(output / f"gallery_{name}_{mode}", heldout, method, patches,
+                                      f"Error gallery: {name}, TTA {_tta_text(mode)}, each domain held out")
+    write_json(output / "crossval.json", results)
+    atomic_write_bytes(output / "crossval.md", markdown(results).encode())
+    return results
+
+
+def read_heldout_csv(path: Path) -> dict[str, np.ndarray]:
+    """A ``heldout_<run>_<mode>.csv`` of :func:`write_heldout_csv`, sorted by image (so two runs line up)."""
+    if not Path(path).is_file():
+        raise AmfError(f"{path} not found: score that run and mode with amf crossval first")
+    with open(path, newline="") as f:
+        rows = sorted(csv.DictReader(f), key=lambda r: r["image"])
+    return {"image": np.array([r["image"] for r in rows]), "domain": np.array([r["domain"] for r in rows]),
+            "label": np.array([r["label"] == "atypical" for r in rows], dtype=np.int64),
+            "score": np.array([float(r["p_atypical"]) for r in rows]),
+            "pred": np.array([r["class"] == "atypical" for r in rows], dtype=np.int64)}
+
+
+def _mean_over_domains(d: dict[str, np.ndarray], idx: dict[str, np.ndarray]) -> tuple[float, float]:
+    """Mean over domains of the official balanced accuracy (of the submitted classes) and ROC AUC (domains
+    with both classes), on the rows ``idx`` of each domain: what the crossval tables average."""
+    scores = [classification_metrics(d["label"][rows], d["pred"][rows], d["score"][rows]) for rows in idx.values()]
+    aucs = [m["roc_auc"] for m in scores if m["roc_auc"] == m["roc_auc"]]
+    return float(np.mean([m["balanced_accuracy"] for m in scores])), float(np.mean(aucs)) if aucs else float("nan")
+
+
+def compare(a_csv: Path, b_csv: Path, n_resamples: int = 1000, seed: int = 0) -> dict:
+    """Mean held-out BA and AUC of B minus A on the same figures, with a paired bootstrap 95% interval.
+
+    The rows are compared on the held-out domains that both scored, figure for figure (a row still being
+    trained may have fewer domains; ``domains`` in the result names them). Each resample draws figures with
+    replacement within each domain, the same draw for both rows, so what the two rows share (the figures,
+    their labels) cancels out of the interval: it measures the lever, not the sample.
+    """
+    a, b = read_heldout_csv(a_csv), read_heldout_csv(b_csv)
+    shared = sorted(dom for dom in set(a["domain"]) & set(b["domain"])
+                    if np.array_equal(a["image"][a["domain"] == dom], b["image"][b["domain"] == dom]))
+    if not shared:
+        raise AmfError(f"{a_csv} and {b_csv} share no held-out domain scored on the same figures")
+    a, b = ({k: v[np.isin(d["domain"], shared)] for k, v in d.items()} for d in (a, b))
+    domains = {dom: np.flatnonzero(a["domain"] == dom) for dom in shared}
+    point = np.subtract(_mean_over_domains(b, domains), _mean_over_domains(a, domains))
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_resamples):
+        idx = {dom: rng.choice(rows, rows.size) for dom, rows in domains.items()}
+        draws.append(np.subtract(_mean_over_domains(b, idx), _mean_over_domains(a, idx)))
+    low, high = np.percentile(np.array(draws), [2.5, 97.5], axis=0)
+    return {"a": str(a_csv), "b": str(b_csv), "domains": shared, "resamples": n_resamples, "seed": seed,
+            "balanced_accuracy_difference": float(point[0]), "balanced_accuracy_ci95": [float(low[0]), float(high[0])],
+            "auc_difference": float(point[1]), "auc_ci95": [float(low[1]), float(high[1])]}

@@ -1,0 +1,106 @@
+"""``amf crossval RUN... --output DIR``: held-out-domain results of training runs (:mod:`amf.training.crossval`).
+
+Run folders are checked here, before torch, scikit-learn and matplotlib are imported (several seconds),
+so a mistyped folder fails at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from amf.errors import AmfError
+from amf.progress import interactive
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="*", type=Path, help="training run folders with LODO folds")
+    p.add_argument("--compare", nargs=2, action="append", default=[], metavar=("A", "B"),
+                   help="instead: B minus A, each RUN_NAME:MODE already scored in --output (e.g. lite0-128:plain "
+                        "lite0-128:tta), mean held-out BA and AUC with a paired bootstrap 95%% interval (repeatable)")
+    p.add_argument("--output", type=Path, required=True, help="folder for crossval.json/.md, ROC PNGs, CSVs")
+    p.add_argument("--tta", choices=["on", "off", "both"], default="both", help="score with TTA, without, or both")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs (0 = none)")
+    p.add_argument("--views", type=int, action="append", default=[], metavar="N",
+                   help="also score with the first N of the shipped test-time views (repeatable; accuracy vs latency)")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--rescore", action="store_true",
+                   help="score the runs again even where crossval.json already holds them with the same folds, views "
+                        "and bootstrap (e.g. to record the provenance of a row scored before it was recorded)")
+    p.add_argument("--force", action="store_true",
+                   help="write into an --output folder that holds other files than crossval's own")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def check(args: argparse.Namespace) -> None:
+    """Everything that can fail without the heavy imports, first."""
+    if not args.runs and not args.compare:
+        raise AmfError("give training run folders to score, or --compare A B")
+    for run in args.runs:
+        if not (Path(run) / "config.json").is_file():
+            raise AmfError(f"{run} is not a training run (no config.json); train one with amf train --lodo-only")
+    out = Path(args.output)
+    if out.is_file():
+        raise AmfError(f"--output {args.output} is a file; name a folder")
+    if args.runs and out.is_dir() and any(out.iterdir()) and not (out / "crossval.json").is_file() and not args.force:
+        raise AmfError(f"--output {out} holds other files and no crossval.json; name an empty or a crossval folder, "
+                       "or pass --force to write crossval's files into it")
+    if any(n < 1 for n in args.views):
+        raise AmfError("--views must be >= 1")
+    if args.bootstrap < 0:
+        raise AmfError(f"--bootstrap must be 0 or more, got {args.bootstrap}")
+
+
+def run(args: argparse.Namespace) -> int:
+    check(args)
+    if args.compare:
+        return compare_rows(args)
+    from amf.training.crossval import crossval
+    from amf.evaluation.summary import num_text
+
+    previous = Path(args.output) / "crossval.json"
+    if previous.is_file():
+        import json
+
+        kept = len(json.loads(previous.read_text()))
+        print(f"amf crossval: adding to {previous} ({kept} row(s) there; a row is scored again when its folds, views "
+              "or bootstrap changed)", file=sys.stderr)
+    modes = {"on": ["tta"], "off": ["plain"], "both": ["plain", "tta"]}[args.tta]
+    modes += [f"views{n}" for n in args.views if f"views{n}" not in modes]
+    results = crossval(args.runs, args.output, modes, args.bootstrap, args.threads,
+                       progress=not args.no_progress and interactive(), rescore=args.rescore)
+    for name, by_mode in results.items():
+        for mode, r in by_mode.items():
+            m = r["mean"]
+            print(f"{name} [{mode}]: mean held-out BA {num_text(m['balanced_accuracy'])} at each domain's OOF "
+                  f"threshold, {num_text(m.get('balanced_accuracy_at_transfer_nested'))} at the transfer threshold "
+                  f"chosen on the other domains; AUC {num_text(m['roc_auc'])}")
+    print(f"written: {args.output / 'crossval.md'}")
+    return 0
+
+
+def compare_rows(args: argparse.Namespace) -> int:
+    """``--compare``: lever effects with paired intervals, appended to ``compare.json`` in ``--output``."""
+    from amf.training.crossval import compare
+    from amf.files import read_json, write_json
+
+    out = Path(args.output)
+    path = out / "compare.json"
+    records = read_json(path, AmfError) if path.is_file() else []
+    for a, b in args.compare:
+        files = []
+        for row in (a, b):
+            run, sep, mode = row.rpartition(":")
+            if not sep or not run or not mode:
+                raise AmfError(f"--compare wants RUN_NAME:MODE, got {row!r}")
+            files.append(out / f"heldout_{run}_{mode}.csv")
+        r = compare(*files, n_resamples=args.bootstrap or 1000)
+        r.update(a=a, b=b)
+        records = [x for x in records if (x["a"], x["b"]) != (a, b)] + [r]
+        print(f"{b} - {a} ({len(r['domains'])} domain(s)): mean held-out BA {r['balanced_accuracy_difference']:+.3f} "
+              f"[{r['balanced_accuracy_ci95'][0]:+.3f}, {r['balanced_accuracy_ci95'][1]:+.3f}], "
+              f"AUC {r['auc_difference']:+.3f} [{r['auc_ci95'][0]:+.3f}, {r['auc_ci95'][1]:+.3f}]")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(path, records)
+    return 0

@@ -1,0 +1,269 @@
+"""Exporting a training run's all-domains folds into a weights folder (``amf export``, :mod:`amf.training.export_cli`).
+
+The members are the best epochs of ``RUN/all/fold*/best.safetensors`` (the k-fold over all domains; the
+LODO folds only measure generalisation). The decision threshold is ONE number, chosen on the pooled
+all-domains out-of-fold (OOF) predictions with ``--threshold-method`` (default: the run's config, itself
+defaulting to maximum balanced accuracy); all three candidates (balanced accuracy, Youden's J, Otsu)
+go into the manifest. The OOF patches are rescored through the inference engine with the TTA the manifest
+ships (each by the one member that never trained on it), so the threshold is chosen on scores made the way
+the container makes them; only the averaging over five members is left out, which no OOF score can have.
+
+Provenance in the manifest, all of it recorded when it happened (by training in the run folder, or here):
+the training config and the config file's sha256 and text, every training job's command line with its git
+state and environment (from the run's ``log.jsonl``), the data fingerprint (labels sha256, sorted file-list
+sha256, n, every patch's pixel sha256), the git commit and dirty state of the training and of the export,
+package versions, CPU and threads, the threshold, the rule that chose it and its candidates, OOF metrics,
+per-member best epoch and validation metrics, and a ``note`` (automatic for short or subset runs, plus
+``--note``). Beside the manifest, ``oof.csv`` (the out-of-fold scores of the members as shipped) and
+``membership.csv`` (which patches each member trained and was validated on) let ``amf audit`` re-derive the
+threshold and check for leakage.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import json
+from pathlib import Path
+
+import torch
+
+from amf.errors import AmfError
+from amf.files import atomic_write_bytes, check_replaceable, replace_folder, sha256_file
+from amf.provenance import environment, git_commit, git_state
+from amf.training.rescore import PatchCache, oof_scores, score_run
+from amf.training.run_folder import (BEST, MEMBERSHIP, RESULT, SUMMARY, finished, job_commands, load_fold_model,
+                            load_run_config, portable_command, read_membership)
+from amf.training.threshold import (METHODS, choose_threshold, max_balanced_accuracy_threshold, mean_class_recall, safe_auc,
+                           threshold_candidates, transfer_thresholds)
+from amf.inference.tta import TTAConfig
+from amf.inference.weights import Threshold, save_ensemble
+
+#: The paper's schedule length; shorter runs get a note in the provenance.
+PAPER_EPOCHS = 30
+
+def auto_note(cfg, record: dict) -> str:
+    bits = []
+    if cfg.epochs < PAPER_EPOCHS:
+        bits.append(f"short schedule ({cfg.epochs} epochs; the paper config uses {PAPER_EPOCHS})")
+    if cfg.limit:
+        bits.append(f"trained on a {cfg.limit}-patch subset")
+    if not cfg.init_weights:
+        bits.append("backbone trained from random initialisation (no pretrained weights)")
+    bits.append(f"{cfg.arch}@{cfg.input_size}px, {cfg.folds}-fold, data n={record['data']['n']}")
+    return "; ".join(bits)
+
+
+def export_run(
+    run_dir: Path,
+    out_dir: Path,
+    threshold_method: str | None = None,
+    tta: TTAConfig | None = None,
+    dtype: torch.dtype = torch.float16,
+    note: str = "",
+    command: list[str] | None = None,
+    arguments: list[str] | None = None,
+    threshold_from: Path | None = None,
+    force: bool = False,
+    progress: bool = False,
+    allow_dirty: bool = False,
+) -> dict:
+    """Write ``out_dir`` (members, manifest, out-of-fold scores, training membership) from ``run_dir``;
+    returns the manifest.
+
+    The members are rounded to their storage ``dtype`` before anything is scored, so the out-of-fold scores
+    (``oof.csv``) and the threshold chosen on them are those of the members as shipped: ``amf audit``
+    re-derives the threshold from ``oof.csv`` exactly. With ``threshold_from`` (a leave-one-domain-out run of
+    the same configuration and data), the shipped threshold is :func:`amf.training.threshold.transfer_threshold` of its
+    held-out domains, rescored with the shipped TTA; the OOF candidates are still recorded next to it.
+    ``allow_dirty`` is only recorded here: the command refuses a dirty tree without it.
+    """
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir)
+    check_replaceable(out_dir, force)
+    cfg, record = load_run_config(run_dir)
+    method = threshold_method or cfg.threshold_method
+    if method not in METHODS:
+        raise AmfError(f"unknown threshold method {method!r}; use one of {', '.join(METHODS)}")
+    fold_dirs = [run_dir / "all" / f"fold{k}" for k in range(cfg.folds)]
+    unfinished = [str(d.relative_to(run_dir)) for d in fold_dirs if not finished(d)]
+    if unfinished:
+        labels = record["data"]["labels_file"]
+        labels = " ".join(f"--labels {p}" for p in (labels if isinstance(labels, list) else [labels]))
+        raise AmfError(f"{run_dir} is not finished: {', '.join(unfinished)} lack {RESULT}/{BEST}; finish it with "
+                       f"python -m amf train --resume --output {run_dir} {labels}")
+    unrecorded = [str(d.relative_to(run_dir)) for d in fold_dirs if not (d / MEMBERSHIP).is_file()]
+    if unrecorded:
+        raise AmfError(f"{run_dir}: {', '.join(unrecorded)} lack {MEMBERSHIP} (trained before training recorded "
+                       "which patches each fold used); retrain them to export with provenance")
+    tta = tta or TTAConfig()
+    members = [as_stored(load_fold_model(cfg.model_spec(), d), dtype) for d in fold_dirs]
+    member_info = []
+    for d in fold_dirs:
+        result = json.loads((d / RESULT).read_text())
+        member_info.append({"fold": result["fold"], "best_epoch": result["best_epoch"], "val": result["val"]})
+
+    patches = PatchCache(Path(record["images_dir"]))
+    # every training patch, once: the k folds' validation sets cover them
+    oof = oof_scores(members, fold_dirs, patches, tta, progress=progress, desc="export: out-of-fold")
+    candidates = threshold_candidates(oof.probs, oof.labels)
+    value = choose_threshold(oof.probs, oof.labels, method)
+    threshold = Threshold(value=float(value), method=f"oof_{method}")
+    transfer = None
+    if threshold_from is not None:
+        transfer = transfer_record(Path(threshold_from), cfg, record, tta, progress)
+        threshold = Threshold(value=transfer["value"], method="lodo_transfer_mean_balanced_accuracy")
+    summary_path = run_dir / SUMMARY
+    lodo = json.loads(summary_path.read_text()).get("lodo_mean") if summary_path.is_file() else None
+    fold_names = [str(d.relative_to(run_dir)) for d in fold_dirs]
+    memberships = [read_membership(d / MEMBERSHIP) for d in fold_dirs]
+    provenance = {
+        "training": {
+            "config": record["config"],
+            "config_file": record.get("config_file"),
+            # None when the run was started from Python (amf.training.train.train_run) rather than the command line
+            "command": portable_command(record["arguments"], record.get("cwd")) if record.get("arguments") else None,
+            "arguments": record.get("arguments"),
+            "jobs": [{**job, "command": portable_command(job["arguments"], record.get("cwd"))
+                      if job.get("arguments") else None} for job in job_commands(run_dir)],
+            "git_commit": record.get("git_commit", "unknown"),
+            "git": record.get("git"),
+            "environment": record.get("environment"),
+            "created": record.get("created"),
+            "run": str(run_dir),
+            "torch": record.get("torch"),
+            "init_weights_sha256": record.get("init_weights_sha256"),
+            "init": record.get("init"),
+        },
+        "data": {**record["data"], "patch_sha256": patches.digests(),
+                 "patch_sha256_note": "sha256 of each training patch's decoded pixels (amf.inference.io.patch_digest), "
+                                      "sorted: predict says how many of the patches it scores are among them"},
+        "git_commit": git_commit(),
+        "export_git": git_state(),
+        "export_allow_dirty": allow_dirty,
+        "export_environment": environment(torch.get_num_threads()),
+        "export_command": portable_command(arguments) if arguments else command,
+        "export_arguments": arguments,
+        "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "threshold_rule": THRESHOLD_RULE[threshold.method] if threshold.method in THRESHOLD_RULE else None,
+        "threshold_candidates": candidates,
+        "oof": {
+            "n": int(oof.labels.size),
+            "n_atypical": int(oof.labels.sum()),
+            "auc": safe_auc(oof.probs, oof.labels),
+            "balanced_accuracy": mean_class_recall(oof.probs, oof.labels, threshold.value),
+            "note": f"pooled out-of-fold probabilities of the all-domains members as stored ({dtype_name(dtype)}), "
+                    f"{tta.views} TTA view(s) as shipped, each patch scored by the one member that did not train "
+                    f"on it: {OOF_SCORES}",
+        },
+        "lodo_mean": lodo,
+        "threshold_transfer": transfer,
+        "member_info": member_info,
+        "note": "; ".join(x for x in (note, auto_note(cfg, record)) if x),
+    }
+
+    def write(tmp: Path) -> dict:
+        files = {"oof_scores": write_oof_scores(tmp / OOF_SCORES, oof, fold_names, memberships),
+                 "membership": write_ensemble_membership(tmp / MEMBERSHIP, fold_names, memberships)}
+        return save_ensemble(members, tmp, threshold, tta, {**provenance, "files": files}, dtype=dtype)
+
+    return replace_folder(out_dir, write)
+
+
+#: What each threshold method means, in words an auditor can apply to ``oof.csv`` without this code.
+THRESHOLD_RULE = {
+    "oof_balanced_accuracy": (
+        "the cut on p_atypical of oof.csv (atypical when p >= cut) that maximises balanced accuracy; cuts are the "
+        "mid-points between consecutive distinct scores (and 1e-6 beyond the lowest and highest); among cuts "
+        "within 1e-12 of the best, the one nearest 0.5 (amf.training.threshold.max_balanced_accuracy_threshold)"),
+    "oof_youden": "the highest cut maximising Youden's J on oof.csv, half-way to the next lower distinct score "
+                  "(amf.training.threshold.youden_threshold)",
+    "oof_otsu": "skimage.filters.threshold_otsu(p_atypical of oof.csv, nbins=256) (amf.training.threshold.otsu_threshold)",
+}
+#: The weights folder's out-of-fold scores, one row per training patch.
+OOF_SCORES = "oof.csv"
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def as_stored(member, dtype: torch.dtype):
+    """``member`` with every floating tensor rounded to the storage ``dtype`` and back to fp32: exactly what
+    :func:`amf.inference.weights.load_ensemble` will build from the shipped file."""
+    state = member.backbone.state_dict()
+    member.backbone.load_state_dict({k: v.to(dtype).float() if v.is_floating_point() else v for k, v in state.items()})
+    return member
+
+
+def _rows_by_image(membership: list[dict[str, str]]) -> dict[str, dict[str, str]]:
+    return {row["image"]: row for row in membership}
+
+
+def write_oof_scores(path: Path, oof, fold_names: list[str], memberships: list[list[dict]]) -> dict:
+    """``oof.csv``: image, its pixel sha256, domain, group, label, member index and fold, and P(atypical)
+    as shipped (the mean over the TTA views), written with ``repr`` so the file holds the exact floats."""
+    rows = [_rows_by_image(m) for m in memberships]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["image", "sha256", "domain", "group", "label", "member", "fold", "p_atypical"])
+    for image, k, y, p in zip(oof.images.tolist(), oof.member.tolist(), oof.labels.tolist(), oof.probs.tolist(),
+                              strict=True):
+        row = rows[k][image]
+        if row["role"] != "val":
+            raise AmfError(f"{image} is scored out of fold by member {k} but its {MEMBERSHIP} role is {row['role']}")
+        w.writerow([image, row["sha256"], row["domain"], row["group"], int(y), k, fold_names[k], repr(float(p))])
+    atomic_write_bytes(path, buf.getvalue().encode())
+    return {"file": path.name, "sha256": sha256_file(path)}
+
+
+def write_ensemble_membership(path: Path, fold_names: list[str], memberships: list[list[dict]]) -> dict:
+    """``membership.csv`` of the weights: one row per patch (image, sha256, domain, group, label) and, per
+    member, its role as training recorded it (``train``, ``val``, or empty), from the folds' own files."""
+    rows = [_rows_by_image(m) for m in memberships]
+    images = sorted(set().union(*rows))
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["image", "sha256", "domain", "group", "label", *(f"member_{k}" for k in range(len(fold_names)))])
+    for image in images:
+        first = next(r[image] for r in rows if image in r)
+        w.writerow([image, first["sha256"], first["domain"], first["group"], first["label"],
+                    *(r[image]["role"] if image in r else "" for r in rows)])
+    atomic_write_bytes(path, buf.getvalue().encode())
+    return {"file": path.name, "sha256": sha256_file(path), "columns": {f"member_{k}": n for k, n in
+                                                                          enumerate(fold_names)}}
+
+
+#: Settings that may differ between the shipped run and the LODO run its threshold comes from.
+NOT_THE_RECIPE = ("lodo", "ensemble", "fold_limit", "threads", "keep_checkpoints", "note")
+
+
+def transfer_record(lodo_run: Path, cfg, record: dict, tta: TTAConfig, progress: bool = False) -> dict:
+    """The transfer threshold from ``lodo_run``'s held-out domains, and each domain's balanced accuracy at it,
+    at the cut chosen on the other domains alone, and at its hindsight-best cut."""
+    lodo_cfg, lodo_record = load_run_config(lodo_run)
+    ours = {k: v for k, v in cfg.to_dict().items() if k not in NOT_THE_RECIPE}
+    theirs = {k: v for k, v in lodo_cfg.to_dict().items() if k not in NOT_THE_RECIPE}
+    differ = sorted(k for k in ours if ours[k] != theirs.get(k))
+    if differ:
+        raise AmfError(f"--threshold-from {lodo_run} was trained with another recipe (differs in: {', '.join(differ)})")
+    if lodo_record["data"]["files_sha256"] != record["data"]["files_sha256"]:
+        raise AmfError(f"--threshold-from {lodo_run} was trained on other data (file list differs)")
+    heldout = score_run(lodo_run, tta, PatchCache(Path(lodo_record["images_dir"])), progress=progress,
+                        desc="export: held-out domains")
+    value, nested = transfer_thresholds([(h.probs, h.labels) for h in heldout])
+    domains = {}
+    for h, t_nested in zip(heldout, nested, strict=True):
+        best = max_balanced_accuracy_threshold(h.probs, h.labels)
+        domains[h.domain] = {
+            "n": int(h.labels.size), "members": h.members, "auc": safe_auc(h.probs, h.labels),
+            "balanced_accuracy_at_transfer": mean_class_recall(h.probs, h.labels, value),
+            "nested_threshold": t_nested,
+            "balanced_accuracy_at_nested": None if t_nested is None else mean_class_recall(h.probs, h.labels, t_nested),
+            "hindsight_best_threshold": best,
+            "balanced_accuracy_at_hindsight_best": mean_class_recall(h.probs, h.labels, best),
+        }
+    return {"value": value, "run": str(lodo_run), "tta_views": tta.views, "domains": domains,
+            "note": "the cut maximising the mean over held-out domains of balanced accuracy, each domain scored "
+                    "by the models that never saw it, with the shipped TTA"}

@@ -1,0 +1,103 @@
+"""A run's folds scored the way the container scores a stack: through :class:`amf.inference.engine.Engine`, with or
+without test-time augmentation.
+
+Training writes single-view predictions. The threshold that gets shipped, and the held-out figures that
+``amf crossval`` reports, must come from scores made as ``process.py`` makes them, so both ``crossval`` and
+``export`` rescore here: out-of-fold patches by the one member that never trained on them
+(:func:`oof_scores`), held-out domains by their whole LODO ensemble (:func:`score_run`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from amf.inference.engine import Engine
+from amf.inference.io import patch_digest, read_patches
+from amf.training.run_folder import HELDOUT, OOF, load_fold_model, load_run_config, lodo_folds, read_predictions
+from amf.training.threshold import threshold_candidates
+from amf.inference.tta import TTAConfig
+
+
+@dataclass(frozen=True)
+class OutOfFold:
+    """Pooled out-of-fold scores: each patch (``images``) scored by the one model (``member``, its index in the
+    list scored) that never trained on it."""
+
+    images: np.ndarray
+    member: np.ndarray
+    labels: np.ndarray
+    probs: np.ndarray
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """One held-out domain of one run: ensemble scores on it, and the OOF scores its threshold comes from."""
+
+    domain: str
+    members: int
+    images: list[str]
+    labels: np.ndarray
+    probs: np.ndarray
+    oof: OutOfFold
+    thresholds: dict  # amf.training.threshold.threshold_candidates on the OOF scores
+    folds: list[str]  # the fold folders of its models, relative to the run
+
+
+class PatchCache:
+    """Patches of a run's image folder, decoded once, looked up by the ``image`` column of its CSVs."""
+
+    def __init__(self, images_dir: Path):
+        self.images_dir = Path(images_dir)
+        self._patches: dict[str, np.ndarray] = {}
+
+    def __call__(self, images) -> np.ndarray:
+        for image in images:
+            if image not in self._patches:
+                self._patches[image] = read_patches(self.images_dir / image)[0]
+        return np.stack([self._patches[image] for image in images])
+
+    def digests(self) -> list[str]:
+        """Sorted :func:`amf.inference.io.patch_digest` of every patch read so far."""
+        return sorted(patch_digest(p) for p in self._patches.values())
+
+
+def oof_scores(models: list, fold_dirs: list[Path], patches: PatchCache, tta: TTAConfig,
+               threads: int | None = None, progress: bool = False, desc: str = "out-of-fold") -> OutOfFold:
+    """Pooled out-of-fold scores: each fold's validation patches scored by that fold's model alone (the only
+    model that never trained on them), through the engine with ``tta``, so a threshold chosen on them fits
+    scores made the way the container makes them."""
+
+    images, member, labels, probs = [], [], [], []
+    for k, (model, d) in enumerate(tqdm(list(zip(models, fold_dirs, strict=True)), desc=desc, unit="fold",
+                                        disable=not progress, leave=False)):
+        val = read_predictions(d / OOF)
+        engine = Engine([model], tta, device="cpu", strategy="batched", num_threads=threads)
+        probs.append(engine.predict_proba(patches(val["image"])))
+        labels.append(val["label"])
+        images.append(val["image"])
+        member.append(np.full(len(val["label"]), k, dtype=np.int64))
+    return OutOfFold(*(np.concatenate(x) for x in (images, member, labels, probs)))
+
+
+def score_run(run_dir: Path, tta: TTAConfig, patches: PatchCache, threads: int | None = None,
+              progress: bool = False, desc: str | None = None) -> list[HeldOut]:
+    """Score every held-out domain of ``run_dir`` with its own LODO ensemble and ``tta``; ``patches`` reads
+    the run's image folder."""
+
+    cfg = load_run_config(run_dir)[0]
+    out = []
+    for domain, fold_dirs in tqdm(sorted(lodo_folds(run_dir).items()), desc=desc or Path(run_dir).name,
+                                  unit="domain", disable=not progress, leave=False):
+        models = [load_fold_model(cfg.model_spec(), d) for d in fold_dirs]
+        oof = oof_scores(models, fold_dirs, patches, tta, threads)
+        held = read_predictions(fold_dirs[0] / HELDOUT)
+        engine = Engine(models, tta, device="cpu", strategy="batched", num_threads=threads)
+        probs = engine.predict_proba(patches(held["image"]))
+        out.append(HeldOut(domain, len(models), held["image"].tolist(), held["label"], probs, oof,
+                           threshold_candidates(oof.probs, oof.labels),
+                           [str(d.relative_to(run_dir)) for d in fold_dirs]))
+    return out

@@ -1,0 +1,241 @@
+"""The training run folder: its layout, and the reading and writing of its files.
+
+``amf train`` writes a run folder, ``amf crossval`` and ``amf export`` read it; all three go through this
+module, so no command imports another's code to read a file. The layout (see :mod:`amf.training.train` for how a
+run fills it)::
+
+    runs/NAME/
+      config.json          # TrainConfig, data fingerprint, command, git commit (load_run_config)
+      log.jsonl            # RunLog: run start/resume, every epoch of every fold, fold end
+      summary.json         # per held-out domain and OOF metrics, threshold candidates (written last)
+      lodo/<domain>/fold<k>/ and all/fold<k>/
+        checkpoint.pt      # resumable training state (amf.training.train)
+        best.safetensors   # best epoch's weights (save_best_safetensors, load_fold_model)
+        oof.csv, heldout.csv   # predictions (write_predictions, read_predictions)
+        membership.csv     # every patch the fold touched and its role (train, val, heldout), by pixel sha256
+        result.json        # fold metrics; written last, so it marks the fold finished (finished)
+
+It also keeps the command lines of a run or an export (:func:`args_to_argv`, :func:`portable_command`,
+:func:`job_commands`); the code and machine state is :mod:`amf.provenance`'s.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import datetime as _dt
+import io
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from amf.errors import AmfError, WeightsError
+from amf.provenance import ROOT
+from amf.files import atomic_write_bytes, json_text
+from amf.inference.model import Classifier, ModelSpec, build_classifier
+from amf.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from amf.training.data import LabelTable
+
+CONFIG = "config.json"
+LOG = "log.jsonl"
+SUMMARY = "summary.json"
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.safetensors"
+RESULT = "result.json"
+OOF = "oof.csv"
+HELDOUT = "heldout.csv"
+MEMBERSHIP = "membership.csv"
+PRED_COLUMNS = ("line", "image", "domain", "group", "label", "logit", "prob")
+MEMBERSHIP_COLUMNS = ("image", "sha256", "domain", "group", "label", "role")
+#: The roles a patch can have in a fold: trained on, validated on (its out-of-fold score), held out (LODO).
+ROLES = ("train", "val", "heldout")
+
+
+class RunLog:
+    """Append-only JSON-lines log; ``path=None`` writes nothing (the non-main processes of a torchrun job).
+
+    Every line carries the ``job`` that wrote it (start time and process id), so the epochs of jobs that
+    ran side by side into one run folder can be told apart: :func:`job_commands` says what each trained."""
+
+    def __init__(self, path: Path | None):
+        self.path = Path(path) if path is not None else None
+        self.job = f"{_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}/{os.getpid()}"
+
+    def write(self, **record) -> None:
+        if self.path is None:
+            return
+        record = {"time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "job": self.job, **record}
+        with open(self.path, "a") as f:
+            f.write(json_text(record, indent=None))
+            f.flush()
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
+
+
+def write_predictions(path: Path, table: LabelTable, idx: np.ndarray, logits: np.ndarray) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(PRED_COLUMNS)
+    for i, z in zip(idx.tolist(), logits.tolist(), strict=True):
+        w.writerow([int(table.rows[i]), table.paths[i], table.domains[i], table.groups[i], int(table.labels[i]),
+                    repr(float(z)), repr(float(sigmoid(z)))])
+    atomic_write_bytes(Path(path), buf.getvalue().encode())
+
+
+def write_membership(path: Path, table: LabelTable, roles: dict[str, np.ndarray], digests: list[str]) -> None:
+    """Which patches a fold trained on, validated on and held out, recorded by training itself: one row per
+    patch with its image, pixel sha256 (:func:`amf.inference.io.patch_digest`), domain, group, label and role.
+
+    ``amf audit`` checks leakage from these rows (not from the split plan): no held-out patch, pixel
+    duplicate or group (slide) among a model's training rows."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(MEMBERSHIP_COLUMNS)
+    for role in ROLES:
+        for i in roles.get(role, np.zeros(0, dtype=np.int64)).tolist():
+            w.writerow([table.paths[i], digests[i], table.domains[i], table.groups[i], int(table.labels[i]), role])
+    atomic_write_bytes(Path(path), buf.getvalue().encode())
+
+
+def read_membership(path: Path) -> list[dict[str, str]]:
+    """The rows of a ``membership.csv`` (columns :data:`MEMBERSHIP_COLUMNS`)."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def job_commands(run_dir: Path) -> list[dict]:
+    """Every job that trained into ``run_dir``, in order, from its ``log.jsonl``: the canonical arguments,
+    the exact command line, the folds it was asked for, the code and machine state it ran with, and
+    ``epochs``: how many epochs it trained.
+
+    Lines carry their job's id; in logs written before they did, an epoch is counted for every job without
+    an id that started before it (a job that trained nothing is then certain to have trained nothing)."""
+    path = Path(run_dir) / LOG
+    if not path.is_file():
+        return []
+    jobs: list[dict] = []
+    for line in path.read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a kill can cut the last line short
+        if event.get("event") in ("start", "resume"):
+            jobs.append({**{k: event.get(k) for k in ("time", "job", "event", "arguments", "command", "folds", "git",
+                                                      "environment")}, "epochs": 0})
+        elif event.get("event") == "epoch":
+            for job in jobs:
+                if job["job"] == event.get("job") or (job["job"] is None and event.get("job") is None):
+                    job["epochs"] += 1
+    return jobs
+
+
+def read_predictions(path: Path) -> dict[str, np.ndarray]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {
+        "line": np.array([int(r["line"]) for r in rows], dtype=np.int64),
+        "image": np.array([r["image"] for r in rows], dtype=object),
+        "label": np.array([int(r["label"]) for r in rows], dtype=np.int64),
+        "logit": np.array([float(r["logit"]) for r in rows], dtype=np.float64),
+        "prob": np.array([float(r["prob"]) for r in rows], dtype=np.float64),
+        "domain": np.array([r["domain"] for r in rows], dtype=object),
+    }
+
+
+def save_best_safetensors(path: Path, state: dict, meta: dict) -> None:
+    from safetensors.torch import save
+
+    # One metadata entry: safetensors writes several in a per-process random order, and then the same
+    # weights give different bytes (seen when a fold was retrained to check reproducibility).
+    data = save({k: v.contiguous() for k, v in state.items()}, metadata={"amf": json.dumps(meta, sort_keys=True)})
+    atomic_write_bytes(Path(path), data)
+
+
+def load_best_state(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def args_to_argv(command: str, args: object, positional: tuple[str, ...] = ()) -> list[str]:
+    """Rebuild a canonical ``python -m amf`` argument list from a parsed ``argparse.Namespace``.
+
+    ``sys.argv`` is the exact process command line, but it is not this command's when ``amf.cli.main``
+    is called from Python (tests, notebooks); this form always is.
+    """
+    values = {k: v for k, v in vars(args).items() if k != "command"}
+    out = [command, *(str(values.pop(p)) for p in positional)]
+    for k, v in values.items():
+        flag = "--" + k.replace("_", "-")
+        if v is True:
+            out.append(flag)
+        elif isinstance(v, (list, tuple)):
+            for item in v:
+                out += [flag, str(item)]
+        elif v is not None and v is not False:
+            out += [flag, str(v)]
+    return out
+
+
+def portable_command(arguments: list[str], cwd: str | Path | None = None) -> list[str]:
+    """``python -m amf ...`` as a user would type it again in the repository root, on any machine.
+
+    Every argument that names an existing file or folder (relative to ``cwd``, the run's working folder) is
+    written relative to the repository root, so no path of the machine that ran it is left in the record.
+    """
+    out = ["python", "-m", "amf"]
+    for arg in arguments:
+        path = Path(cwd or ".") / arg if not Path(arg).is_absolute() else Path(arg)
+        if not arg.startswith("-") and "=" not in arg and path.exists():
+            arg = os.path.relpath(path.resolve(), ROOT)
+        out.append(arg)
+    return out
+
+
+def collect_oof(run_dir: Path, fold_names: list[str]) -> dict[str, np.ndarray]:
+    """The out-of-fold predictions of ``fold_names``, pooled (columns as :func:`read_predictions`)."""
+    parts = [read_predictions(Path(run_dir) / n / OOF) for n in fold_names]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def load_run_config(run_dir: Path) -> tuple[TrainConfig, dict]:
+    """The run's :class:`TrainConfig` and the whole ``config.json`` record (data fingerprint, command, ...)."""
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise AmfError(f"{run_dir} is not a training run (no config.json)")
+    record = json.loads(path.read_text())
+    return TrainConfig.from_dict(copy.deepcopy(record["config"])), record
+
+
+def finished(fold_dir: Path) -> bool:
+    """A fold is finished when its result (written last) and its best weights are there."""
+    return (fold_dir / RESULT).is_file() and (fold_dir / BEST).is_file()
+
+
+def lodo_folds(run_dir: Path) -> dict[str, list[Path]]:
+    """Finished LODO fold folders of a run, by held-out domain name."""
+    out: dict[str, list[Path]] = {}
+    for result in sorted(Path(run_dir).glob("lodo/*/fold*/" + RESULT)):
+        if finished(result.parent):
+            domain = json.loads(result.read_text())["heldout_domain"]
+            out.setdefault(domain, []).append(result.parent)
+    if not out:
+        raise AmfError(f"{run_dir} has no finished leave-one-domain-out folds (lodo/*/fold*/result.json)")
+    return out
+
+
+def load_fold_model(spec: ModelSpec, fold_dir: Path) -> Classifier:
+    """A fold's best epoch as an eval-mode :class:`amf.inference.model.Classifier`."""
+    model = build_classifier(spec)
+    try:
+        model.load_state_dict(load_best_state(fold_dir / BEST))
+    except Exception as exc:  # noqa: BLE001 - safetensors and torch raise several types
+        raise WeightsError(f"cannot load {fold_dir / BEST} into {spec.arch}: {str(exc).splitlines()[0]}") from exc
+    return model.eval()
