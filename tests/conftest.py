@@ -19,7 +19,7 @@ def _save_tiny(out: Path, specs: list, views: int) -> Path:
     import torch
 
     from amf.inference.model import build_classifier
-    from amf.inference.tta import TTAConfig
+    from amf.inference.spec import TTAConfig
     from amf.inference.weights import Threshold, save_ensemble
 
     torch.manual_seed(0)
@@ -31,7 +31,7 @@ def _save_tiny(out: Path, specs: list, views: int) -> Path:
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     """Two random efficientvit_b0 members, 2 test-time views: the production architecture, untrained."""
-    from amf.inference.model import ModelSpec
+    from amf.inference.spec import ModelSpec
 
     return _save_tiny(tmp_path_factory.mktemp("tiny_weights"), [ModelSpec("efficientvit_b0")] * 2, views=2)
 
@@ -42,7 +42,7 @@ MICRO_SPEC = {"arch": "test_vit", "input_size": 32, "timm_kwargs": {"img_size": 
 @pytest.fixture(scope="session")
 def micro_weights(tmp_path_factory) -> Path:
     """One random timm ``test_vit`` at 32 px, 1 view: the cheapest real ensemble, for subprocess runs."""
-    from amf.inference.model import ModelSpec
+    from amf.inference.spec import ModelSpec
 
     return _save_tiny(tmp_path_factory.mktemp("micro_weights"), [ModelSpec(**MICRO_SPEC)], views=1)
 
@@ -50,7 +50,7 @@ def micro_weights(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_weights(tmp_path_factory) -> Path:
     """Two random ``test_vit`` members at 32 px, 2 views (stain-jittered): the whole ensemble x TTA path, fast."""
-    from amf.inference.model import ModelSpec
+    from amf.inference.spec import ModelSpec
 
     return _save_tiny(tmp_path_factory.mktemp("small_weights"), [ModelSpec(**MICRO_SPEC)] * 2, views=2)
 

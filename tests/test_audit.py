@@ -201,9 +201,11 @@ def test_the_config_file_changed_since_training(copy):
     config = Path(manifest["training"]["config_file"]["path"])
     saved = config.read_bytes()
     try:
-        config.write_bytes(saved + b"\n# edited\n")
+        config.write_bytes(saved + b"\n# a comment changes no setting\n")
+        assert "weights.config" not in failures(audit(copy, "weights"))
+        config.write_bytes(saved + b"\nseed = 1\n")
         detail = failures(audit(copy, "weights"))["weights.config"]
-        assert "differs from the file the weights were trained with" in detail
+        assert "gives other settings than the manifest's training.config: seed" in detail
     finally:
         config.write_bytes(saved)
 

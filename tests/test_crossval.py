@@ -9,7 +9,7 @@ import pytest
 from amf.cli import main
 from amf.errors import AmfError
 from amf.training.threshold import threshold_candidates
-from amf.training.run_folder import lodo_folds, read_predictions
+from amf.training.run_folder import RunFolder, read_predictions
 from amf.training.train import TrainConfig, train_run
 from synthetic_data import amibr_style_dataset
 from test_train import SMOKE
@@ -33,7 +33,7 @@ def test_plain_mode_equals_training_heldout_and_oof_thresholds(lodo_run, tmp_pat
     plain = results["plain"]
     rows = list(csv.DictReader(open(out / "heldout_run_plain.csv")))
     assert len(rows) == 24 and {r["domain"] for r in rows} == {"scanner0", "scanner1", "scanner2"}
-    for domain, fold_dirs in lodo_folds(lodo_run).items():
+    for domain, fold_dirs in RunFolder(lodo_run).lodo_folds().items():
         held = [read_predictions(d / "heldout.csv") for d in fold_dirs]
         ensemble = np.mean([h["prob"] for h in held], axis=0)  # training's single-view held-out scores
         ours = np.array([float(r["p_atypical"]) for r in rows if r["domain"] == domain])
@@ -61,7 +61,7 @@ def test_plain_mode_equals_training_heldout_and_oof_thresholds(lodo_run, tmp_pat
 
 def test_a_run_without_lodo_folds_is_refused(tmp_path):
     with pytest.raises(AmfError, match="no finished leave-one-domain-out folds"):
-        lodo_folds(tmp_path)
+        RunFolder(tmp_path).lodo_folds()
 
 
 def test_views_modes_and_transfer_thresholds(lodo_run, tmp_path):

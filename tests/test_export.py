@@ -85,8 +85,8 @@ def test_threshold_is_chosen_on_oof_scored_like_the_container(run_dir, tmp_path)
     from amf.training.rescore import PatchCache, oof_scores
     from amf.training.run_folder import load_fold_model
     from amf.training.threshold import threshold_candidates
-    from amf.training.run_folder import collect_oof, load_run_config
-    from amf.inference.tta import TTAConfig
+    from amf.training.run_folder import RunFolder, collect_oof
+    from amf.inference.spec import TTAConfig
 
     plain = export_run(run_dir, tmp_path / "plain", tta=TTAConfig(views=1), dtype=torch.float32)
     single_view = collect_oof(run_dir, ["all/fold0", "all/fold1"])
@@ -94,7 +94,7 @@ def test_threshold_is_chosen_on_oof_scored_like_the_container(run_dir, tmp_path)
     for method, c in plain["threshold_candidates"].items():
         assert c == pytest.approx(expected[method], abs=1e-6), method
     tta = export_run(run_dir, tmp_path / "tta", tta=TTAConfig(views=8))
-    cfg, record = load_run_config(run_dir)
+    cfg, record = RunFolder(run_dir).config()
     dirs = [run_dir / "all" / f"fold{k}" for k in (0, 1)]
     oof = oof_scores([load_fold_model(cfg.model_spec(), d) for d in dirs], dirs, PatchCache(record["images_dir"]),
                      TTAConfig(views=8))
@@ -135,7 +135,7 @@ def test_threshold_from_a_lodo_run_transfers_and_refuses_another_recipe(run_dir,
     """The shipped cut maximises the mean held-out balanced accuracy of the LODO run, scored with the shipped TTA."""
     from amf.training.rescore import PatchCache, score_run
     from amf.training.threshold import transfer_threshold
-    from amf.inference.tta import TTAConfig
+    from amf.inference.spec import TTAConfig
 
     data = run_dir.parent / "data" / "labels.csv"
     cfg = TrainConfig.from_toml(ROOT / "configs" / "smoke.toml").replace(epochs=1, ensemble=False, fold_limit=1)

@@ -8,7 +8,8 @@ import torch
 from safetensors.torch import save_file
 
 from amf.errors import WeightsError
-from amf.inference.model import PRESETS, ModelSpec, build_classifier
+from amf.inference.model import build_classifier
+from amf.inference.spec import PRESETS, ModelSpec
 
 
 def test_one_logit_from_a_patch_at_any_input_size():
@@ -54,7 +55,7 @@ def test_centre_crop_zooms_in_on_the_figure_and_travels_with_the_weights(tmp_pat
 
     from amf.bench.bench import randomize, synthetic_patches
     from amf.inference.engine import STRATEGIES, Engine
-    from amf.inference.tta import TTAConfig
+    from amf.inference.spec import TTAConfig
     from amf.inference.weights import Threshold, load_ensemble, save_ensemble
 
     spec = ModelSpec("efficientvit_b0", input_size=64, crop=80)

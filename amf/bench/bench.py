@@ -139,8 +139,9 @@ def make_stand_in(out_dir: Path, members: int = 5, views: int = 8, arch: str = "
     """A random ensemble written like an export. Convolutions get He-normal weights and batch norms random
     statistics, so that outputs vary from patch to patch and view to view as a trained model's do (timm's
     default init gives nearly the same output for every input)."""
-    from amf.inference.model import ModelSpec, build_classifier
-    from amf.inference.tta import TTAConfig
+    from amf.inference.model import build_classifier
+    from amf.inference.spec import ModelSpec
+    from amf.inference.spec import TTAConfig
     from amf.inference.weights import Threshold, save_ensemble
 
     ensemble = [randomize(build_classifier(ModelSpec(arch)), seed=i) for i in range(members)]
@@ -489,7 +490,8 @@ def paper_ensemble_fit(budget_gib: float = 16.0, reserve_gib: float = 1.0, arch:
     import torch
 
     from amf.inference.io import PATCH_SIZE
-    from amf.inference.model import Classifier, ModelSpec
+    from amf.inference.model import Classifier
+    from amf.inference.spec import ModelSpec
 
     with torch.device("meta"):
         model = Classifier(ModelSpec(arch, input_size=input_size)).to(torch.bfloat16).eval()

@@ -2,7 +2,8 @@
 
 - ``io``: reading stacks and images into 128x128 RGB patches;
 - ``stain``, ``tta``: H&E stain deconvolution and the deterministic test-time views;
-- ``model``: the member (a timm backbone and its own preprocessing) and its :class:`~amf.inference.model.ModelSpec`;
+- ``spec``: what a member and its views are (:class:`~amf.inference.spec.ModelSpec`, presets, TTA), torch-free;
+- ``model``: the member, a timm backbone with its own preprocessing;
 - ``weights``: the weights folder (safetensors members and a manifest), verified before use;
 - ``prepare``, ``engine``, ``loading``: the ensemble and its views fused into one batched forward pass;
 - ``pipeline``: the one path from input files to thresholded predictions, shared by ``process.py`` and

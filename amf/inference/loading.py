@@ -24,7 +24,7 @@ from amf.inference.engine import Engine, Strategy, default_device, default_strat
 from amf.errors import WeightsError
 from amf.files import sha256_file, write_json
 from amf.inference.prepare import example_input, freeze_members, optimize_graphs, quiet_jit
-from amf.inference.tta import TTAConfig
+from amf.inference.spec import TTAConfig
 from amf.inference.weights import MANIFEST, load_ensemble, read_manifest
 
 #: One line on stderr for a cache that cannot be used or written (Python's last-resort handler prints the

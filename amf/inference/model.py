@@ -7,7 +7,6 @@ patch size. Weights never come from the network: a backbone starts random, or fr
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import timm
@@ -16,50 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from amf.errors import WeightsError
-from amf.inference.io import PATCH_SIZE
-
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything needed to rebuild a member: stored in the manifest of every export."""
-
-    arch: str
-    input_size: int = PATCH_SIZE
-    #: The centre square of the patch (px) that the backbone sees, resized to ``input_size``. The figure sits in
-    #: the centre of every crop-out, so a smaller crop zooms in on it at the same compute (80 of 128 px: 1.6x).
-    crop: int = PATCH_SIZE
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    timm_kwargs: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {
-            "arch": self.arch,
-            "input_size": self.input_size,
-            "crop": self.crop,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "timm_kwargs": dict(self.timm_kwargs),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ModelSpec:
-        return cls(
-            arch=d["arch"],
-            input_size=int(d["input_size"]),
-            crop=int(d.get("crop", PATCH_SIZE)),  # manifests from before the key: the whole patch
-            mean=tuple(d.get("mean", cls.mean)),
-            std=tuple(d.get("std", cls.std)),
-            timm_kwargs=dict(d.get("timm_kwargs", {})),
-        )
-
-
-#: Named configurations. ``paper`` is arXiv 2509.02589's; ``cpu`` trains in minutes on two cores.
-PRESETS: dict[str, ModelSpec] = {
-    "paper": ModelSpec("efficientvit_l2", input_size=256),
-    "cpu": ModelSpec("efficientvit_b0", input_size=PATCH_SIZE),
-}
+from amf.inference.spec import ModelSpec
 
 
 class Classifier(nn.Module):

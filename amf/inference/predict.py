@@ -51,7 +51,7 @@ def predict_files(paths: list[Path], output: Path, weights: Path, *, views: int 
         raise InputError(f"none of the {len(bad)} input file(s) could be read; see {bad_list(output)}"
                          if bad else "no readable image files")
     # torch and the engine load only now, once every input file has decoded: a bad file fails in a second
-    from amf.inference.tta import TTAConfig
+    from amf.inference.spec import TTAConfig
 
     tta = None if views is None else dataclasses.replace(TTAConfig(**manifest["tta"]), views=views)
     loaded = pipeline.load(weights, manifest, device, lambda note: print(f"amf predict: {note}", file=sys.stderr),

@@ -11,10 +11,9 @@ gives the same output run after run and at any batch size.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 
+from amf.inference.spec import TTAConfig
 from amf.inference.stain import hed_jitter, random_hed_jitter, sample_stain_params
 
 D4_SIZE = 8
@@ -54,19 +53,6 @@ def train_augment(images: torch.Tensor, generator: torch.Generator, d4: bool = T
     if d4:
         images = random_d4(images, generator)
     return random_hed_jitter(images, sigma, delta, generator)
-
-
-@dataclass(frozen=True)
-class TTAConfig:
-    """How many test-time views, and how strong their stain jitter (natural OD units, see ``amf.inference.stain``)."""
-
-    views: int = 8
-    sigma: float = 0.05
-    delta: float = 0.05
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def view_params(config: TTAConfig, v: int) -> tuple[int, torch.Tensor, torch.Tensor] | None:

@@ -28,13 +28,14 @@ from typing import TYPE_CHECKING
 from amf.errors import WeightsError
 from amf.files import atomic_write_bytes, read_json, sha256_file, write_json
 from amf.inference.io import PATCH_SIZE
+from amf.inference.spec import ModelSpec, TTAConfig, check_geometry
 from amf.provenance import ROOT
 
 if TYPE_CHECKING:  # torch and the model code load only when a model is built
     import torch
 
-    from amf.inference.model import Classifier, ModelSpec
-    from amf.inference.tta import TTAConfig
+    from amf.inference.model import Classifier
+
 
 MANIFEST = "manifest.json"
 #: The weights used when none are named: ``$AMF_WEIGHTS`` when set, else the checkout's ``weights/`` (after a
@@ -199,31 +200,19 @@ def check_settings(manifest: dict, path: Path) -> None:
     model, threshold, tta = manifest["model"], manifest["threshold"], manifest["tta"]
     if not (isinstance(model, dict) and isinstance(model.get("arch"), str) and model["arch"]):
         raise WeightsError(f"{path}: model entry lacks an architecture name")
-    size = model.get("input_size")
-    if type(size) is not int or size < 1:
-        raise WeightsError(f"{path}: model input_size {size!r} must be a positive integer")
-    crop = model.get("crop", PATCH_SIZE)
-    if type(crop) is not int or not 1 <= crop <= PATCH_SIZE:
-        raise WeightsError(f"{path}: model crop {crop!r} must be an integer in [1, {PATCH_SIZE}] (patch pixels)")
+    try:
+        check_geometry(model.get("input_size"), model.get("crop", PATCH_SIZE))
+    except ValueError as exc:
+        raise WeightsError(f"{path}: model {exc}") from exc
     if not isinstance(threshold, dict) or "value" not in threshold or "method" not in threshold:
         raise WeightsError(f"{path}: threshold must be {{'value': ..., 'method': ...}}")
     value = threshold["value"]
     if type(value) not in (int, float) or not (math.isfinite(value) and 0.0 <= value <= 1.0):
         raise WeightsError(f"{path}: threshold {value!r} is not a probability in [0, 1]")
-    if not isinstance(tta, dict):
-        raise WeightsError(f"{path}: tta is not an object")
-    unknown = set(tta) - {"views", "sigma", "delta", "seed"}
-    if unknown:
-        raise WeightsError(f"{path}: tta has unknown keys {sorted(unknown)} (written by a newer amf?)")
-    views = tta.get("views", 1)
-    if type(views) is not int or views < 1:
-        raise WeightsError(f"{path}: tta views {views!r} must be a positive integer")
-    for key in ("sigma", "delta"):
-        v = tta.get(key, 0.0)
-        if type(v) not in (int, float) or not (math.isfinite(v) and v >= 0):
-            raise WeightsError(f"{path}: tta {key} {v!r} must be finite and >= 0")
-    if type(tta.get("seed", 0)) is not int:
-        raise WeightsError(f"{path}: tta seed {tta.get('seed')!r} must be an integer")
+    try:
+        TTAConfig.from_dict(tta)
+    except (TypeError, ValueError) as exc:
+        raise WeightsError(f"{path}: {exc}") from exc
 
 
 def load_ensemble(weights_dir: Path, device: torch.device | str = "cpu", manifest: dict | None = None) -> Ensemble:
@@ -239,15 +228,14 @@ def load_ensemble(weights_dir: Path, device: torch.device | str = "cpu", manifes
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from amf.inference.model import ModelSpec, build_classifier
-    from amf.inference.tta import TTAConfig
+    from amf.inference.model import build_classifier
 
     weights_dir = Path(weights_dir)
     manifest = read_manifest(weights_dir) if manifest is None else manifest
     try:
         spec = ModelSpec.from_dict(manifest["model"])
         threshold = Threshold(float(manifest["threshold"]["value"]), str(manifest["threshold"]["method"]))
-        tta = TTAConfig(**manifest["tta"])
+        tta = TTAConfig.from_dict(manifest["tta"])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise WeightsError(f"{weights_dir / MANIFEST} is malformed: {type(exc).__name__}: {exc}") from exc
     members = []

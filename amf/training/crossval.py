@@ -41,9 +41,9 @@ from amf.evaluation.summary import ci_text, num_text
 from amf.files import atomic_write_bytes, json_safe, sha256_file, write_json
 from amf.provenance import git_state
 from amf.training.rescore import HeldOut, PatchCache, score_run
-from amf.training.run_folder import MEMBERSHIP, job_commands, load_run_config, lodo_folds, read_membership
+from amf.training.run_folder import MEMBERSHIP, RunFolder, read_membership
 from amf.training.threshold import mean_class_recall, transfer_thresholds
-from amf.inference.tta import TTAConfig
+from amf.inference.spec import TTAConfig
 
 #: Test-time augmentation modes: the shipped default views, and the plain image alone.
 MODES: dict[str, TTAConfig] = {"tta": TTAConfig(), "plain": TTAConfig(views=1)}
@@ -176,7 +176,7 @@ def write_membership_csv(path: Path, run: Path, heldout: list[HeldOut]) -> dict 
     row (``train``, ``val``, ``heldout`` or empty), as training recorded it in each fold's ``membership.csv``;
     None when the run was trained before training recorded it."""
     folds = [f for h in heldout for f in h.folds]
-    dirs = [Path(run) / f / MEMBERSHIP for f in folds]
+    dirs = [RunFolder(run).fold(f) / MEMBERSHIP for f in folds]
     if not all(d.is_file() for d in dirs):
         return None
     rows = [{r["image"]: r for r in read_membership(d)} for d in dirs]
@@ -200,7 +200,7 @@ def run_provenance(run: Path, record: dict) -> dict:
         "data": record["data"],
         "git": record.get("git") or {"commit": record.get("git_commit"), "dirty": None, "changes": []},
         "environment": record.get("environment"),
-        "jobs": job_commands(run),
+        "jobs": RunFolder(run).jobs(),
         "scored_git": git_state(),
     }
 
@@ -299,12 +299,13 @@ def crossval(runs: list[Path], output: Path, modes: list[str], n_resamples: int 
         raise AmfError(f"two runs share a folder name ({', '.join(names)}); give them distinct names")
     caches: dict[str, PatchCache] = {}  # one per image folder: runs and modes share the decoded patches
     for run, name in zip(runs, names, strict=True):
-        cfg, record = load_run_config(run)
+        folder = RunFolder(run)
+        cfg, record = folder.config()
         method = cfg.threshold_method
         patches = caches.setdefault(record["images_dir"], PatchCache(record["images_dir"]))
-        finished = lodo_folds(run)
+        finished = folder.lodo_folds()
         _say_missing(run, cfg, finished)
-        folds = sorted(str(d.relative_to(run)) for dirs in finished.values() for d in dirs)
+        folds = sorted(folder.fold_name(d) for dirs in finished.values() for d in dirs)
         entry = results.setdefault(name, {})
         for mode in modes:
             key = {"run": str(run), "folds": folds, "tta": mode_tta(mode).to_dict(), "bootstrap": n_resamples}

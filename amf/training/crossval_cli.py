@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from amf.errors import AmfError
+from amf.training.run_folder import RunFolder
 from amf.progress import interactive
 
 
@@ -38,8 +39,7 @@ def check(args: argparse.Namespace) -> None:
     if not args.runs and not args.compare:
         raise AmfError("give training run folders to score, or --compare A B")
     for run in args.runs:
-        if not (Path(run) / "config.json").is_file():
-            raise AmfError(f"{run} is not a training run (no config.json); train one with amf train --lodo-only")
+        RunFolder(run).check_is_run(hint="train one with amf train --lodo-only")
     out = Path(args.output)
     if out.is_file():
         raise AmfError(f"--output {args.output} is a file; name a folder")

@@ -33,11 +33,11 @@ from amf.errors import AmfError
 from amf.files import atomic_write_bytes, check_replaceable, replace_folder, sha256_file
 from amf.provenance import environment, git_commit, git_state
 from amf.training.rescore import PatchCache, oof_scores, score_run
-from amf.training.run_folder import (BEST, MEMBERSHIP, RESULT, SUMMARY, finished, job_commands, load_fold_model,
-                            load_run_config, portable_command, read_membership)
+from amf.training.run_folder import (BEST, MEMBERSHIP, RESULT, RunFolder, finished, load_fold_model, portable_command,
+                            read_membership)
 from amf.training.threshold import (METHODS, choose_threshold, max_balanced_accuracy_threshold, mean_class_recall, safe_auc,
                            threshold_candidates, transfer_thresholds)
-from amf.inference.tta import TTAConfig
+from amf.inference.spec import TTAConfig
 from amf.inference.weights import Threshold, save_ensemble
 
 #: The paper's schedule length; shorter runs get a note in the provenance.
@@ -82,18 +82,19 @@ def export_run(
     run_dir = Path(run_dir)
     out_dir = Path(out_dir)
     check_replaceable(out_dir, force)
-    cfg, record = load_run_config(run_dir)
+    run = RunFolder(run_dir)
+    cfg, record = run.config()
     method = threshold_method or cfg.threshold_method
     if method not in METHODS:
         raise AmfError(f"unknown threshold method {method!r}; use one of {', '.join(METHODS)}")
-    fold_dirs = [run_dir / "all" / f"fold{k}" for k in range(cfg.folds)]
-    unfinished = [str(d.relative_to(run_dir)) for d in fold_dirs if not finished(d)]
+    fold_dirs = run.ensemble_folds(cfg.folds)
+    unfinished = [run.fold_name(d) for d in fold_dirs if not finished(d)]
     if unfinished:
         labels = record["data"]["labels_file"]
         labels = " ".join(f"--labels {p}" for p in (labels if isinstance(labels, list) else [labels]))
         raise AmfError(f"{run_dir} is not finished: {', '.join(unfinished)} lack {RESULT}/{BEST}; finish it with "
                        f"python -m amf train --resume --output {run_dir} {labels}")
-    unrecorded = [str(d.relative_to(run_dir)) for d in fold_dirs if not (d / MEMBERSHIP).is_file()]
+    unrecorded = [run.fold_name(d) for d in fold_dirs if not (d / MEMBERSHIP).is_file()]
     if unrecorded:
         raise AmfError(f"{run_dir}: {', '.join(unrecorded)} lack {MEMBERSHIP} (trained before training recorded "
                        "which patches each fold used); retrain them to export with provenance")
@@ -101,7 +102,7 @@ def export_run(
     members = [as_stored(load_fold_model(cfg.model_spec(), d), dtype) for d in fold_dirs]
     member_info = []
     for d in fold_dirs:
-        result = json.loads((d / RESULT).read_text())
+        result = run.result(d)
         member_info.append({"fold": result["fold"], "best_epoch": result["best_epoch"], "val": result["val"]})
 
     patches = PatchCache(Path(record["images_dir"]))
@@ -114,9 +115,8 @@ def export_run(
     if threshold_from is not None:
         transfer = transfer_record(Path(threshold_from), cfg, record, tta, progress)
         threshold = Threshold(value=transfer["value"], method="lodo_transfer_mean_balanced_accuracy")
-    summary_path = run_dir / SUMMARY
-    lodo = json.loads(summary_path.read_text()).get("lodo_mean") if summary_path.is_file() else None
-    fold_names = [str(d.relative_to(run_dir)) for d in fold_dirs]
+    lodo = (run.summary() or {}).get("lodo_mean")
+    fold_names = [run.fold_name(d) for d in fold_dirs]
     memberships = [read_membership(d / MEMBERSHIP) for d in fold_dirs]
     provenance = {
         "training": {
@@ -126,7 +126,7 @@ def export_run(
             "command": portable_command(record["arguments"], record.get("cwd")) if record.get("arguments") else None,
             "arguments": record.get("arguments"),
             "jobs": [{**job, "command": portable_command(job["arguments"], record.get("cwd"))
-                      if job.get("arguments") else None} for job in job_commands(run_dir)],
+                      if job.get("arguments") else None} for job in run.jobs()],
             "git_commit": record.get("git_commit", "unknown"),
             "git": record.get("git"),
             "environment": record.get("environment"),
@@ -242,7 +242,7 @@ NOT_THE_RECIPE = ("lodo", "ensemble", "fold_limit", "threads", "keep_checkpoints
 def transfer_record(lodo_run: Path, cfg, record: dict, tta: TTAConfig, progress: bool = False) -> dict:
     """The transfer threshold from ``lodo_run``'s held-out domains, and each domain's balanced accuracy at it,
     at the cut chosen on the other domains alone, and at its hindsight-best cut."""
-    lodo_cfg, lodo_record = load_run_config(lodo_run)
+    lodo_cfg, lodo_record = RunFolder(lodo_run).config()
     ours = {k: v for k, v in cfg.to_dict().items() if k not in NOT_THE_RECIPE}
     theirs = {k: v for k, v in lodo_cfg.to_dict().items() if k not in NOT_THE_RECIPE}
     differ = sorted(k for k in ours if ours[k] != theirs.get(k))

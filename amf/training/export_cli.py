@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from amf.errors import AmfError
+from amf.training.run_folder import RunFolder
 from amf.progress import interactive
 from amf.files import check_replaceable
 
@@ -29,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold-from", type=Path, metavar="LODO_RUN",
                    help="choose the threshold that transfers to unseen domains instead: the cut maximising the mean "
                         "held-out balanced accuracy of this leave-one-domain-out run of the same configuration")
-    p.add_argument("--tta-views", type=int, help="test-time views, 1 = none (default: amf.inference.tta.TTAConfig's, 8)")
+    p.add_argument("--tta-views", type=int, help="test-time views, 1 = none (default: amf.inference.spec.TTAConfig's, 8)")
     p.add_argument("--tta-sigma", type=float, help="TTA stain sigma, natural OD (default: TTAConfig's)")
     p.add_argument("--tta-delta", type=float, help="TTA stain delta, natural OD (default: TTAConfig's)")
     p.add_argument("--dtype", choices=DTYPES, default="fp16", help="storage dtype of the members")
@@ -44,8 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def check(args: argparse.Namespace) -> None:
     """Everything that can fail without torch, first."""
     for run_dir, what in ((args.run, "RUN"), (args.threshold_from, "--threshold-from")):
-        if run_dir is not None and not (Path(run_dir) / "config.json").is_file():
-            raise AmfError(f"{what} {run_dir} is not a training run (no config.json); train one with amf train")
+        if run_dir is not None:
+            RunFolder(run_dir).check_is_run(f"{what} ")
     check_replaceable(Path(args.output), args.force)
     if args.tta_views is not None and args.tta_views < 1:
         raise AmfError("--tta-views must be >= 1")
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     from amf.training.export import export_run
     from amf.training.run_folder import args_to_argv
-    from amf.inference.tta import TTAConfig
+    from amf.inference.spec import TTAConfig
 
     changes = {k: v for k, v in (("views", args.tta_views), ("sigma", args.tta_sigma), ("delta", args.tta_delta))
                if v is not None}

@@ -17,9 +17,9 @@ from tqdm import tqdm
 
 from amf.inference.engine import Engine
 from amf.inference.io import patch_digest, read_patches
-from amf.training.run_folder import HELDOUT, OOF, load_fold_model, load_run_config, lodo_folds, read_predictions
+from amf.training.run_folder import HELDOUT, OOF, RunFolder, load_fold_model, read_predictions
 from amf.training.threshold import threshold_candidates
-from amf.inference.tta import TTAConfig
+from amf.inference.spec import TTAConfig
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,10 @@ def score_run(run_dir: Path, tta: TTAConfig, patches: PatchCache, threads: int |
     """Score every held-out domain of ``run_dir`` with its own LODO ensemble and ``tta``; ``patches`` reads
     the run's image folder."""
 
-    cfg = load_run_config(run_dir)[0]
+    run = RunFolder(run_dir)
+    cfg = run.config()[0]
     out = []
-    for domain, fold_dirs in tqdm(sorted(lodo_folds(run_dir).items()), desc=desc or Path(run_dir).name,
+    for domain, fold_dirs in tqdm(sorted(run.lodo_folds().items()), desc=desc or Path(run_dir).name,
                                   unit="domain", disable=not progress, leave=False):
         models = [load_fold_model(cfg.model_spec(), d) for d in fold_dirs]
         oof = oof_scores(models, fold_dirs, patches, tta, threads)

@@ -1,11 +1,12 @@
 """The training run folder: its layout, and the reading and writing of its files.
 
 ``amf train`` writes a run folder, ``amf crossval`` and ``amf export`` read it; all three go through this
-module, so no command imports another's code to read a file. The layout (see :mod:`amf.training.train` for how a
+module (:class:`RunFolder`), so no other module builds a run folder's paths or imports another command's code to
+read a file. The layout (see :mod:`amf.training.train` for how a
 run fills it)::
 
     runs/NAME/
-      config.json          # TrainConfig, data fingerprint, command, git commit (load_run_config)
+      config.json          # TrainConfig, data fingerprint, command, git commit (RunFolder.config)
       log.jsonl            # RunLog: run start/resume, every epoch of every fold, fold end
       summary.json         # per held-out domain and OOF metrics, threshold candidates (written last)
       lodo/<domain>/fold<k>/ and all/fold<k>/
@@ -33,12 +34,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from amf.errors import AmfError, WeightsError
+from amf.files import atomic_write_bytes, json_text, write_json
 from amf.provenance import ROOT
-from amf.files import atomic_write_bytes, json_text
-from amf.inference.model import Classifier, ModelSpec, build_classifier
-from amf.training.config import TrainConfig
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch, timm and the config's registries load only where a model or config is read
+    from amf.inference.model import Classifier
+    from amf.inference.spec import ModelSpec
+    from amf.training.config import TrainConfig
     from amf.training.data import LabelTable
 
 CONFIG = "config.json"
@@ -205,13 +207,94 @@ def collect_oof(run_dir: Path, fold_names: list[str]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def load_run_config(run_dir: Path) -> tuple[TrainConfig, dict]:
-    """The run's :class:`TrainConfig` and the whole ``config.json`` record (data fingerprint, command, ...)."""
-    path = Path(run_dir) / CONFIG
-    if not path.is_file():
-        raise AmfError(f"{run_dir} is not a training run (no config.json)")
-    record = json.loads(path.read_text())
-    return TrainConfig.from_dict(copy.deepcopy(record["config"])), record
+class RunFolder:
+    """One training run folder, the only code that knows its layout (module docstring): the run's record and
+    config, its log, its summary, and its folds (``lodo/<domain>/fold<k>``, ``all/fold<k>``) and their results."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    # --- the run ---------------------------------------------------------------------------------------------
+
+    def is_run(self) -> bool:
+        return (self.path / CONFIG).is_file()
+
+    def check_is_run(self, what: str = "", hint: str = "train one with amf train") -> None:
+        """A one-line error unless this is a training run (before any slow import)."""
+        if not self.is_run():
+            raise AmfError(f"{what}{self.path} is not a training run (no {CONFIG}); {hint}")
+
+    def record(self) -> dict:
+        """The whole ``config.json`` record: config, data fingerprint, command, code state."""
+        self.check_is_run()
+        return json.loads((self.path / CONFIG).read_text())
+
+    def config(self) -> tuple[TrainConfig, dict]:
+        """The run's :class:`TrainConfig` and its whole record."""
+        from amf.training.config import TrainConfig
+
+        record = self.record()
+        return TrainConfig.from_dict(copy.deepcopy(record["config"])), record
+
+    def write_record(self, record: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json(self.path / CONFIG, record)
+
+    def inputs(self, n_labels: int) -> tuple[dict[str, str], list[Path | None] | None]:
+        """The column overrides and image folders the run was started with (a resumed run reuses them); runs
+        from before ``image_dirs`` recorded one ``images_dir``."""
+        record = self.record()
+        dirs = record.get("image_dirs")
+        if dirs:
+            images = [Path(d) if d else None for d in dirs]
+        elif record.get("images_dir") and n_labels == 1:
+            images = [Path(record["images_dir"])]
+        else:
+            images = None
+        return dict(record.get("column_overrides", {})), images
+
+    def log(self, main: bool = True) -> RunLog:
+        """The run's log; the non-main processes of a torchrun job write nothing."""
+        return RunLog(self.path / LOG if main else None)
+
+    def jobs(self) -> list[dict]:
+        return job_commands(self.path)
+
+    def summary(self) -> dict | None:
+        path = self.path / SUMMARY
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def write_summary(self, summary: dict) -> None:
+        write_json(self.path / SUMMARY, summary)
+
+    # --- its folds -------------------------------------------------------------------------------------------
+
+    def fold(self, name: str) -> Path:
+        """The folder of fold ``name`` (e.g. ``lodo/TUPAC16/fold0``, ``all/fold3``)."""
+        return self.path / name
+
+    def fold_name(self, fold_dir: Path) -> str:
+        return Path(fold_dir).relative_to(self.path).as_posix()
+
+    def ensemble_folds(self, k: int) -> list[Path]:
+        """The ``k`` all-domains folds, whose best epochs are the shipped members."""
+        return [self.path / "all" / f"fold{i}" for i in range(k)]
+
+    def result(self, fold_dir: Path) -> dict:
+        return json.loads((Path(fold_dir) / RESULT).read_text())
+
+    def lodo_folds(self) -> dict[str, list[Path]]:
+        """Finished LODO fold folders of the run, by held-out domain name."""
+        out: dict[str, list[Path]] = {}
+        for result in sorted(self.path.glob("lodo/*/fold*/" + RESULT)):
+            if finished(result.parent):
+                out.setdefault(self.result(result.parent)["heldout_domain"], []).append(result.parent)
+        if not out:
+            raise AmfError(f"{self.path} has no finished leave-one-domain-out folds (lodo/*/fold*/{RESULT})")
+        return out
 
 
 def finished(fold_dir: Path) -> bool:
@@ -219,20 +302,10 @@ def finished(fold_dir: Path) -> bool:
     return (fold_dir / RESULT).is_file() and (fold_dir / BEST).is_file()
 
 
-def lodo_folds(run_dir: Path) -> dict[str, list[Path]]:
-    """Finished LODO fold folders of a run, by held-out domain name."""
-    out: dict[str, list[Path]] = {}
-    for result in sorted(Path(run_dir).glob("lodo/*/fold*/" + RESULT)):
-        if finished(result.parent):
-            domain = json.loads(result.read_text())["heldout_domain"]
-            out.setdefault(domain, []).append(result.parent)
-    if not out:
-        raise AmfError(f"{run_dir} has no finished leave-one-domain-out folds (lodo/*/fold*/result.json)")
-    return out
-
-
 def load_fold_model(spec: ModelSpec, fold_dir: Path) -> Classifier:
     """A fold's best epoch as an eval-mode :class:`amf.inference.model.Classifier`."""
+    from amf.inference.model import build_classifier
+
     model = build_classifier(spec)
     try:
         model.load_state_dict(load_best_state(fold_dir / BEST))

@@ -79,9 +79,9 @@ from amf.inference.model import Classifier, build_classifier
 from amf.training.pretrained import init_backbone, init_head, provenance
 from amf.inference.io import patch_digest
 from amf.provenance import config_file, environment, git_state
-from amf.training.run_folder import (BEST, CHECKPOINT, CONFIG, HELDOUT, LOG, MEMBERSHIP, OOF, RESULT, SUMMARY, RunLog,
-                            collect_oof, finished, read_predictions, save_best_safetensors, sigmoid, write_membership,
-                            write_predictions)
+from amf.training.run_folder import (BEST, CHECKPOINT, HELDOUT, MEMBERSHIP, OOF, RESULT, RunFolder, RunLog, collect_oof,
+                                     finished, read_predictions, save_best_safetensors, sigmoid, write_membership,
+                                     write_predictions)
 from amf.training.sampling import epoch_indices
 from amf.training.splits import Fold, domain_slugs, make_folds
 from amf.training.threshold import choose_threshold, mean_class_recall, safe_auc, threshold_candidates
@@ -536,19 +536,19 @@ def _config_record(cfg: TrainConfig, fp: dict, command: list[str] | None, images
 FOLD_SELECTION = ("lodo", "ensemble", "fold_limit")
 
 
-def _check_resume(run_dir: Path, record: dict) -> None:
-    old = json.loads((run_dir / CONFIG).read_text())
+def _check_resume(run: RunFolder, record: dict) -> None:
+    old = run.record()
     # Through TrainConfig, so a key added since the run started compares at its default (its old behaviour).
     old_cfg = {k: v for k, v in json_safe(TrainConfig.from_dict(old.get("config", {})).to_dict()).items()
                if k not in FOLD_SELECTION}
     new_cfg = {k: v for k, v in json_safe(record["config"]).items() if k not in FOLD_SELECTION}
     if old_cfg != new_cfg:
         diff = sorted(k for k in set(old_cfg) | set(new_cfg) if old_cfg.get(k) != new_cfg.get(k))
-        raise AmfError(f"--resume with a different config than {run_dir / 'config.json'} (differs in: "
+        raise AmfError(f"--resume with a different config than {run} (differs in: "
                        f"{', '.join(diff)}); use the same options or a new --output")
     for key in ("labels_sha256", "files_sha256", "n"):
         if old.get("data", {}).get(key) != record["data"][key]:
-            raise AmfError(f"--resume with different data than {run_dir} was started with ({key} differs)")
+            raise AmfError(f"--resume with different data than {run} was started with ({key} differs)")
 
 
 class _Determinism:
@@ -624,23 +624,23 @@ def train_run(
         if unknown:
             raise AmfError(f"no fold {', '.join(unknown)} in this run's plan; amf train --list-folds lists them")
         resume = True  # a fold job joins the run that another job (or this one) started
-    joining = (output / CONFIG).is_file()
+    run = RunFolder(output)
+    joining = run.is_run()
     if joining:
         if not resume:
             raise AmfError(f"{output} already holds a run; pass --resume to continue it, or choose a new --output")
-        _check_resume(output, record)
+        _check_resume(run, record)
     elif output.exists() and any(output.iterdir()) and not resume:
         raise AmfError(f"{output} exists and is not empty; choose a new --output")
     world.barrier()  # every process has checked the folder before rank 0 writes to it
     if world.main and joining:
         # Keep the recorded run (its command, creation time); only the fold selection may have grown.
-        old = json.loads((output / CONFIG).read_text())
+        old = run.record()
         old["config"].update({k: record["config"][k] for k in FOLD_SELECTION})
-        write_json(output / CONFIG, old)
+        run.write_record(old)
     elif world.main:
-        output.mkdir(parents=True, exist_ok=True)
-        write_json(output / CONFIG, record)
-    log = RunLog(output / LOG if world.main else None)
+        run.write_record(record)
+    log = run.log(world.main)
     folds = planned if only is None else [f for f in planned if f.name in only]
     log.write(event="resume" if resume else "start", command=record["command"], arguments=arguments, device=str(dev),
               processes=world.size, n=len(table), folds=[f.name for f in folds], counts=table.summary(),
@@ -654,23 +654,23 @@ def train_run(
     results: dict[str, dict] = {}
     with _Determinism(cfg):
         for fold in folds:
-            fold_dir = output / fold.name
+            fold_dir = run.fold(fold.name)
             if finished(fold_dir):
-                results[fold.name] = json.loads((fold_dir / RESULT).read_text())
+                results[fold.name] = run.result(fold_dir)
                 continue
             results[fold.name] = train_fold(fold, cfg, table, images, fold_dir, dev, log, progress, on_epoch_end,
                                             world)
     if not world.main:
         return None
     if only is not None:
-        missing = [f.name for f in planned if not finished(output / f.name)]
+        missing = [f.name for f in planned if not finished(run.fold(f.name))]
         if missing:
             log.write(event="folds_done", folds=[f.name for f in folds], missing=missing)
             return None
-        results = {f.name: json.loads((output / f.name / RESULT).read_text()) for f in planned}
+        results = {f.name: run.result(run.fold(f.name)) for f in planned}
         folds = planned
     summary = summarize_run(output, cfg, folds, results, table, fp)
-    write_json(output / SUMMARY, summary)
+    run.write_summary(summary)
     log.write(event="done", all_thresholds=summary.get("all", {}).get("thresholds"))
     return summary
 

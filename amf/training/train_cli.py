@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import tomllib
 from pathlib import Path
@@ -28,9 +27,12 @@ from pathlib import Path
 from amf.devices import CHOICES, device_arg
 from amf.errors import AmfError
 from amf.progress import interactive
+from amf.training.run_folder import RunFolder
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from amf.training.config import TrainConfig
+
     p.add_argument("--config", type=Path,
                    help="TOML training config (e.g. configs/lite0-crop80.toml, the shipped recipe)")
     p.add_argument("--labels", type=Path, action="append", required=True,
@@ -41,26 +43,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "give one per --labels, in order, or none")
     p.add_argument("--output", type=Path, help="run folder, e.g. runs/NAME (required, except with --list-folds)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output where it stopped")
-    p.add_argument("--no-lodo", action="store_true", help="train only the all-domains folds (the shipped ensemble)")
     p.add_argument("--lodo-only", action="store_true",
-                   help="train only the leave-one-domain-out folds (cross-domain estimate, nothing to ship)")
-    p.add_argument("--fold-limit", type=int, help="train only folds 0..N-1 of each k-fold (cheap ablations)")
+                   help="train only the leave-one-domain-out folds (cross-domain estimate, nothing to ship): "
+                        "--no-ensemble")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, value in TOML syntax, e.g. --set stain_sigma=0 (repeatable)")
-    p.add_argument("--folds", type=int, help="k of the k-fold")
-    p.add_argument("--epochs", type=int, help="training epochs per fold (config key epochs)")
-    p.add_argument("--batch-size", type=int, help="training batch size (config key batch_size)")
-    p.add_argument("--lr", type=float, help="peak AdamW learning rate after warm-up (config key lr)")
-    p.add_argument("--seed", type=int, help="seed of the splits, initialisation, sampling and augmentation")
-    p.add_argument("--arch", help="any timm model name (weights are never downloaded)")
-    p.add_argument("--preset", choices=["paper", "cpu"], help="model preset: sets arch and input size")
-    p.add_argument("--input-size", type=int, help="backbone input side in pixels")
-    p.add_argument("--init-weights", type=Path, help="local backbone weights (.safetensors or torch checkpoint)")
     p.add_argument("--device", type=device_arg, default="cpu", help=f"{CHOICES} (default: cpu)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (0 = torch default)")
-    p.add_argument("--limit", type=int, help="use only N patches, spread over domains and classes (tiny runs)")
-    p.add_argument("--threshold-method", choices=["balanced_accuracy", "youden", "otsu"])
-    p.add_argument("--note", help="free text carried into the export's provenance")
+    settings = p.add_argument_group("settings", "each overrides the config key of the same name (configs/*.toml)")
+    for f in dataclasses.fields(TrainConfig):
+        if f.type == "dict":
+            continue  # a table: --set only
+        flag = "--" + f.name.replace("_", "-")
+        meta = f.metadata
+        if f.type == "bool":
+            settings.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=meta["help"])
+            continue
+        kind = {"int": int, "float": float, "float | None": _none_or_float}.get(f.type, str)
+        settings.add_argument(flag, type=kind, choices=meta.get("choices"), default=None, help=meta["help"],
+                              metavar=None if meta.get("choices") else f.name.upper())
     for role in ("image", "label", "domain", "group"):
         p.add_argument(f"--{role}-column", help=f"name of the {role} column (overrides the detected format)")
     p.add_argument("--list-folds", action="store_true",
@@ -70,36 +70,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _none_or_float(text: str) -> float | str:
+    """A number, or ``none`` (kept as text: :meth:`TrainConfig.from_dict` and the check read it)."""
+    return text if text.lower() == "none" else float(text)
+
+
 def build_config(args: argparse.Namespace):
-    from amf.training.run_folder import load_run_config
     from amf.training.config import TrainConfig
 
+    run = RunFolder(args.output) if args.output else None
     if args.config is not None:
         cfg = TrainConfig.from_toml(args.config)
-    elif args.resume and args.output and (args.output / "config.json").is_file():
-        cfg, _ = load_run_config(args.output)
+    elif args.resume and run is not None and run.is_run():
+        cfg, _ = run.config()
     else:
         raise AmfError("--config is required (except with --resume of an existing run)")
-    changes = {
-        "folds": args.folds,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "seed": args.seed,
-        "preset": args.preset,
-        "arch": args.arch,
-        "input_size": args.input_size,
-        "init_weights": str(args.init_weights) if args.init_weights else None,
-        "threads": args.threads,
-        "limit": args.limit,
-        "threshold_method": args.threshold_method,
-        "note": args.note,
-        "fold_limit": args.fold_limit,
-    }
-    if args.no_lodo and args.lodo_only:
+    changes = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(TrainConfig)}
+    if changes["focal_alpha"] == "none":  # replace() ignores None values: set it directly
+        cfg, changes["focal_alpha"] = dataclasses.replace(cfg, focal_alpha=None), None
+    if args.lodo is False and args.lodo_only:
         raise AmfError("--no-lodo and --lodo-only exclude each other")
-    if args.no_lodo:
-        changes["lodo"] = False
     if args.lodo_only:
         changes["ensemble"] = False
     changes.update(parse_overrides(args.set))
@@ -132,7 +122,7 @@ def check(args: argparse.Namespace) -> None:
         raise AmfError("--output is required (the run folder, e.g. runs/NAME)")
     if args.config is not None and not args.config.is_file():
         raise AmfError(f"config file not found: {args.config} (see configs/*.toml)")
-    if args.config is None and not (args.resume and args.output and (args.output / "config.json").is_file()):
+    if args.config is None and not (args.resume and args.output and RunFolder(args.output).is_run()):
         raise AmfError("--config is required (except with --resume of an existing run)")
     for labels in args.labels:
         if not labels.is_file():
@@ -152,15 +142,14 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = build_config(args)
     columns = {r: getattr(args, f"{r}_column") for r in ("image", "label", "domain", "group")}
-    if args.resume and args.output and (args.output / "config.json").is_file():
-        # Column overrides and image folder are part of the run: reuse the recorded ones unless given.
-        record = json.loads((args.output / "config.json").read_text())
-        for k, v in record.get("column_overrides", {}).items():
+    run = RunFolder(args.output) if args.output else None
+    if args.resume and run is not None and run.is_run():
+        # Column overrides and image folders are part of the run: reuse the recorded ones unless given.
+        recorded, images = run.inputs(len(args.labels))
+        for k, v in recorded.items():
             columns[k] = columns.get(k) or v
-        if args.images is None and record.get("image_dirs"):
-            args.images = [Path(d) if d else None for d in record["image_dirs"]]
-        elif args.images is None and record.get("images_dir") and len(args.labels) == 1:  # runs before image_dirs
-            args.images = [Path(record["images_dir"])]
+        if args.images is None:
+            args.images = images
     if args.list_folds:
         from amf.training.train import plan
 
