@@ -21,7 +21,8 @@ WORKDIR /opt/app
 COPY --chown=user:user requirements.txt /opt/app/
 RUN python -m pip install --no-cache-dir --disable-pip-version-check -r requirements.txt
 
-COPY --chown=user:user amf /opt/app/amf
+COPY --chown=user:user amf/*.py /opt/app/amf/
+COPY --chown=user:user amf/inference /opt/app/amf/inference
 COPY --chown=user:user weights /opt/app/weights
 COPY --chown=user:user process.py /opt/app/
 COPY --chown=user:user test/input /opt/app/test/input

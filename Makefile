@@ -1,17 +1,18 @@
 # The two everyday commands. Each sets up .venv itself on a fresh machine.
 #   make run    the shipped weights on the bundled test stack (test/input -> out/)
-#   make test   the test suite
+#   make test   the test suite (what CI runs)
+#   make test-fast   the tests not marked slow: under 90 s on 2 cores, for the edit-test loop
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: run test venv
+.PHONY: run test test-fast venv
 
 venv: $(STAMP)
 
 # Reinstall whenever a requirements file changes; pip takes torch/torchvision from local disk where it can.
-# requirements.txt is the container's runtime; requirements-dev.txt adds the tests and training's pretrained starts.
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+# requirements.txt is the container's runtime; requirements-dev.txt adds the evaluator, training and the tests.
+$(STAMP): requirements.txt requirements-eval.txt requirements-train.txt requirements-dev.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
@@ -23,3 +24,6 @@ run: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q
+
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q -m "not slow"

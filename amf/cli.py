@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("amf.inference.predict_cli", "score images or stacks into a CSV"),
     "evaluate": ("amf.evaluation.evaluate_cli", "official MIDOG 2025 Track 2 metrics, plus a report"),
     "crossval": ("amf.training.crossval_cli", "leave-one-domain-out results of training runs, with and without TTA"),
-    "bench": ("amf.bench.bench", "speed and memory benchmark, measured side by side"),
+    "bench": ("amf.bench.bench_cli", "speed and memory benchmark, measured side by side"),
     "audit": ("amf.audit.audit_cli", "check every claim of the repository from what it ships"),
 }
 

@@ -64,3 +64,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def weights(small_weights) -> Path:
+    """The corpus runs on a small test_vit ensemble (2 members x 2 views): the same code path, 20x faster."""
+    return small_weights
+
+
+@pytest.fixture(scope="module")
+def engine_for(weights):
+    from amf.inference.engine import Engine
+    from amf.inference.weights import load_ensemble
+
+    ens = load_ensemble(weights)
+    return Engine(ens.members, ens.tta, device="cpu"), ens.threshold.value

@@ -11,12 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from synthetic_data import amibr_style_dataset
 
 from amf.audit.context import CANNOT, FAIL, PASS, Context
 from amf.audit.runner import run_audit
 from amf.cli import main
 from amf.files import sha256_file
-from synthetic_data import amibr_style_dataset
+
+pytestmark = pytest.mark.slow  # trains, exports and cross-validates a miniature repository
 
 ROOT = Path(__file__).resolve().parents[1]
 ROW = "run"
@@ -25,8 +27,8 @@ ROW = "run"
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """A repository in miniature: configs/, data/, weights/, docs/results/lodo4/, test/, README and claims."""
-    import amf.training.export
     import amf.provenance
+    import amf.training.export
 
     root = tmp_path_factory.mktemp("repo")
     shutil.copytree(ROOT / "configs", root / "configs")
@@ -43,7 +45,8 @@ def repo(tmp_path_factory) -> Path:
                  str(run), "--epochs", "1", "--no-progress"]) == 0
     clean = {"commit": amf.provenance.git_commit(), "dirty": False, "changes": []}
     saved = amf.training.export.git_state
-    amf.training.export.git_state = lambda cwd=None: clean  # export refuses a dirty tree; this checkout may have changes
+    # export refuses a dirty tree; this checkout may have changes
+    amf.training.export.git_state = lambda cwd=None: clean
     try:
         assert main(["export", str(run), "--output", str(root / "weights"), "--tta-views", "2", "--no-progress",
                      "--allow-dirty"]) == 0

@@ -30,9 +30,12 @@ import numpy as np
 import pytest
 import tifffile
 
+from amf.inference.challenge import INTERFACE
+from amf.inference.challenge import OUTPUT_NAME as OUT
+
+pytestmark = pytest.mark.slow  # process.py under the container's conditions
+
 ROOT = Path(__file__).resolve().parents[1]
-INTERFACE = "stacked-histopathology-roi-cropouts"
-OUT = "multiple-mitotic-figure-classification.json"
 
 SANDBOX = r"""
 set -eu

@@ -5,14 +5,16 @@ import json
 
 import numpy as np
 import pytest
+from synthetic_data import amibr_style_dataset
+from test_train import SMOKE
 
 from amf.cli import main
 from amf.errors import AmfError
-from amf.training.threshold import threshold_candidates
 from amf.training.run_folder import RunFolder, read_predictions
+from amf.training.threshold import threshold_candidates
 from amf.training.train import TrainConfig, train_run
-from synthetic_data import amibr_style_dataset
-from test_train import SMOKE
+
+pytestmark = pytest.mark.slow  # trains and cross-validates
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from amf.training.data import fingerprint, limit_table, load_images, parse_label, read_datasets, read_labels
-from amf.errors import DatasetError
 from synthetic_data import amibr_style_dataset, midog25_style_dataset
+
+from amf.errors import DatasetError
+from amf.training.data import fingerprint, limit_table, load_images, parse_label, read_datasets, read_labels
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 AMIBR = SHARED / "ami-br-midog21" / "labels.csv"

@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from synthetic_data import amibr_style_dataset
 
 import amf.training.distributed
 from amf.cli import main
 from amf.training.run_folder import CHECKPOINT
 from amf.training.train import TrainConfig, train_run
-from synthetic_data import amibr_style_dataset
+
+pytestmark = pytest.mark.slow  # torchrun training
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.toml"

@@ -15,13 +15,12 @@ import pytest
 import torch
 
 from amf.bench.bench import randomize, synthetic_patches
+from amf.errors import OutputError
 from amf.inference.engine import STRATEGIES, Engine
 from amf.inference.loading import graph_cache_key, load_engine
-from amf.inference.prepare import fold_batchnorm
-from amf.errors import OutputError
 from amf.inference.model import build_classifier
-from amf.inference.spec import ModelSpec
-from amf.inference.spec import TTAConfig
+from amf.inference.prepare import fold_batchnorm
+from amf.inference.spec import ModelSpec, TTAConfig
 from amf.inference.weights import Threshold, load_ensemble, save_ensemble
 
 ROOT = Path(__file__).resolve().parent.parent

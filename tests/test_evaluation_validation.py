@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from amf.cli import main
+from amf.inference.challenge import INTERFACE
 
 GROUND_TRUTH = [
     {"image": "stack_a.tiff", "labels": ["normal", "atypical", "normal"], "tumordomains": [1, 1, 1]},
@@ -27,7 +28,7 @@ RESULTS = {
 def job(pk: str, stack: str) -> dict:
     return {
         "pk": pk,
-        "inputs": [{"image": {"name": stack}, "interface": {"slug": "stacked-histopathology-roi-cropouts"}}],
+        "inputs": [{"image": {"name": stack}, "interface": {"slug": INTERFACE}}],
         "outputs": [
             {
                 "interface": {

@@ -8,15 +8,17 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from synthetic_data import write_csv
 
 from amf.cli import main
 from amf.errors import AmfError, WeightsError
-from amf.training.export import export_run
 from amf.inference.model import build_classifier
+from amf.inference.weights import load_ensemble
+from amf.training.export import export_run
 from amf.training.run_folder import load_best_state
 from amf.training.train import TrainConfig, train_run
-from amf.inference.weights import load_ensemble
-from synthetic_data import write_csv
+
+pytestmark = pytest.mark.slow  # trains and exports
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,8 +37,8 @@ def synthetic_dataset(root: Path, n: int = 24) -> Path:
 @pytest.fixture(autouse=True)
 def clean_checkout(monkeypatch):
     """Export refuses a checkout with uncommitted changes; these tests run in one that may have some."""
-    import amf.training.export
     import amf.provenance
+    import amf.training.export
 
     def clean(cwd=None):
         return {"commit": amf.provenance.git_commit(cwd), "dirty": False, "changes": []}
@@ -81,12 +83,10 @@ def test_threshold_is_chosen_on_oof_scored_like_the_container(run_dir, tmp_path)
     of the members as stored (fp16), which the weights folder's oof.csv holds exactly."""
     import csv
 
-    from amf.training.threshold import max_balanced_accuracy_threshold
-    from amf.training.rescore import PatchCache, oof_scores
-    from amf.training.run_folder import load_fold_model
-    from amf.training.threshold import threshold_candidates
-    from amf.training.run_folder import RunFolder, collect_oof
     from amf.inference.spec import TTAConfig
+    from amf.training.rescore import PatchCache, oof_scores
+    from amf.training.run_folder import RunFolder, collect_oof, load_fold_model
+    from amf.training.threshold import max_balanced_accuracy_threshold, threshold_candidates
 
     plain = export_run(run_dir, tmp_path / "plain", tta=TTAConfig(views=1), dtype=torch.float32)
     single_view = collect_oof(run_dir, ["all/fold0", "all/fold1"])
@@ -133,9 +133,9 @@ def test_unfinished_run_is_refused(run_dir, tmp_path):
 
 def test_threshold_from_a_lodo_run_transfers_and_refuses_another_recipe(run_dir, tmp_path):
     """The shipped cut maximises the mean held-out balanced accuracy of the LODO run, scored with the shipped TTA."""
+    from amf.inference.spec import TTAConfig
     from amf.training.rescore import PatchCache, score_run
     from amf.training.threshold import transfer_threshold
-    from amf.inference.spec import TTAConfig
 
     data = run_dir.parent / "data" / "labels.csv"
     cfg = TrainConfig.from_toml(ROOT / "configs" / "smoke.toml").replace(epochs=1, ensemble=False, fold_limit=1)

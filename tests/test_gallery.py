@@ -6,10 +6,13 @@ import csv
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from amf.cli import main
 from amf.evaluation.gallery import infer_threshold, select, write_gallery
+
+pytestmark = pytest.mark.slow  # trains and cross-validates
 
 
 def test_errors_come_most_confident_first_and_correct_calls_nearest_the_threshold():
@@ -74,9 +77,9 @@ def test_evaluate_report_shows_the_misclassified_figures(tmp_path, capsys):
 
 
 def test_the_platform_layout_needs_the_stacks_to_show_figures(tmp_path):
-    from amf.evaluation.report import write_report
     from amf.evaluation.analysis import evaluate
     from amf.evaluation.figures import Figures
+    from amf.evaluation.report import write_report
 
     figures = Figures.from_lists(["normal", "atypical"], ["atypical", "atypical"], [0.7, 0.8], [1, 1], "test",
                                  where=[("s.tiff", 0), ("s.tiff", 1)])

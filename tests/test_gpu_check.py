@@ -4,7 +4,10 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 import torch
+
+pytestmark = pytest.mark.slow  # runs tools/gpu_check.sh
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,10 +21,19 @@ def test_a_wheel_builds_with_every_module_and_the_console_script(tmp_path):
     assert all(m in names for m in modules)
     assert "amf/inference/manifest.schema.json" in names  # amf audit's schema ships with the package
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
-    declared = {line.split(": ", 1)[1] for line in metadata.splitlines() if line.startswith("Requires-Dist: ")}
-    pinned = {line.strip() for line in (ROOT / "requirements.txt").read_text().splitlines()
-              if line.strip() and not line.startswith("#")}
-    assert declared == pinned  # pip install . brings the container's pinned runtime, read from requirements.txt
+    declared: dict[str, set[str]] = {}
+    for line in metadata.splitlines():
+        if line.startswith("Requires-Dist: "):
+            pin, _, marker = line.split(": ", 1)[1].partition("; ")
+            declared.setdefault(marker.removeprefix("extra == ").strip('"'), set()).add(pin)
+
+    def pins(*files: str) -> set[str]:
+        return {line.strip() for f in files for line in (ROOT / f).read_text().splitlines()
+                if line.strip() and not line.startswith("#")}
+
+    # pip install . brings the container's pinned runtime, and the extras their own files' pins, read from them
+    assert declared == {"": pins("requirements.txt"), "eval": pins("requirements-eval.txt"),
+                        "train": pins("requirements-eval.txt", "requirements-train.txt")}
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "amf = amf.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
 

@@ -29,9 +29,9 @@ def rgb(h: int, w: int) -> np.ndarray:
 
 
 def test_patch_size_matches_the_model():
-    from amf.inference.model import PATCH_SIZE as MODEL_PATCH_SIZE
+    from amf.inference.spec import ModelSpec
 
-    assert PATCH_SIZE == MODEL_PATCH_SIZE == 128
+    assert PATCH_SIZE == ModelSpec("any").input_size == ModelSpec("any").crop == 128
 
 
 # --- sizes: pad black centred, centre-crop, never rescale ---------------------------------------------

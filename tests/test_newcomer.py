@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from amf.cli import main
 from synthetic_data import amibr_style_dataset
 from test_evaluation_flat import amibr_labels, predictions
+
+from amf.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 import timm
 import torch
+from synthetic_data import amibr_style_dataset
 
 from amf.errors import AmfError, WeightsError
 from amf.files import sha256_file
 from amf.training.pretrained import SOURCES, checkpoint_path, init_backbone, init_head, map_by_order, source
 from amf.training.train import TrainConfig, train_run
-from synthetic_data import amibr_style_dataset
+
+pytestmark = pytest.mark.slow  # trains from the ImageNet starts
 
 NAMES = sorted(SOURCES)
 

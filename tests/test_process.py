@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from amf.inference.challenge import INTERFACE
 from amf.inference.weights import read_manifest
+
+pytestmark = pytest.mark.slow  # process.py end to end
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "data" / "midog25-t2-samples" / "algorithm-input"
@@ -70,9 +73,9 @@ def test_page_order_follows_the_stack(tmp_path):
 
     from amf.inference.io import read_patches
 
-    stack = ROOT / "test" / "input" / "images" / "stacked-histopathology-roi-cropouts" / "stack_synthetic.tiff"
+    stack = ROOT / "test" / "input" / "images" / INTERFACE / "stack_synthetic.tiff"
     pages = read_patches(stack)
-    folder = tmp_path / "in" / "images" / "stacked-histopathology-roi-cropouts"
+    folder = tmp_path / "in" / "images" / INTERFACE
     folder.mkdir(parents=True)
     tifffile.imwrite(folder / "reversed.tiff", np.ascontiguousarray(pages[::-1]), photometric="rgb")
     (tmp_path / "in" / "inputs.json").write_text((ROOT / "test" / "input" / "inputs.json").read_text())

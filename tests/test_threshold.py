@@ -83,8 +83,8 @@ def test_transfer_threshold_maximises_the_mean_over_domains_and_nested_never_see
 
 def test_light_copies_match_their_sources():
     """The CLI modules keep torch- and scikit-learn-free copies of two lists: they must not drift."""
-    from amf.training.data import NEGATIVE, POSITIVE
     from amf.evaluation.flat import ANY_SPELLING
+    from amf.training.data import NEGATIVE, POSITIVE
     from amf.training.export_cli import METHODS as CLI_METHODS
     from amf.training.threshold import METHODS
 

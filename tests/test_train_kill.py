@@ -24,9 +24,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from synthetic_data import amibr_style_dataset
 
 from amf.cli import main
-from synthetic_data import amibr_style_dataset
+
+pytestmark = pytest.mark.slow  # kills and resumes training
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.toml"

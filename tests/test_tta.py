@@ -2,9 +2,8 @@
 
 import torch
 
-from amf.inference.tta import D4_SIZE, d4, make_view, make_views, random_d4
-
 from amf.inference.spec import TTAConfig
+from amf.inference.tta import D4_SIZE, d4, make_view, make_views, random_d4
 
 
 def test_d4_elements_are_distinct_and_invertible():

@@ -18,21 +18,19 @@ committed files, the data folders given, and git; what each needs and costs is i
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from amf.errors import AmfError, WeightsError
-from amf.files import read_json, sha256_file
+from amf.files import sha256_file
 from amf.audit.context import CANNOT, FAIL, PASS, Context, Finding, lodo_rows, read_csv
 from amf.provenance import ROOT, file_at
 
@@ -119,7 +117,7 @@ def check_config(ctx: Context) -> Finding:
     if not record:
         return Finding("weights.config", FAIL, "the manifest records no config file (training.config_file)")
     if hashlib.sha256(record["text"].encode()).hexdigest() != record["sha256"]:
-        return Finding("weights.config", FAIL, f"training.config_file.text does not hash to its recorded sha256")
+        return Finding("weights.config", FAIL, "training.config_file.text does not hash to its recorded sha256")
     path = ctx.root / record["path"]
     if not path.is_file():
         return Finding("weights.config", FAIL, f"{record['path']}, the config the weights were trained with, is missing")

@@ -246,7 +246,8 @@ def check_docs(ctx: Context, rows: dict) -> Iterator[Finding]:
                          min(len(got_lines), len(want_lines)))
                 bad.append(f"{doc}:{line + i} (block 'amf:table {m['args']}') differs from the JSON it renders")
         for c in (c for c in claims(ctx) if Path(c["file"]) == doc):
-            values = [format_claim(claim_number(ctx, c, k), c.get("format", ".3f")) for k in c["keys"]]
+            formats = c.get("formats") or [c.get("format", ".3f")] * len(c["keys"])
+            values = [format_claim(claim_number(ctx, c, k), f) for k, f in zip(c["keys"], formats, strict=True)]
             sentence = c["text"].format(*values)
             if sentence not in text:
                 bad.append(f"{doc}: claim '{c['id']}' should read \"{sentence}\" ({c['source']})")

@@ -1,6 +1,5 @@
-"""``python -m amf bench``: speed and memory of the inference path, measured side by side in one run.
-
-    python -m amf bench [--weights DIR] [--quick] [--json FILE] [--device cpu|cuda] [--threads N]
+"""The measurements of ``amf bench`` (:mod:`amf.bench.bench_cli`): speed and memory of the inference path, side by
+side in one run.
 
 Sections (``docs/benchmark.md`` has the method and the measured numbers):
 
@@ -48,77 +47,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from amf.devices import CHOICES, device_arg
 from amf.provenance import ROOT
 
 GIB = 1024**3
 MIB = 1024**2
-
-
-# --- command line ------------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", type=Path, default=None,
-                        help="weights folder (default: weights/ if it has a manifest, else a random stand-in)")
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions and sizes: about 2 minutes on 2 cores")
-    parser.add_argument("--json", type=Path, default=None,
-                        help="write the results, every repetition, to this JSON file")
-    parser.add_argument("--device", type=device_arg, default="auto",
-                        help=f"{CHOICES} (default auto: CUDA when available, else the CPU)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="OMP_NUM_THREADS of the timed processes (default 1; see docs/benchmark.md)")
-    parser.add_argument("--speed-threads", default=None,
-                        help="comma-separated thread counts for the engine-speed table (default 1,2; quick: 1)")
-    parser.add_argument("--repeats", type=int, default=None, help="repetitions per measurement (default 5; quick: 3)")
-    parser.add_argument("--stack-sizes", default=None,
-                        help="pages per stack for the per-stack latency (default 1,16,128; quick: 1,16)")
-    parser.add_argument("--throughput-sizes", default=None,
-                        help="patch counts for throughput (default 16,256,4096; quick: 16)")
-    parser.add_argument("--skip", default="", help="comma-separated sections to skip: speed,latency,throughput,fit")
-
-
-def run(args: argparse.Namespace) -> int:
-    quick = args.quick
-    repeats = args.repeats or (3 if quick else 5)
-    latency_repeats = args.repeats or (1 if quick else 5)
-    speed_threads = _ints(args.speed_threads or ("1" if quick else "1,2"))
-    stack_sizes = _ints(args.stack_sizes or ("1,16" if quick else "1,16,128"))
-    throughput_sizes = _ints(args.throughput_sizes or ("16" if quick else "16,256,4096"))
-    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    from amf.inference.engine import default_device
-
-    device = default_device().type if args.device == "auto" else args.device
-    args.device = device
-    print(f"amf bench: device {device}", file=sys.stderr)
-    result: dict = {"machine": machine(device), "settings": {
-        "quick": quick, "repeats": repeats, "latency_repeats": latency_repeats, "threads": args.threads,
-        "speed_threads": speed_threads, "stack_sizes": stack_sizes, "throughput_sizes": throughput_sizes,
-        "device": device}}
-    with tempfile.TemporaryDirectory(prefix="amf-bench-") as tmp:
-        tmp = Path(tmp)
-        weights, stand_in = resolve_weights(args.weights, tmp / "weights")
-        result["weights"] = {"dir": str(weights), "stand_in": stand_in, **_ensemble_summary(weights)}
-        _say(f"weights: {weights}" + (" (random stand-in: 5 x efficientvit_b0, 8 views)" if stand_in else ""))
-        if "speed" not in skip:
-            result["engine_speed"] = engine_speed(weights, device, speed_threads, repeats, all_strategies=not quick)
-        if "latency" not in skip:
-            result["per_stack"] = per_stack_latency(weights, stack_sizes, latency_repeats, args.threads, device, tmp)
-            result["cold_start_phases"] = cold_start_phases(weights, args.threads, device, tmp,
-                                                            max(1, latency_repeats // 2))
-        if "throughput" not in skip:
-            result["throughput"] = throughput(weights, throughput_sizes, args.threads, device)
-        if "fit" not in skip:
-            result["paper_ensemble_fit"] = paper_ensemble_fit()
-    result["machine"]["load_average_end"] = os.getloadavg()
-    print(format_table(result))
-    if args.json:  # the table is for people; the JSON, with every repetition, only where asked for
-        from amf.files import write_json
-
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        write_json(args.json, result)
-        print(f"wrote {args.json}")
-    return 0
 
 
 # --- inputs --------------------------------------------------------------------------------------------------
@@ -211,7 +143,7 @@ def engine_speed(weights: Path, device: str, thread_counts: list[int], repeats: 
     from amf.inference.engine import Engine, default_strategy
     from amf.inference.weights import load_ensemble
 
-    _say(f"engine speed: {n} patches, threads {thread_counts}, {repeats} repetitions")
+    say(f"engine speed: {n} patches, threads {thread_counts}, {repeats} repetitions")
     ensemble = load_ensemble(weights, device=device)
     patches = np.stack(list(synthetic_patches(n, seed=1)))
     default = default_strategy(device)
@@ -245,7 +177,7 @@ def engine_speed(weights: Path, device: str, thread_counts: list[int], repeats: 
                        "build_s": build[s], "max_abs_diff_vs_loop": max_diff[s],
                        "walls": [w for w, _ in times[s]]}
         out["by_threads"][str(threads)] = rows
-        _say("  threads %d: " % threads + ", ".join(
+        say("  threads %d: " % threads + ", ".join(
             f"{s} {r['wall_s']:.2f} s (x{r['speedup_wall']:.2f})" for s, r in rows.items()))
     torch.set_num_threads(previous)
     return out
@@ -329,7 +261,7 @@ def per_stack_latency(weights: Path, sizes: list[int], repeats: int, threads: in
     """
     from amf.inference.challenge import OUTPUT_NAME
 
-    _say(f"per-stack latency: stacks of {sizes} pages, {repeats} repetitions, OMP_NUM_THREADS={threads}")
+    say(f"per-stack latency: stacks of {sizes} pages, {repeats} repetitions, OMP_NUM_THREADS={threads}")
     env = child_env(threads, device)
     env["AMF_GRAPH_CACHE"] = str(tmp / "graph-cache")
     envs = {"amf": env, "amf_nocache": {**env, "AMF_GRAPH_CACHE": "off"}, "reference": env}
@@ -348,7 +280,7 @@ def per_stack_latency(weights: Path, sizes: list[int], repeats: int, threads: in
                 if r:
                     runs[who].setdefault(s, []).append(res)
             if r:
-                _say(f"  rep {r}, {s} pages: " + ", ".join(f"{c} {runs[c][s][-1]['wall_s']:.1f} s" for c in CONTENDERS))
+                say(f"  rep {r}, {s} pages: " + ", ".join(f"{c} {runs[c][s][-1]['wall_s']:.1f} s" for c in CONTENDERS))
     rows = {}
     for s in sizes:
         row = {}
@@ -369,7 +301,7 @@ def cold_start_phases(weights: Path, threads: int, device: str, tmp: Path, repea
     """Where a cold start's time goes: fresh workers run a one-page job step by step, timing each step from
     the spawn; ``challenge`` builds the engine from the members (what ``process.py`` does without its graph
     cache), ``load_engine`` reads a warm graph cache (what ``process.py`` does in the image)."""
-    _say(f"cold-start phases: {repeats} fresh worker(s) per loader")
+    say(f"cold-start phases: {repeats} fresh worker(s) per loader")
     stack = write_stack(tmp / "stack-phases", 1, seed=99)
     env = child_env(threads, device)
     env["AMF_GRAPH_CACHE"] = str(tmp / "graph-cache")
@@ -390,7 +322,7 @@ def cold_start_phases(weights: Path, threads: int, device: str, tmp: Path, repea
 
 def throughput(weights: Path, sizes: list[int], threads: int, device: str) -> dict:
     """patches/s at each size, in a fresh worker process (so its peak RSS is the engine's own)."""
-    _say(f"throughput: {sizes} patches, OMP_NUM_THREADS={threads}")
+    say(f"throughput: {sizes} patches, OMP_NUM_THREADS={threads}")
     cmd = [sys.executable, "-m", "amf.bench.bench", "--worker", "throughput", "--weights", str(weights),
            "--sizes", ",".join(map(str, sizes)), "--device", device]
     done = subprocess.run(cmd, env=child_env(threads, device), cwd=ROOT, check=True, capture_output=True, text=True)
@@ -461,7 +393,7 @@ def _throughput(args: argparse.Namespace) -> int:
     out: dict = {"engine": engine.describe(), "build_s": time.perf_counter() - t, "by_patches": {}}
     engine.predict_proba(synthetic_patches(16, seed=5))  # warm-up
     on_cuda = args.device.startswith("cuda")
-    for n in _ints(args.sizes):
+    for n in int_list(args.sizes):
         if on_cuda:
             torch.cuda.reset_peak_memory_stats()
         wall, cpu = _time(lambda: engine.predict_proba(synthetic_patches(n, seed=n)), args.device)
@@ -627,17 +559,17 @@ def format_table(r: dict) -> str:
     return "\n".join(lines)
 
 
-def _ensemble_summary(weights: Path) -> dict:
+def ensemble_summary(weights: Path) -> dict:
     manifest = json.loads((Path(weights) / "manifest.json").read_text())
     return {"members": len(manifest["members"]), "arch": manifest["model"]["arch"],
             "input_size": manifest["model"]["input_size"], "views": manifest["tta"].get("views", 1)}
 
 
-def _ints(text: str) -> list[int]:
+def int_list(text: str) -> list[int]:
     return [int(x) for x in str(text).split(",") if x.strip()]
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 

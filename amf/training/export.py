@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import io
-import json
 from pathlib import Path
 
 import torch

@@ -54,7 +54,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import io
-import json
 import math
 import os
 import random

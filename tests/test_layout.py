@@ -1,0 +1,124 @@
+"""The wings of the package and what the container carries: imports run one way only, and the inference wing
+runs with the container's runtime requirements alone.
+
+Wings, from the bottom up: the core (``amf/*.py``), ``inference``, ``evaluation``, ``training``, and beside them
+``bench`` (on inference) and ``audit`` (on everything). A wing may import from the wings below it, never from
+one beside or above it; imports inside functions count too.
+"""
+
+import ast
+import importlib.metadata
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: What each wing may import from amf (besides itself).
+ALLOWED = {
+    "core": {"core"},
+    "inference": {"core"},
+    "evaluation": {"core", "inference"},
+    "training": {"core", "inference", "evaluation"},
+    "bench": {"core", "inference"},
+    "audit": {"core", "inference", "evaluation", "training"},
+}
+
+
+def wing(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 and parts[1] in ALLOWED else "core"
+
+
+def amf_imports(path: Path) -> set[str]:
+    """Every amf module a file imports, at the top or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("amf.")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.startswith("amf"):
+            if node.module == "amf":  # from amf import distributed: a module, or a name of amf/__init__
+                found |= {f"amf.{a.name}" for a in node.names if (ROOT / "amf" / f"{a.name}.py").is_file()}
+            else:
+                found.add(node.module)
+    return found
+
+
+def test_wings_import_downwards_only():
+    wrong = []
+    for path in sorted((ROOT / "amf").rglob("*.py")):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for imported in amf_imports(path):
+            if wing(imported) != wing(module) and wing(imported) not in ALLOWED[wing(module)]:
+                wrong.append(f"{module} ({wing(module)}) imports {imported} ({wing(imported)})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_every_module_sits_in_a_wing_the_readme_names():
+    readme = (ROOT / "README.md").read_text()
+    for folder in ("inference", "training", "evaluation", "audit", "bench"):
+        assert (ROOT / "amf" / folder / "__init__.py").is_file()
+        assert f"amf/{folder}/" in readme, f"README's module table lacks amf/{folder}/"
+
+
+def container_files(dest: Path) -> None:
+    """What the Dockerfile copies into /opt/app, read from its COPY lines."""
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        m = re.match(r"COPY (?:--chown=\S+ )?(\S+) /opt/app/(\S*)$", line)
+        if not m or m.group(1).startswith("requirements"):
+            continue
+        for src in sorted(ROOT.glob(m.group(1))):
+            target = dest / m.group(2) / src.name if m.group(2).endswith("/") or not m.group(2) else dest / m.group(2)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy(src, target)
+
+
+def runtime_site(dest: Path) -> Path:
+    """A site-packages folder holding only the distributions requirements.txt names and everything they require
+    (links into this environment's), as the image holds them."""
+    todo = [re.split(r"[=<> ;\[]", line.strip())[0] for line in (ROOT / "requirements.txt").read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+    seen: set[str] = set()
+    dest.mkdir()
+    while todo:
+        name = todo.pop().lower().replace("_", "-")
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        todo += [re.split(r"[=<>!~ ;\[(]", r)[0] for r in dist.requires or [] if "extra ==" not in r]
+        site = Path(dist.locate_file(""))
+        for top in {f.parts[0] for f in dist.files or [] if f.parts[0] != ".."}:
+            if (site / top).exists() and not (dest / top).exists():
+                (dest / top).symlink_to(site / top)
+    return dest
+
+
+@pytest.mark.slow
+def test_the_container_files_run_with_the_runtime_requirements_alone(tmp_path):
+    """process.py from the Dockerfile's files only, on a Python that sees no site-packages but requirements.txt's
+    distributions and what they require: the bundled stack gives test/expected_output.json."""
+    app = tmp_path / "app"
+    container_files(app)
+    assert (app / "amf" / "inference").is_dir() and not (app / "amf" / "training").exists()
+    site = runtime_site(tmp_path / "site-packages")
+    assert not (site / "sklearn").exists() and not (site / "matplotlib").exists()
+    proc = subprocess.run([sys.executable, "-S", "process.py", "--input", str(app / "test" / "input"), "--output",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=600, cwd=app,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{app}:{site}", "HF_HUB_OFFLINE": "1",
+                               "AMF_GRAPH_CACHE": "off", "AMF_WEIGHTS": str(app / "weights")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads((tmp_path / "out" / "multiple-mitotic-figure-classification.json").read_text())
+    want = json.loads((ROOT / "test" / "expected_output.json").read_text())
+    assert got == want

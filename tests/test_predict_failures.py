@@ -1,0 +1,56 @@
+"""``amf predict`` in-process: every page in order, and errors that write nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bad_inputs import raw, rgb_stack, tif, tiff_bytes
+from PIL import Image
+
+from amf.errors import InputError, OutputError
+from amf.inference.io import read_patches
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def predict(paths, output, weights, **kw) -> int:
+    from amf.inference.predict import predict_files
+
+    return predict_files([Path(p) for p in paths], Path(output), Path(weights), views=kw.get("views"), device="cpu",
+                         chunk_size=kw.get("chunk_size", 64))
+
+
+def test_predict_writes_every_page_in_order(tmp_path, weights, engine_for):
+    (tmp_path / "in").mkdir()
+    tif(rgb_stack(3))(tmp_path / "in" / "a.tif")
+    Image.fromarray(rgb_stack(1, 90, 150)[0]).save(tmp_path / "in" / "b.png")
+    assert predict([tmp_path / "in"], tmp_path / "p.csv", weights, chunk_size=2) == 4
+    rows = (tmp_path / "p.csv").read_text().splitlines()
+    assert rows[0] == "path,page,p_atypical,class" and len(rows) == 5
+    assert [r.split(",")[1] for r in rows[1:]] == ["0", "1", "2", "0"]
+    engine, _ = engine_for
+    expected = engine.predict_proba(read_patches(tmp_path / "in" / "a.tif"))
+    assert np.allclose([float(r.split(",")[2]) for r in rows[1:4]], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,setup,expect,error", [
+    ("bad file among good", lambda d: (tif(rgb_stack(2))(d / "a.tif"), raw(b"junk")(d / "b.tif")), "b.tif",
+     InputError),
+    ("empty folder", lambda d: None, "no image files", InputError),
+    ("truncated page list", lambda d: raw(tiff_bytes(rgb_stack(5))[:120000])(d / "t.tif"), "damaged TIFF", InputError),
+])
+def test_predict_errors_write_nothing(tmp_path, weights, name, setup, expect, error):
+    d = tmp_path / "in"
+    d.mkdir()
+    setup(d)
+    with pytest.raises(error, match=expect):
+        predict([d], tmp_path / "out" / "p.csv", weights)
+    assert not (tmp_path / "out").exists()
+
+
+def test_predict_output_is_a_folder(tmp_path, weights):
+    tif(rgb_stack(1))(tmp_path / "a.tif")
+    with pytest.raises(OutputError, match="is a folder"):
+        predict([tmp_path / "a.tif"], tmp_path, weights)
