@@ -23,17 +23,10 @@ from amf.inference.prepare import fold_batchnorm
 from amf.inference.spec import ModelSpec, TTAConfig
 from amf.inference.weights import Threshold, load_ensemble, save_ensemble
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # two threads on two shared cores are several times slower
+
 ROOT = Path(__file__).resolve().parent.parent
 TTA = TTAConfig(views=3)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread: on two cores shared with other work, two threads are several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
