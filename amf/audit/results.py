@@ -63,15 +63,17 @@ def recompute(ctx: Context, row: str, mode: str, record: dict) -> tuple[dict, li
         probs = np.array([float(f["p_atypical"]) for f in mine])
         recorded = record["domains"][domain]["threshold"]
         thresholds = {method: {"value": float(mine[0]["threshold"])}, "otsu": {"value": recorded["otsu"]}}
-        oof = OutOfFold(*(np.zeros(recorded.get("oof_n", 0)) for _ in range(4)))
+        oof, folds = None, []
         if oof_rows is not None:
             rows = [r for r in oof_rows if r["heldout_domain"] == domain]
+            folds = list(dict.fromkeys(r["fold"] for r in rows))
             oof_p = np.array([float(r["p_atypical"]) for r in rows])
             oof_y = np.array([r["label"] == "atypical" for r in rows], dtype=np.int64)
-            oof = OutOfFold(np.array([r["image"] for r in rows]), np.zeros(len(rows)), oof_y, oof_p)
+            oof = OutOfFold(np.array([r["image"] for r in rows]), np.array([folds.index(r["fold"]) for r in rows]),
+                            oof_y, oof_p)
             thresholds = threshold_candidates(oof_p, oof_y)
         heldout.append(HeldOut(domain, record["domains"][domain]["members"], [f["image"] for f in mine], labels,
-                               probs, oof, thresholds, []))
+                               probs, oof, thresholds, folds, oof_count=recorded.get("oof_n", 0)))
     if oof_rows is None:
         kept = ["threshold", "otsu"]
     ev = evaluate_heldout(heldout, method, "audit", record["bootstrap"])

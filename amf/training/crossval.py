@@ -41,7 +41,7 @@ from amf.evaluation.summary import ci_text, num_text
 from amf.files import atomic_write_bytes, json_safe, sha256_file, write_json
 from amf.provenance import git_state
 from amf.training.rescore import HeldOut, PatchCache, score_run
-from amf.training.run_folder import MEMBERSHIP, RunFolder, read_membership
+from amf.training.run_folder import MEMBERSHIP, RunFolder, read_membership, write_membership_table
 from amf.training.threshold import mean_class_recall, transfer_thresholds
 from amf.inference.spec import TTAConfig
 
@@ -98,7 +98,7 @@ def summarize_heldout(heldout: list[HeldOut], evaluation: Evaluation, method: st
             **_scope_record(scope),
             "members": h.members,
             "threshold": {"method": method, "value": h.thresholds[method]["value"], "otsu": otsu,
-                          "oof_n": len(h.oof.labels)},
+                          "oof_n": h.oof_n},
             "balanced_accuracy_at_otsu": mean_class_recall(h.probs, h.labels, otsu),
             "balanced_accuracy_at_0.5": mean_class_recall(h.probs, h.labels, 0.5),
             "balanced_accuracy_at_transfer": mean_class_recall(h.probs, h.labels, transfer),
@@ -179,15 +179,7 @@ def write_membership_csv(path: Path, run: Path, heldout: list[HeldOut]) -> dict 
     dirs = [RunFolder(run).fold(f) / MEMBERSHIP for f in folds]
     if not all(d.is_file() for d in dirs):
         return None
-    rows = [{r["image"]: r for r in read_membership(d)} for d in dirs]
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["image", "sha256", "domain", "group", "label", *folds])
-    for image in sorted(set().union(*rows)):
-        first = next(r[image] for r in rows if image in r)
-        w.writerow([image, first["sha256"], first["domain"], first["group"], first["label"],
-                    *(r[image]["role"] if image in r else "" for r in rows)])
-    atomic_write_bytes(path, buf.getvalue().encode())
+    write_membership_table(path, folds, [read_membership(d) for d in dirs])
     return {"file": path.name, "sha256": sha256_file(path)}
 
 

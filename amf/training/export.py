@@ -33,7 +33,7 @@ from amf.files import atomic_write_bytes, check_replaceable, replace_folder, sha
 from amf.provenance import environment, git_commit, git_state
 from amf.training.rescore import PatchCache, oof_scores, score_run
 from amf.training.run_folder import (BEST, MEMBERSHIP, RESULT, RunFolder, finished, load_fold_model, portable_command,
-                            read_membership)
+                            read_membership, write_membership_table)
 from amf.training.threshold import (METHODS, choose_threshold, max_balanced_accuracy_threshold, mean_class_recall, safe_auc,
                            threshold_candidates, transfer_thresholds)
 from amf.inference.spec import TTAConfig
@@ -220,16 +220,7 @@ def write_oof_scores(path: Path, oof, fold_names: list[str], memberships: list[l
 def write_ensemble_membership(path: Path, fold_names: list[str], memberships: list[list[dict]]) -> dict:
     """``membership.csv`` of the weights: one row per patch (image, sha256, domain, group, label) and, per
     member, its role as training recorded it (``train``, ``val``, or empty), from the folds' own files."""
-    rows = [_rows_by_image(m) for m in memberships]
-    images = sorted(set().union(*rows))
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["image", "sha256", "domain", "group", "label", *(f"member_{k}" for k in range(len(fold_names)))])
-    for image in images:
-        first = next(r[image] for r in rows if image in r)
-        w.writerow([image, first["sha256"], first["domain"], first["group"], first["label"],
-                    *(r[image]["role"] if image in r else "" for r in rows)])
-    atomic_write_bytes(path, buf.getvalue().encode())
+    write_membership_table(path, [f"member_{k}" for k in range(len(fold_names))], memberships)
     return {"file": path.name, "sha256": sha256_file(path), "columns": {f"member_{k}": n for k, n in
                                                                           enumerate(fold_names)}}
 

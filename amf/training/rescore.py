@@ -42,9 +42,15 @@ class HeldOut:
     images: list[str]
     labels: np.ndarray
     probs: np.ndarray
-    oof: OutOfFold
+    oof: OutOfFold | None  # None where only their number is known (oof_count): a row read back from its results
     thresholds: dict  # amf.training.threshold.threshold_candidates on the OOF scores
     folds: list[str]  # the fold folders of its models, relative to the run
+    oof_count: int | None = None
+
+    @property
+    def oof_n(self) -> int:
+        """How many out-of-fold scores the threshold was chosen on."""
+        return len(self.oof.labels) if self.oof is not None else int(self.oof_count or 0)
 
 
 class PatchCache:

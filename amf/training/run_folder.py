@@ -112,6 +112,21 @@ def read_membership(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def write_membership_table(path: Path, columns: list[str], memberships: list[list[dict[str, str]]]) -> None:
+    """The wide form of several models' ``membership.csv``: one row per patch (image, sha256, domain, group,
+    label) and, per model (one column each, named by ``columns``), its role as training recorded it, or empty.
+    The weights' ``membership.csv`` and crossval's ``membership_<row>.csv`` are this table."""
+    rows = [{r["image"]: r for r in m} for m in memberships]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["image", "sha256", "domain", "group", "label", *columns])
+    for image in sorted(set().union(*rows)):
+        first = next(r[image] for r in rows if image in r)
+        w.writerow([image, first["sha256"], first["domain"], first["group"], first["label"],
+                    *(r[image]["role"] if image in r else "" for r in rows)])
+    atomic_write_bytes(Path(path), buf.getvalue().encode())
+
+
 def job_commands(run_dir: Path) -> list[dict]:
     """Every job that trained into ``run_dir``, in order, from its ``log.jsonl``: the canonical arguments,
     the exact command line, the folds it was asked for, the code and machine state it ran with, and
