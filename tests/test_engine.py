@@ -230,3 +230,51 @@ def test_cache_hit_imports_no_timm(weights, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["graph-cache", "False"]
+
+
+@pytest.mark.parametrize("arch", ["efficientnet_lite0", "efficientvit_b0", "test_efficientnet"])
+def test_every_batch_norm_is_folded_by_every_strategy(arch):
+    """The architectures of configs/*.toml (timm's BatchNormAct2d and plain BatchNorm2d): no batch norm is left to
+    compute after preparation, and the folded member computes what the member does."""
+    from amf.inference.prepare import unfolded_batchnorms
+
+    member = randomize(build_classifier(ModelSpec(arch)), seed=3)
+    assert unfolded_batchnorms(member) > 0
+    x = torch.rand(4, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    folded = fold_batchnorm(member)
+    assert unfolded_batchnorms(folded) == 0
+    with torch.no_grad():
+        assert torch.allclose(folded(x), member(x), atol=1e-3, rtol=1e-4)
+    for strategy in ("batched", "graph"):
+        engine = Engine([member], TTAConfig(views=1), device="cpu", strategy=strategy)
+        runner = engine._runner
+        assert [unfolded_batchnorms(m) for m in getattr(runner, "members", getattr(runner, "graphs", []))] == [0]
+
+
+def test_a_norm_that_cannot_be_folded_is_named_in_one_warning():
+    """A norm fed by no convolution stays, and the engine says so in one line."""
+    from amf.inference.prepare import unfolded_batchnorms
+
+    class Odd(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+            self.norm = torch.nn.BatchNorm2d(3)  # on the input, not on a convolution's output
+
+        def forward(self, x):
+            return self.conv(self.norm(x)).mean(dim=(1, 2, 3))
+
+    member = Odd().eval()
+    assert unfolded_batchnorms(fold_batchnorm(member)) == 1
+    with pytest.warns(UserWarning, match=r"1 batch-norm layer\(s\) .* could not be folded"):
+        Engine([member], TTAConfig(views=1), device="cpu", strategy="batched")
+
+
+def test_an_engine_leaves_the_process_settings_as_it_found_them(members):
+    """Threads (and on CUDA the TF32 flags) are the engine's while it works, and the caller's again after."""
+    before = torch.get_num_threads()
+    wanted = 2 if before == 1 else 1
+    engine = Engine(members, TTA, device="cpu", strategy="batched", num_threads=wanted)
+    assert torch.get_num_threads() == before
+    engine.predict_proba(synthetic_patches(3))
+    assert torch.get_num_threads() == before and engine.describe()["threads"] == wanted

@@ -54,3 +54,18 @@ def test_predict_output_is_a_folder(tmp_path, weights):
     tif(rgb_stack(1))(tmp_path / "a.tif")
     with pytest.raises(OutputError, match="is a folder"):
         predict([tmp_path / "a.tif"], tmp_path, weights)
+
+
+def test_files_decoded_ahead_come_in_order_and_a_bad_one_fails_in_its_turn(tmp_path):
+    from amf.inference.pipeline import decoded
+
+    files = []
+    for i in range(7):
+        files.append(tmp_path / f"{i}.tif")
+        tif(rgb_stack(i % 3 + 1))(files[-1])
+    raw(b"not a tiff")(files[5])
+    seen = []
+    with pytest.raises(InputError, match="5.tif"):
+        for path, pages in decoded(files, ahead=3):
+            seen.append((path.name, len(pages)))
+    assert seen == [("0.tif", 1), ("1.tif", 2), ("2.tif", 3), ("3.tif", 1), ("4.tif", 2)]

@@ -36,6 +36,7 @@ Patches go through in chunks of ``chunk_size``, so memory stays bounded however 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
 from collections.abc import Iterable, Iterator
@@ -46,7 +47,7 @@ import torch
 from torch import nn
 
 from amf.errors import OutputError
-from amf.inference.prepare import build_graphs, example_input, fold_batchnorm
+from amf.inference.prepare import build_graphs, example_input, fold_batchnorm, unfolded_batchnorms
 from amf.inference.tta import make_view, make_views
 from amf.inference.spec import TTAConfig
 
@@ -116,8 +117,9 @@ class Engine:
             could flip; these members are small enough that fp32 costs little on a GPU). On CUDA, TF32 is
             turned off too, so the GPU computes what the CPU computes, to float rounding.
         sub_batch: images per forward pass and member (default 32 on CPU, 128 on CUDA).
-        num_threads: ``torch.set_num_threads`` for this process (default: leave torch's setting; on a
-            machine whose cores are shared, 1 thread was 10x faster than 2, see ``docs/benchmark.md``).
+        num_threads: torch's thread count while the engine builds and predicts, restored after (default: leave
+            torch's setting; on a machine whose cores are shared, 1 thread was 10x faster than 2, see
+            ``docs/benchmark.md``).
     """
 
     def __init__(
@@ -138,7 +140,8 @@ class Engine:
         if prepared and self.strategy != "graph":
             raise ValueError("prepared members are the graph strategy's optimised graphs")
         members = members if prepared else [m.to(self.device).eval() for m in members]
-        self._runner = RUNNERS[self.strategy](members, self.device, prepared)
+        with self._torch_settings():
+            self._runner = RUNNERS[self.strategy](members, self.device, prepared)
 
     @classmethod
     def from_graphs(
@@ -163,12 +166,8 @@ class Engine:
             raise ValueError("the graph strategy is for CPUs; on CUDA use fused or batched")
         if chunk_size < 1 or (sub_batch is not None and sub_batch < 1):
             raise ValueError(f"chunk_size and sub_batch must be positive, not {chunk_size} and {sub_batch}")
-        if num_threads is not None:
-            torch.set_num_threads(int(num_threads))
+        self.num_threads = None if num_threads is None else int(num_threads)
         self.bf16 = bool(bf16)
-        if on_cuda:  # TF32 convolutions and matmuls keep 10 mantissa bits: as far from the CPU as bf16 autocast
-            torch.backends.cudnn.allow_tf32 = False
-            torch.backends.cuda.matmul.allow_tf32 = False
         self.tta = tta
         # A forward pass holds all views of k patches, patch-major, so a patch sits at the same place in
         # the same forward whatever the chunk size: chunks are whole multiples of k patches.
@@ -198,13 +197,32 @@ class Engine:
             "sub_batch": self.sub_batch,
             "chunk_size": self.chunk_size,
             "bf16": self.bf16,
-            "threads": torch.get_num_threads(),
+            "threads": self.num_threads or torch.get_num_threads(),
         }
+
+    @contextlib.contextmanager
+    def _torch_settings(self) -> Iterator[None]:
+        """The engine's thread count and, on CUDA, TF32 off (TF32 convolutions and matmuls keep 10 mantissa bits:
+        as far from the CPU as bf16 autocast), for the engine's own work only: the caller's settings are back
+        afterwards, so building or running an engine changes nothing process-wide."""
+        threads = torch.get_num_threads()
+        tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        try:
+            if self.num_threads is not None:
+                torch.set_num_threads(self.num_threads)
+            if self.device.type == "cuda":
+                torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+            yield
+        finally:
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
 
     @torch.inference_mode()
     def predict_proba(self, patches: np.ndarray | Iterable[np.ndarray]) -> np.ndarray:
         """P(atypical) for ``(N, 128, 128, 3)`` uint8 patches (an array, or an iterable of single patches)."""
-        out = [self._chunk_proba(chunk) for chunk in _chunks(patches, self.chunk_size)]
+        with self._torch_settings():
+            out = [self._chunk_proba(chunk) for chunk in _chunks(patches, self.chunk_size)]
         probs = np.concatenate(out) if out else np.zeros(0)
         if not np.all(np.isfinite(probs)):
             bad = np.flatnonzero(~np.isfinite(probs))[:5].tolist()
@@ -277,6 +295,7 @@ class _Batched(_Runner):
     def __init__(self, members: list[nn.Module], device: torch.device, prepared: bool = False):
         self.members = [fold_batchnorm(m, example_input(device)).to(memory_format=self.memory_format)
                         for m in members]
+        warn_unfolded(self.members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([m(x) for m in self.members])
@@ -290,6 +309,7 @@ class _Graphs(_Runner):
 
     def __init__(self, members: list[nn.Module], device: torch.device, prepared: bool = False):
         self.graphs = list(members) if prepared else build_graphs(members, example_input(device))
+        warn_unfolded(self.graphs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.jit.optimized_execution(False):  # already optimised; skip the profiling runs
@@ -303,6 +323,7 @@ class _Fused(_Runner):
         from torch.func import stack_module_state
 
         fast = [fold_batchnorm(m, example_input(device)).to(memory_format=self.memory_format) for m in members]
+        warn_unfolded(fast)
         self.params, self.buffers = stack_module_state(fast)
         # A parameter-less skeleton of one member; functional_call fills in each member's tensors.
         self.skeleton = copy.deepcopy(fast[0]).to("meta")
@@ -316,6 +337,15 @@ class _Fused(_Runner):
         from torch.func import functional_call
 
         return functional_call(self.skeleton, (params, buffers), (x,))
+
+
+def warn_unfolded(prepared: list) -> None:
+    """One line when preparation left batch norms to compute: the numbers are right, the speed is not."""
+    left = [unfolded_batchnorms(m) for m in prepared]
+    if any(left):
+        warnings.warn(f"{sum(left)} batch-norm layer(s) of the prepared members could not be folded into their "
+                      "convolutions (per member: " + ", ".join(map(str, left)) + "); they run as they are, slower",
+                      stacklevel=3)
 
 
 #: Strategy name -> its implementation (the module docstring says when each is used).

@@ -7,8 +7,9 @@ that ``amf predict`` gives the container's numbers holds by construction:
 1. :func:`open_weights`: verify the weights folder without torch (about a second), before any input is read;
 2. :func:`check_output_dir`: refuse an output folder that cannot be written, before any model work;
 3. :func:`load`: start the device (a CUDA that fails falls back to the CPU with one note) and the engine;
-4. :func:`predict`: every page of the given files through the engine, the count checked against the pages
-   counted beforehand (a partial result is an error);
+4. :func:`predict`: every page of the given files through the engine, the next files decoded by a thread while
+   the model runs (:func:`decoded`), the count checked against the pages counted beforehand (a partial result is
+   an error);
 5. :func:`class_of`: the class rule, ``P(atypical) >= threshold`` is atypical;
 6. :func:`write_files`: every output or none, each through a temporary file renamed into place; the folders
    this call made are removed again when it fails.
@@ -18,7 +19,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -88,8 +92,8 @@ def predict(loaded: LoadedEngine, files: Sequence[Path], pages: int,
     ``on_patch(path, page, patch)`` sees each patch as the engine pulls it (a progress bar, the row keys).
     """
     def stream() -> Iterator[np.ndarray]:
-        for path in files:
-            for page, patch in enumerate(iter_patches(path)):
+        for path, patches in decoded(files):
+            for page, patch in enumerate(patches):
                 if on_patch is not None:
                     on_patch(path, page, patch)
                 yield patch
@@ -99,6 +103,27 @@ def predict(loaded: LoadedEngine, files: Sequence[Path], pages: int,
         where = f"{files[0]}: " if len(files) == 1 else ""
         raise InputError(f"{where}{probs.size} pages decoded but {pages} counted: refusing a partial result")
     return probs
+
+
+def decoded(files: Sequence[Path], ahead: int = 4) -> Iterator[tuple[Path, list[np.ndarray]]]:
+    """``(path, its pages)`` in order, decoded by a thread up to ``ahead`` files before the model needs them, so
+    reading the next files overlaps the forward passes. A file that fails raises its error in its turn; the
+    files decoded ahead of it are dropped."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="amf-decode") as pool:
+        pending: deque = deque()
+        queue = iter(files)
+        try:
+            for path in islice(queue, ahead):
+                pending.append((path, pool.submit(lambda p: list(iter_patches(p)), path)))
+            while pending:
+                path, future = pending.popleft()
+                following = next(queue, None)
+                if following is not None:
+                    pending.append((following, pool.submit(lambda p: list(iter_patches(p)), following)))
+                yield path, future.result()
+        finally:
+            for _, future in pending:
+                future.cancel()
 
 
 def class_of(p: float, threshold: float) -> str:

@@ -24,36 +24,74 @@ def example_input(device: torch.device | str = "cpu") -> torch.Tensor:
 
 
 def fold_batchnorm(member: nn.Module, example: torch.Tensor | None = None) -> nn.Module:
-    """A copy of ``member`` with each eval-mode ``BatchNorm2d`` folded into the convolution before it.
+    """A copy of ``member`` with every eval-mode batch norm folded into the convolution that feeds it.
 
-    Only timm's ``conv -> norm -> act`` blocks (a module with ``conv``, an ``nn.Conv2d``, and ``norm``,
-    exactly an ``nn.BatchNorm2d``, as EfficientViT's ``ConvNormAct``) are folded. With ``example``, the
-    copy is checked against the original on it, and the unfolded copy is returned if they differ (a
-    block whose forward is not ``norm(conv(x))``).
+    Which convolution feeds which norm is seen, not guessed from names: one forward on ``example`` (default
+    :func:`example_input`) records each ``BatchNorm2d`` (timm's ``BatchNormAct2d`` too) whose input is the very
+    tensor a ``Conv2d`` returned. The convolution takes the norm's scale and shift; the norm becomes what it did
+    after normalising (``BatchNormAct2d``: its dropout, identity in eval, and activation), or nothing. The copy is
+    then checked against the original on ``example``; if they differ (a convolution's output also used
+    elsewhere), the unfolded copy is returned with a warning.
     """
+    example = example_input(next(member.parameters()).device) if example is None else example
     folded = copy.deepcopy(member).eval()
-    n = 0
+    pairs = _conv_norm_pairs(folded, example)
     with torch.no_grad():
-        for module in folded.modules():
-            conv, bn = getattr(module, "conv", None), getattr(module, "norm", None)
-            if type(module).__name__ != "ConvNormAct" or type(conv) is not nn.Conv2d or type(bn) is not nn.BatchNorm2d:
-                continue
-            if bn.running_mean is None or bn.running_var is None:
-                continue
+        for conv, (parent, name, bn) in pairs:
             scale = (bn.weight if bn.affine else torch.ones_like(bn.running_var)) / torch.sqrt(bn.running_var + bn.eps)
             shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
             bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
             conv.weight = nn.Parameter(conv.weight * scale.view(-1, 1, 1, 1), requires_grad=False)
             conv.bias = nn.Parameter((bias - bn.running_mean) * scale + shift, requires_grad=False)
-            module.norm = nn.Identity()
-            n += 1
-    if n and example is not None:
+            after = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None)) if m is not None]
+            setattr(parent, name, nn.Sequential(*after) if after else nn.Identity())
+    if pairs:
         with torch.inference_mode():
             want, got = member(example), folded(example)
         if not torch.allclose(want, got, rtol=1e-4, atol=1e-4, equal_nan=True):
             warnings.warn("batch-norm folding changed this member's output; using it unfolded", stacklevel=2)
             return copy.deepcopy(member).eval()
     return folded
+
+
+def _conv_norm_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[nn.Conv2d, tuple[nn.Module, str, nn.Module]]]:
+    """``(conv, (parent, attribute, norm))`` for each eval-mode norm whose input was a convolution's output."""
+    outputs: dict[int, nn.Conv2d] = {}
+    pairs: dict[int, tuple[nn.Conv2d, nn.Module]] = {}
+
+    def conv_hook(conv, args, out):
+        outputs[id(out)] = conv
+
+    def norm_hook(bn, args, out):
+        conv = outputs.get(id(args[0]))
+        if conv is not None and bn.running_mean is not None and bn.running_var is not None and not bn.training:
+            pairs.setdefault(id(bn), (conv, bn))
+
+    hooks = [m.register_forward_hook(conv_hook if isinstance(m, nn.Conv2d) else norm_hook)
+             for m in model.modules() if type(m) is nn.Conv2d or isinstance(m, nn.BatchNorm2d)]
+    try:
+        with torch.inference_mode():
+            model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    where = {id(child): (parent, name) for parent in model.modules() for name, child in parent.named_children()}
+    used: set[int] = set()
+    out = []
+    for conv, bn in pairs.values():
+        if id(conv) in used:  # a convolution feeding two norms keeps its own weights
+            continue
+        used.add(id(conv))
+        out.append((conv, (*where[id(bn)], bn)))
+    return out
+
+
+def unfolded_batchnorms(prepared: nn.Module | torch.jit.ScriptModule) -> int:
+    """Batch norms a prepared member still computes: ``BatchNorm2d`` modules, or ``aten::batch_norm`` nodes of a
+    frozen graph. Each costs a pass over its feature map that folding would have saved."""
+    if isinstance(prepared, torch.jit.ScriptModule):
+        return len(prepared.graph.findAllNodes("aten::batch_norm", recurse=True))
+    return sum(isinstance(m, nn.BatchNorm2d) for m in prepared.modules())
 
 
 def freeze_members(members: list[nn.Module], example: torch.Tensor) -> list[torch.jit.ScriptModule]:
