@@ -181,8 +181,24 @@ def test_small_things_help_texts_and_counts(tmp_path, capsys):
 
 
 def test_bench_prints_a_table_and_writes_json_only_when_asked(tmp_path):
-    proc = run_cmd(["-m", "amf", "bench", "--skip", "speed,latency,throughput", "--json", str(tmp_path / "b.json")],
-                   timeout=600)
+    proc = run_cmd(["-m", "amf", "bench", "--skip", "speed,latency,throughput,predict", "--json",
+                    str(tmp_path / "b.json")], timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "Largest efficientvit_l2" in proc.stdout and '"machine"' not in proc.stdout
     assert "paper_ensemble_fit" in json.loads((tmp_path / "b.json").read_text())
+
+
+@pytest.mark.slow  # benchmarks an ensemble
+def test_bench_counts_flops_and_times_predict_on_a_folder(tmp_path, weights):
+    """The engine rows carry GFLOP/s per thread and the fraction of a matmul's rate; the predict row, figures/s."""
+    proc = run_cmd(["-m", "amf", "bench", "--weights", str(weights), "--quick", "--repeats", "1", "--skip",
+                    "latency,throughput,fit", "--predict-patches", "8", "--json", str(tmp_path / "b.json")], timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "b.json").read_text())
+    speed = result["engine_speed"]
+    assert speed["gflop_per_patch"] > 0
+    for row in (v for v in speed["by_threads"]["1"].values() if isinstance(v, dict)):
+        assert row["gflops_per_s_per_thread"] > 0 and 0 < row["fraction_of_matmul_peak"]
+    assert result["predict"]["patches"] == 8 and result["predict"]["figures_per_s"] > 0
+    assert "GFLOP/s/thread" in proc.stdout and "figures/s" in proc.stdout
+

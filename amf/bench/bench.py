@@ -149,7 +149,9 @@ def engine_speed(weights: Path, device: str, thread_counts: list[int], repeats: 
     default = default_strategy(device)
     others = ["batched"] + (["fused"] if device == "cpu" and all_strategies else [])
     strategies = ["loop", default] + [s for s in others if s != default]
-    out: dict = {"patches": n, "default": default, "strategies": strategies, "by_threads": {}}
+    flops = sum(forward_flops(m) for m in ensemble.members) * ensemble.tta.views * n  # per predict_proba call
+    out: dict = {"patches": n, "default": default, "strategies": strategies, "by_threads": {},
+                 "gflop_per_call": flops / 1e9, "gflop_per_patch": flops / n / 1e9}
     previous = torch.get_num_threads()
     for threads in thread_counts:
         torch.set_num_threads(threads)
@@ -167,6 +169,7 @@ def engine_speed(weights: Path, device: str, thread_counts: list[int], repeats: 
             order = strategies if r % 2 == 0 else strategies[::-1]
             for s in order:
                 times[s].append(_time(lambda e=engines[s]: e.predict_proba(patches), device))
+        peak = matmul_peak_gflops(threads)
         loop_wall = statistics.median(w for w, _ in times["loop"])
         loop_cpu = statistics.median(c for _, c in times["loop"])
         rows = {}
@@ -175,12 +178,45 @@ def engine_speed(weights: Path, device: str, thread_counts: list[int], repeats: 
             cpu = statistics.median(c for _, c in times[s])
             rows[s] = {"wall_s": wall, "cpu_s": cpu, "speedup_wall": loop_wall / wall, "speedup_cpu": loop_cpu / cpu,
                        "build_s": build[s], "max_abs_diff_vs_loop": max_diff[s],
-                       "walls": [w for w, _ in times[s]]}
-        out["by_threads"][str(threads)] = rows
+                       "gflops_per_s": flops / wall / 1e9, "gflops_per_s_per_thread": flops / wall / 1e9 / threads,
+                       "fraction_of_matmul_peak": flops / wall / 1e9 / peak, "walls": [w for w, _ in times[s]]}
+        out["by_threads"][str(threads)] = {"matmul_peak_gflops": peak, **rows}
         say("  threads %d: " % threads + ", ".join(
             f"{s} {r['wall_s']:.2f} s (x{r['speedup_wall']:.2f})" for s, r in rows.items()))
     torch.set_num_threads(previous)
     return out
+
+
+def forward_flops(member, input_side: int = 128) -> int:
+    """FLOPs of one member's forward on one patch, counted once by torch's FLOP counter (a multiply-add is 2)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next(member.parameters()).device
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        member(torch.zeros(1, 3, input_side, input_side, device=device))
+    return int(counter.get_total_flops())
+
+
+def matmul_peak_gflops(threads: int, side: int = 1024, repeats: int = 5) -> float:
+    """What these cores reach on a large fp32 matmul with ``threads`` threads (the best of ``repeats``): the
+    measured ceiling that the engine's FLOP rate is a fraction of."""
+    import torch
+
+    a = torch.rand(side, side)
+    b = torch.rand(side, side)
+    best = float("inf")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.mm(a, b)
+        for _ in range(repeats):
+            t = time.perf_counter()
+            torch.mm(a, b)
+            best = min(best, time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(previous)
+    return 2 * side**3 / best / 1e9
 
 
 def _time(fn, device: str) -> tuple[float, float]:
@@ -327,6 +363,24 @@ def throughput(weights: Path, sizes: list[int], threads: int, device: str) -> di
            "--sizes", ",".join(map(str, sizes)), "--device", device]
     done = subprocess.run(cmd, env=child_env(threads, device), cwd=ROOT, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def predict_folder(weights: Path, n: int, threads: int, device: str, tmp: Path) -> dict:
+    """``amf predict`` end to end on a folder of ``n`` PNG patches, as a user runs it: figures/s from process start
+    to CSV written (weights check, the decode-everything-first pass, the model, the CSV)."""
+    from PIL import Image
+
+    folder = tmp / "predict-pngs"
+    folder.mkdir(exist_ok=True)
+    for i, patch in enumerate(synthetic_patches(n, seed=7)):
+        Image.fromarray(patch).save(folder / f"{i:05d}.png")
+    say(f"predict: {n} PNG patches, OMP_NUM_THREADS={threads}")
+    cmd = [sys.executable, "-m", "amf", "predict", str(folder), "--output", str(tmp / "predict.csv"), "--weights",
+           str(weights), "--device", device]
+    t = time.perf_counter()
+    subprocess.run(cmd, env=child_env(threads, device), cwd=ROOT, check=True, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    return {"patches": n, "wall_s": wall, "figures_per_s": n / wall, "threads": threads}
 
 
 # --- worker (a fresh process) -----------------------------------------------------------------------------------
@@ -515,12 +569,22 @@ def format_table(r: dict) -> str:
     if "engine_speed" in r:
         es = r["engine_speed"]
         lines += ["", f"Engine speed, {es['patches']} patches (median wall / CPU s; speed-up over the naive loop)"]
+        if "gflop_per_patch" in es:
+            lines.append(f"  {es['gflop_per_patch']:.2f} GFLOP per patch (all members and views); GFLOP/s per thread "
+                         "and the fraction of a large fp32 matmul's rate on as many threads")
         for threads, rows in es["by_threads"].items():
+            rows = {k: v for k, v in rows.items() if isinstance(v, dict)}
             for s, row in rows.items():
                 tag = " (default)" if s == es["default"] else ""
+                flop = (f"   {row['gflops_per_s_per_thread']:5.1f} GFLOP/s/thread, {row['fraction_of_matmul_peak']:.0%}"
+                        " of matmul" if "gflops_per_s_per_thread" in row else "")
                 lines.append(f"  threads {threads}  {s + tag:18s} {row['wall_s']:7.2f} / {row['cpu_s']:6.2f} s   "
                              f"x{row['speedup_wall']:.2f} wall, x{row['speedup_cpu']:.2f} CPU   "
-                             f"build {row['build_s']:.2f} s   max |diff| {row['max_abs_diff_vs_loop']:.1e}")
+                             f"build {row['build_s']:.2f} s   max |diff| {row['max_abs_diff_vs_loop']:.1e}{flop}")
+    if "predict" in r:
+        pr = r["predict"]
+        lines += ["", f"amf predict on a folder of {pr['patches']} PNG patches, process start to CSV written "
+                      f"(OMP_NUM_THREADS={pr['threads']}): {pr['wall_s']:.1f} s, {pr['figures_per_s']:.1f} figures/s"]
     if "per_stack" in r:
         ps = r["per_stack"]
         lines += ["", f"Per-stack latency, process start to JSON written (median s, OMP_NUM_THREADS={ps['threads']}; "

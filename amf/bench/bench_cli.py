@@ -14,7 +14,8 @@ import tempfile
 from pathlib import Path
 
 from amf.bench.bench import (cold_start_phases, engine_speed, ensemble_summary, format_table, int_list, machine,
-                             paper_ensemble_fit, per_stack_latency, resolve_weights, say, throughput)
+                             paper_ensemble_fit, per_stack_latency, predict_folder, resolve_weights, say,
+                             throughput)
 from amf.devices import CHOICES, device_arg
 
 
@@ -36,7 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pages per stack for the per-stack latency (default 1,16,128; quick: 1,16)")
     parser.add_argument("--throughput-sizes", default=None,
                         help="patch counts for throughput (default 16,256,4096; quick: 16)")
-    parser.add_argument("--skip", default="", help="comma-separated sections to skip: speed,latency,throughput,fit")
+    parser.add_argument("--predict-patches", type=int, default=None,
+                        help="PNG patches for the amf predict row (default 256; quick: 64)")
+    parser.add_argument("--skip", default="",
+                        help="comma-separated sections to skip: speed,latency,throughput,predict,fit")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
                                                             max(1, latency_repeats // 2))
         if "throughput" not in skip:
             result["throughput"] = throughput(weights, throughput_sizes, args.threads, device)
+        if "predict" not in skip:
+            result["predict"] = predict_folder(weights, args.predict_patches or (64 if quick else 256), args.threads,
+                                               device, tmp)
         if "fit" not in skip:
             result["paper_ensemble_fit"] = paper_ensemble_fit()
     result["machine"]["load_average_end"] = os.getloadavg()
