@@ -183,9 +183,10 @@ def write_membership_csv(path: Path, run: Path, heldout: list[HeldOut]) -> dict 
     return {"file": path.name, "sha256": sha256_file(path)}
 
 
-def run_provenance(run: Path, record: dict) -> dict:
+def run_provenance(run: Path, record: dict, scored_git: dict) -> dict:
     """What made a row, as its run folder recorded it: config (and the file it came from), data fingerprint,
-    the commit and dirty state and environment of every training job, and the scoring's own code state."""
+    the commit and dirty state and environment of every training job; and the scoring's own code state
+    (``scored_git``, taken when the command started: the files it writes as it goes are not a dirty tree)."""
     return {
         "config": record["config"],
         "config_file": record.get("config_file"),
@@ -193,7 +194,7 @@ def run_provenance(run: Path, record: dict) -> dict:
         "git": record.get("git") or {"commit": record.get("git_commit"), "dirty": None, "changes": []},
         "environment": record.get("environment"),
         "jobs": RunFolder(run).jobs(),
-        "scored_git": git_state(),
+        "scored_git": scored_git,
     }
 
 
@@ -282,6 +283,7 @@ def crossval(runs: list[Path], output: Path, modes: list[str], n_resamples: int 
     time; an entry is scored again only when its run's finished folds, TTA or bootstrap size changed, or
     with ``rescore``.
     """
+    scored_git = git_state()  # before this command writes anything
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     previous = output / "crossval.json"
@@ -305,7 +307,7 @@ def crossval(runs: list[Path], output: Path, modes: list[str], n_resamples: int 
                 continue
             heldout = score_run(run, mode_tta(mode), patches, threads, progress, desc=f"{name} [{mode}]")
             ev = evaluate_heldout(heldout, method, f"{run} held-out domains, TTA {mode}", n_resamples)
-            provenance = {**run_provenance(run, record),
+            provenance = {**run_provenance(run, record, scored_git),
                           "membership": write_membership_csv(output / f"membership_{name}.csv", run, heldout),
                           "oof_scores": write_oof_csv(output / f"oof_{name}_{mode}.csv", heldout)}
             entry[mode] = {**key, **summarize_heldout(heldout, ev, method), "provenance": provenance}
