@@ -35,7 +35,8 @@ class Progress:
             self._bar.update(n)
         elif self.total and self.done >= self._next_line and self.done < self.total:
             pct = 100 * self.done / self.total
-            print(f"{self.desc}: {self.done} of {self.total} {self.unit}s ({pct:.0f}%), "
+            units = self.unit + ("es" if self.unit.endswith(("s", "x", "ch", "sh")) else "s")  # patches, files
+            print(f"{self.desc}: {self.done} of {self.total} {units} ({pct:.0f}%), "
                   f"{time.perf_counter() - self.start:.0f} s", file=sys.stderr, flush=True)
             self._next_line = self.total * (int(10 * self.done / self.total) + 1) / 10
 

@@ -106,3 +106,14 @@ def test_a_missing_weights_folder_names_the_option(tmp_path, capsys):
                  str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert "--weights DIR" in err and "AMF_WEIGHTS" in err
+
+
+def test_progress_in_a_log_is_a_line_per_tenth_with_plural_units(capsys):
+    from amf.progress import Progress
+
+    progress = Progress(20, "amf predict", "patch")
+    for _ in range(20):
+        progress.update()
+    progress.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 9 and lines[0].startswith("amf predict: 2 of 20 patches (10%)")

@@ -34,8 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "temporary folder and compare its weights bit for bit (slow: minutes to an hour)")
     p.add_argument("--strict", action="store_true", help="a check that cannot run here counts as a failure")
     p.add_argument("--write-docs", action="store_true",
-                   help="instead of auditing: re-render the generated tables of README.md and docs/results.md from "
-                        "the JSON results (claims in prose are not rewritten: the audit names those that differ)")
+                   help="instead of auditing: re-render crossval.md and the generated tables of README.md and "
+                        "docs/results.md from the JSON results (claims in prose are not rewritten: the audit names "
+                        "those that differ)")
 
 
 def check(args: argparse.Namespace) -> None:
@@ -85,9 +86,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def write_docs(ctx) -> int:
+    """Re-render every generated file from the JSON it shows: crossval.md, and the tables of the docs."""
     from amf.audit.results import DOCS, render_docs
-    from amf.files import atomic_write_bytes
+    from amf.files import atomic_write_bytes, read_json
+    from amf.training.crossval import markdown
 
+    table = ctx.results / "crossval.md"
+    if (ctx.results / "crossval.json").is_file():
+        new = markdown(read_json(ctx.results / "crossval.json", AmfError))
+        if not table.is_file() or table.read_text() != new:
+            atomic_write_bytes(table, new.encode())
+            print(f"rewrote {table}")
     for doc in DOCS:
         path = ctx.root / doc
         text = path.read_text()

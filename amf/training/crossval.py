@@ -208,12 +208,15 @@ def markdown(results: dict) -> str:
 
 
 def ablation_table(results: dict) -> list[str]:
-    """One row per run and mode: the means over held-out domains (the markdown lines, no final newline)."""
+    """One row per run and mode: the means over held-out domains (the markdown lines, no final newline). The last
+    column says whether the row's provenance (models' memberships, jobs, commits) was recorded, which is what
+    ``amf audit`` checks its leakage and provenance from."""
     lines = ["| run | TTA | held-out domains | models per domain | mean BA (OOF threshold) | mean AUC "
              "| mean BA (Otsu) | mean BA (transfer, nested) | mean BA (transfer) | transfer threshold "
-             "| mean BA (hindsight-best) | mean sensitivity | mean specificity |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| mean BA (hindsight-best) | mean sensitivity | mean specificity | provenance |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run, modes in results.items():
+        recorded = "recorded" if any(r.get("provenance") for r in modes.values()) else "not recorded"
         for mode, r in modes.items():
             members = sorted({d["members"] for d in r["domains"].values()})
             m = r["mean"]
@@ -225,7 +228,7 @@ def ablation_table(results: dict) -> list[str]:
                          f"| {num_text(m.get('balanced_accuracy_at_transfer'))} "
                          f"| {num_text(r.get('transfer_threshold'))} "
                          f"| {num_text(m.get('best_threshold_balanced_accuracy'))} | {num_text(m['sensitivity'])} "
-                         f"| {num_text(m['specificity'])} |")
+                         f"| {num_text(m['specificity'])} | {recorded} |")
     return lines
 
 

@@ -97,7 +97,11 @@ def compare_rows(args: argparse.Namespace) -> int:
             files.append(out / f"heldout_{run}_{mode}.csv")
         r = compare(*files, n_resamples=args.bootstrap or 1000)
         r.update(a=a, b=b)
-        records = [x for x in records if (x["a"], x["b"]) != (a, b)] + [r]
+        same = [i for i, x in enumerate(records) if (x["a"], x["b"]) == (a, b)]
+        if same:  # computed again: in its place, so the file's order (and its diff) stays
+            records[same[0]] = r
+        else:
+            records.append(r)
         print(f"{b} - {a} ({len(r['domains'])} domain(s)): mean held-out BA {r['balanced_accuracy_difference']:+.3f} "
               f"[{r['balanced_accuracy_ci95'][0]:+.3f}, {r['balanced_accuracy_ci95'][1]:+.3f}], "
               f"AUC {r['auc_difference']:+.3f} [{r['auc_ci95'][0]:+.3f}, {r['auc_ci95'][1]:+.3f}]")
