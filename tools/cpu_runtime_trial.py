@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         compiled = [core.compile_model(core.read_model(f), "CPU") for f in files]
         build["openvino"] = time.perf_counter() - t
 
-    forward = {"onnxruntime": lambda k, x: sessions[k].run(None, {"x": x})[0], "openvino": lambda k, x: compiled[k](x)[0]}
+    forward = {"onnxruntime": lambda k, x: sessions[k].run(None, {"x": x})[0],
+               "openvino": lambda k, x: compiled[k](x)[0]}
 
     def proba(name: str) -> np.ndarray:
         if name == "graph":
