@@ -66,6 +66,11 @@ def test_files_decoded_ahead_come_in_order_and_a_bad_one_fails_in_its_turn(tmp_p
     raw(b"not a tiff")(files[5])
     seen = []
     with pytest.raises(InputError, match="5.tif"):
-        for path, pages in decoded(files, ahead=3):
-            seen.append((path.name, len(pages)))
-    assert seen == [("0.tif", 1), ("1.tif", 2), ("2.tif", 3), ("3.tif", 1), ("4.tif", 2)]
+        for path, page, patch in decoded(files, ahead=2):
+            assert patch.shape == (128, 128, 3)
+            seen.append((path.name, page))
+    assert seen == [("0.tif", 0), ("1.tif", 0), ("1.tif", 1), ("2.tif", 0), ("2.tif", 1), ("2.tif", 2),
+                    ("3.tif", 0), ("4.tif", 0), ("4.tif", 1)]
+    stream = decoded(files[:3], ahead=1)  # a reader that stops early stops the thread too
+    next(stream)
+    stream.close()

@@ -8,7 +8,7 @@ that ``amf predict`` gives the container's numbers holds by construction:
 2. :func:`check_output_dir`: refuse an output folder that cannot be written, before any model work;
 3. :func:`load`: start the device (a CUDA that fails falls back to the CPU with one note) and the engine;
 4. :func:`predict`: every page of the given files through the engine, the next files decoded by a thread while
-   the model runs (:func:`decoded`), the count checked against the pages counted beforehand (a partial result is
+   the model runs (:func:`decoded`, a bounded number of patches ahead), the count checked against the pages counted beforehand (a partial result is
    an error);
 5. :func:`class_of`: the class rule, ``P(atypical) >= threshold`` is atypical;
 6. :func:`write_files`: every output or none, each through a temporary file renamed into place; the folders
@@ -18,11 +18,10 @@ that ``amf predict`` gives the container's numbers holds by construction:
 from __future__ import annotations
 
 import os
+import queue
 import tempfile
-from collections import deque
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -92,11 +91,10 @@ def predict(loaded: LoadedEngine, files: Sequence[Path], pages: int,
     ``on_patch(path, page, patch)`` sees each patch as the engine pulls it (a progress bar, the row keys).
     """
     def stream() -> Iterator[np.ndarray]:
-        for path, patches in decoded(files):
-            for page, patch in enumerate(patches):
-                if on_patch is not None:
-                    on_patch(path, page, patch)
-                yield patch
+        for path, page, patch in decoded(files):
+            if on_patch is not None:
+                on_patch(path, page, patch)
+            yield patch
 
     probs = loaded.engine.predict_proba(stream())
     if probs.shape != (pages,):
@@ -105,25 +103,43 @@ def predict(loaded: LoadedEngine, files: Sequence[Path], pages: int,
     return probs
 
 
-def decoded(files: Sequence[Path], ahead: int = 4) -> Iterator[tuple[Path, list[np.ndarray]]]:
-    """``(path, its pages)`` in order, decoded by a thread up to ``ahead`` files before the model needs them, so
-    reading the next files overlaps the forward passes. A file that fails raises its error in its turn; the
-    files decoded ahead of it are dropped."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="amf-decode") as pool:
-        pending: deque = deque()
-        queue = iter(files)
+def decoded(files: Sequence[Path], ahead: int = 256) -> Iterator[tuple[Path, int, np.ndarray]]:
+    """``(path, page, patch)`` of every page of ``files`` in order, decoded by a thread up to ``ahead`` patches
+    before the model needs them, so reading overlaps the forward passes while memory stays bounded however long a
+    stack is. A file that fails raises its error in its turn; what was decoded ahead of it is dropped."""
+    pages: queue.Queue = queue.Queue(maxsize=ahead)
+    stop = threading.Event()
+    done = object()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                pages.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
         try:
-            for path in islice(queue, ahead):
-                pending.append((path, pool.submit(lambda p: list(iter_patches(p)), path)))
-            while pending:
-                path, future = pending.popleft()
-                following = next(queue, None)
-                if following is not None:
-                    pending.append((following, pool.submit(lambda p: list(iter_patches(p)), following)))
-                yield path, future.result()
-        finally:
-            for _, future in pending:
-                future.cancel()
+            for path in files:
+                for page, patch in enumerate(iter_patches(path)):
+                    if not put((path, page, patch)):
+                        return
+            put(done)
+        except BaseException as exc:  # noqa: BLE001 - handed to the reader, raised there in its turn
+            put(exc)
+
+    thread = threading.Thread(target=work, name="amf-decode", daemon=True)
+    thread.start()
+    try:
+        while (item := pages.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def class_of(p: float, threshold: float) -> str:
