@@ -7,9 +7,9 @@ that ``amf predict`` gives the container's numbers holds by construction:
 1. :func:`open_weights`: verify the weights folder without torch (about a second), before any input is read;
 2. :func:`check_output_dir`: refuse an output folder that cannot be written, before any model work;
 3. :func:`load`: start the device (a CUDA that fails falls back to the CPU with one note) and the engine;
-4. :func:`predict`: every page of the given files through the engine, the next files decoded by a thread while
-   the model runs (:func:`decoded`, a bounded number of patches ahead), the count checked against the pages counted beforehand (a partial result is
-   an error);
+4. :func:`predict`: every page of the given files through the engine, the next pages decoded by a thread while
+   the model runs (:func:`decoded`, a bounded number of patches ahead), the count checked against the pages
+   counted beforehand (a partial result is an error);
 5. :func:`class_of`: the class rule, ``P(atypical) >= threshold`` is atypical;
 6. :func:`write_files`: every output or none, each through a temporary file renamed into place; the folders
    this call made are removed again when it fails.

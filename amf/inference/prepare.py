@@ -54,7 +54,8 @@ def fold_batchnorm(member: nn.Module, example: torch.Tensor | None = None) -> nn
     return folded
 
 
-def _conv_norm_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[nn.Conv2d, tuple[nn.Module, str, nn.Module]]]:
+def _conv_norm_pairs(model: nn.Module, example: torch.Tensor
+                     ) -> list[tuple[nn.Conv2d, tuple[nn.Module, str, nn.Module]]]:
     """``(conv, (parent, attribute, norm))`` for each eval-mode norm whose input was a convolution's output."""
     outputs: dict[int, nn.Conv2d] = {}
     pairs: dict[int, tuple[nn.Conv2d, nn.Module]] = {}
