@@ -91,6 +91,29 @@ def test_views_modes_and_transfer_thresholds(lodo_run, tmp_path):
     assert "| 2 views |" in (out / "crossval.md").read_text()
 
 
+def test_bf16_modes_score_the_same_figures_in_bf16(lodo_run, tmp_path):
+    """--bf16 adds <mode>-bf16 next to each mode: the same views and figures, scored in bf16 autocast, so
+    --compare gives what bf16 costs with a paired interval."""
+    from amf.training.crossval import mode_bf16, mode_tta
+
+    assert mode_tta("views3-bf16") == mode_tta("views3") and mode_bf16("tta-bf16") and not mode_bf16("tta")
+    with pytest.raises(AmfError, match="unknown TTA mode"):
+        mode_tta("bf16")
+    out = tmp_path / "cv"
+    assert main(["crossval", str(lodo_run), "--output", str(out), "--bootstrap", "0", "--tta", "off", "--bf16",
+                 "--no-progress"]) == 0
+    results = json.loads((out / "crossval.json").read_text())["run"]
+    assert set(results) == {"plain", "plain-bf16"}
+    assert results["plain-bf16"]["precision"] == "bf16" and "precision" not in results["plain"]
+    fp32, bf16 = ({r["image"]: float(r["p_atypical"]) for r in csv.DictReader(open(out / f"heldout_run_{m}.csv"))}
+                  for m in ("plain", "plain-bf16"))
+    assert fp32.keys() == bf16.keys()
+    diff = np.abs(np.array([fp32[k] - bf16[k] for k in fp32]))
+    assert 0 < diff.max() < 5e-2
+    assert "| off, bf16 |" in (out / "crossval.md").read_text()
+    assert main(["crossval", "--output", str(out), "--bootstrap", "50", "--compare", "run:plain", "run:plain-bf16"]) == 0
+
+
 def test_crossval_names_the_folds_a_run_has_not_finished(lodo_run, tmp_path, capsys):
     import shutil
 

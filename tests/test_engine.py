@@ -134,6 +134,18 @@ def test_default_strategy_on_cpu_is_graph(members):
         Engine(members, TTA, device="cpu", strategy="vectorised")
 
 
+def test_bf16_is_opt_in_eager_and_close_to_fp32(members, patches, outputs):
+    """bf16 autocast runs the eager strategies (a frozen graph is fp32 only): off by default, near fp32 when on."""
+    assert not Engine(members, TTA, device="cpu").bf16
+    engine = Engine(members, TTA, device="cpu", bf16=True)
+    assert engine.strategy == "batched" and engine.describe()["bf16"]
+    got = engine.predict_proba(patches)
+    assert not np.array_equal(got, outputs["batched"])  # the setting reaches the forward pass
+    np.testing.assert_allclose(got, outputs["loop"], rtol=0, atol=2e-2)
+    with pytest.raises(ValueError, match="bf16"):
+        Engine(members, TTA, device="cpu", strategy="graph", bf16=True)
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_nan_weights_raise_output_error(members, patches, strategy):
     broken = copy.deepcopy(members[1])

@@ -5,8 +5,9 @@ Sections (``docs/benchmark.md`` has the method and the measured numbers):
 
 engine speed
     The naive loop (each member, each view, batch 16) against the engine's strategies, on the same 16
-    patches, interleaved repetition by repetition, at each thread count of ``--speed-threads``. Medians of
-    wall-clock and CPU time, and the ratio to the loop.
+    patches, interleaved repetition by repetition, at each thread count of ``--speed-threads``, and the
+    opt-in bf16 autocast on its eager strategy (``batched+bf16`` on a CPU). Medians of wall-clock and CPU
+    time, the ratio to the loop, GFLOP/s and the fraction of a large fp32 matmul's rate.
 per-stack latency and cold start
     ``process.py`` end to end, from process start to JSON written, with its graph cache warm (as in the
     image) and off, next to the organisers' reference model (``amf.bench.reference``: timm efficientnetv2_m
@@ -54,6 +55,10 @@ MIB = 1024**2
 
 
 # --- inputs --------------------------------------------------------------------------------------------------
+
+
+#: The suffix of an engine row run with bf16 autocast (``batched+bf16``).
+BF16 = "+bf16"
 
 
 def resolve_weights(given: Path | None, stand_in_dir: Path) -> tuple[Path, bool]:
@@ -148,7 +153,8 @@ def engine_speed(weights: Path, device: str, thread_counts: list[int], repeats: 
     patches = np.stack(list(synthetic_patches(n, seed=1)))
     default = default_strategy(device)
     others = ["batched"] + (["fused"] if device == "cpu" and all_strategies else [])
-    strategies = ["loop", default] + [s for s in others if s != default]
+    # and the opt-in bf16 autocast, on the eager strategy that runs it by default (its accuracy: docs/benchmark.md)
+    strategies = ["loop", default] + [s for s in others if s != default] + [default_strategy(device, bf16=True) + BF16]
     flops = sum(forward_flops(m) for m in ensemble.members) * ensemble.tta.views * n  # per predict_proba call
     out: dict = {"patches": n, "default": default, "strategies": strategies, "by_threads": {},
                  "gflop_per_call": flops / 1e9, "gflop_per_patch": flops / n / 1e9}
@@ -158,7 +164,8 @@ def engine_speed(weights: Path, device: str, thread_counts: list[int], repeats: 
         engines, build = {}, {}
         for s in strategies:
             t = time.perf_counter()
-            engines[s] = Engine(ensemble.members, ensemble.tta, device=device, strategy=s)
+            engines[s] = Engine(ensemble.members, ensemble.tta, device=device, strategy=s.removesuffix(BF16),
+                                bf16=s.endswith(BF16))
             build[s] = time.perf_counter() - t
         reference = engines["loop"].predict_proba(patches)
         max_diff = {}
@@ -541,11 +548,13 @@ def machine(device: str) -> dict:
     import timm
     import torch
 
-    cpu = platform.processor() or ""
+    cpu, flags = platform.processor() or "", set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and not flags:
                 cpu = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
                 break
     except OSError:
         pass
@@ -554,6 +563,8 @@ def machine(device: str) -> dict:
         "cpu": cpu, "cpu_count": os.cpu_count(), "load_average_start": os.getloadavg(),
         "python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        # the units that decide what bf16 and int8 can gain (absent: emulated, slower than fp32)
+        "cpu_flags": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"}),
     }
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name()

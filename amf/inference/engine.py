@@ -98,8 +98,11 @@ def start_device(requested: torch.device | str | None = None) -> tuple[torch.dev
     return torch.device("cpu"), f"CUDA could not start ({reason}); running on the CPU"
 
 
-def default_strategy(device: torch.device | str) -> Strategy:
-    return "fused" if torch.device(device).type == "cuda" else "graph"
+def default_strategy(device: torch.device | str, bf16: bool = False) -> Strategy:
+    """``fused`` on CUDA; on CPU ``graph``, or ``batched`` with bf16 (a frozen graph runs in fp32 only)."""
+    if torch.device(device).type == "cuda":
+        return "fused"
+    return "batched" if bf16 else "graph"
 
 
 class Engine:
@@ -112,10 +115,11 @@ class Engine:
         device: default CUDA when available, else CPU.
         strategy: see the module docstring; default ``fused`` on CUDA, ``graph`` on CPU.
         chunk_size: patches read and augmented at a time.
-        bf16: bf16 autocast (default off everywhere: emulated bf16 moved confidences by up to 1.2e-3,
-            more than the 1e-4 that ``test.sh`` holds the container to, and a class near the threshold
-            could flip; these members are small enough that fp32 costs little on a GPU). On CUDA, TF32 is
-            turned off too, so the GPU computes what the CPU computes, to float rounding.
+        bf16: bf16 autocast, opt-in (default off everywhere). It moves confidences by about 1e-3, more than
+            the 1e-4 that ``test.sh`` holds the container to, so a class near the threshold can flip; its
+            measured effect on the LODO figures and its speed are in ``docs/benchmark.md``. On a CPU it needs
+            an eager strategy (default ``batched``), not ``graph``. In fp32 on CUDA, TF32 is turned off, so
+            the GPU computes what the CPU computes, to float rounding.
         sub_batch: images per forward pass and member (default 32 on CPU, 128 on CUDA).
         num_threads: torch's thread count while the engine builds and predicts, restored after (default: leave
             torch's setting; on a machine whose cores are shared, 1 thread was 10x faster than 2, see
@@ -159,11 +163,13 @@ class Engine:
     def _configure(self, tta, device, strategy, chunk_size, bf16, sub_batch, num_threads, n_members) -> None:
         self.device = torch.device(device) if device is not None else default_device()
         on_cuda = self.device.type == "cuda"
-        self.strategy = strategy or default_strategy(self.device)
+        self.strategy = strategy or default_strategy(self.device, bool(bf16))
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
         if self.strategy == "graph" and on_cuda:
             raise ValueError("the graph strategy is for CPUs; on CUDA use fused or batched")
+        if self.strategy == "graph" and bf16:
+            raise ValueError("the graph strategy runs frozen fp32 graphs; for bf16 use batched (the default with bf16)")
         if chunk_size < 1 or (sub_batch is not None and sub_batch < 1):
             raise ValueError(f"chunk_size and sub_batch must be positive, not {chunk_size} and {sub_batch}")
         self.num_threads = None if num_threads is None else int(num_threads)
@@ -244,7 +250,6 @@ class _Runner:
     """
 
     memory_format = torch.channels_last
-    autocast = True  # bf16 autocast applies when the engine asks for it
 
     def __init__(self, members: list[nn.Module], device: torch.device, prepared: bool = False):
         raise NotImplementedError
@@ -261,7 +266,7 @@ class _Runner:
             views = make_views(group, engine.tta)  # (V * k, 3, H, W), view-major
             views = views.view(v, k, *views.shape[1:]).transpose(0, 1).reshape(k * v, *views.shape[1:])
             x = views.contiguous(memory_format=self.memory_format)
-            with torch.autocast(engine.device.type, dtype=torch.bfloat16, enabled=engine.bf16 and self.autocast):
+            with torch.autocast(engine.device.type, dtype=torch.bfloat16, enabled=engine.bf16):
                 logits = self.forward(x).float()  # (K, k * V), patch-major
             probs = torch.sigmoid(logits).double()
             out.append(probs.view(engine.n_members, k, v)[:, :n].mean(dim=(0, 2)))
@@ -305,7 +310,6 @@ class _Graphs(_Runner):
     """``graph``: one frozen, inference-optimised TorchScript graph per member (CPU)."""
 
     memory_format = torch.contiguous_format
-    autocast = False  # frozen fp32 graphs
 
     def __init__(self, members: list[nn.Module], device: torch.device, prepared: bool = False):
         self.graphs = list(members) if prepared else build_graphs(members, example_input(device))

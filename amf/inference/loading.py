@@ -104,7 +104,7 @@ def load_engine(
     weights_dir = Path(weights_dir)
     manifest = read_manifest(weights_dir) if manifest is None else manifest
     dev = torch.device(device) if device is not None else default_device()
-    strategy = strategy or default_strategy(dev)
+    strategy = strategy or default_strategy(dev, bool(bf16))
     cache = graph_cache_dir() if cache_dir is _DEFAULT else cache_dir
     use_cache = strategy == "graph" and cache is not None
     if use_cache:

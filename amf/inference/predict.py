@@ -31,7 +31,7 @@ COLUMNS = ("path", "page", "p_atypical", "class")
 
 
 def predict_files(paths: list[Path], output: Path, weights: Path, *, views: int | None = None, device: str = "auto",
-                  chunk_size: int = 64, skip_bad: bool = False) -> int:
+                  chunk_size: int = 64, skip_bad: bool = False, bf16: bool = False) -> int:
     """Score every patch of ``paths`` (files, stacks, folders searched recursively) into the CSV ``output``;
     returns the number of rows. Progress and notes go to stderr, the closing line to stdout."""
     manifest = pipeline.open_weights(weights)  # weights first, without torch: fails in about a second
@@ -55,10 +55,11 @@ def predict_files(paths: list[Path], output: Path, weights: Path, *, views: int 
 
     tta = None if views is None else dataclasses.replace(TTAConfig(**manifest["tta"]), views=views)
     loaded = pipeline.load(weights, manifest, device, lambda note: print(f"amf predict: {note}", file=sys.stderr),
-                           chunk_size=chunk_size, tta=tta)
+                           chunk_size=chunk_size, tta=tta, bf16=bf16 or None)
     engine = loaded.engine
     print(f"amf predict: {len(files)} file(s), {sum(counts)} patch(es); {engine.n_members} member(s) x "
-          f"{engine.tta.views} view(s) on {engine.device} ({engine.strategy})", file=sys.stderr)
+          f"{engine.tta.views} view(s) on {engine.device} ({engine.strategy}{', bf16' if engine.bf16 else ''})",
+          file=sys.stderr)
     keys: list[tuple[Path, int]] = []
     trained_on = set(manifest.get("data", {}).get("patch_sha256") or ())
     seen_in_training: list[bool] = []

@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", type=device_arg, default="auto",
                         help=f"{CHOICES} (default auto: CUDA when it starts, else the CPU)")
     parser.add_argument("--chunk-size", type=_positive_int, default=64, help="patches per forward pass")
+    parser.add_argument("--bf16", action="store_true",
+                        help="bf16 autocast: faster on CPUs with bf16 units, scores move by about 1e-3; its measured "
+                             "effect on accuracy is in docs/benchmark.md (default fp32, as the container)")
     parser.add_argument("--skip-bad", action="store_true",
                         help="predict the readable files and list the unreadable ones in <output stem>.bad.tsv")
 
@@ -41,5 +44,5 @@ def run(args: argparse.Namespace) -> int:
     from amf.inference.predict import predict_files
 
     predict_files(args.paths, args.output, args.weights, views=args.views, device=args.device,
-                  chunk_size=args.chunk_size, skip_bad=args.skip_bad)
+                  chunk_size=args.chunk_size, skip_bad=args.skip_bad, bf16=args.bf16)
     return 0

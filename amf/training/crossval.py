@@ -49,13 +49,24 @@ from amf.inference.spec import TTAConfig
 MODES: dict[str, TTAConfig] = {"tta": TTAConfig(), "plain": TTAConfig(views=1)}
 
 
+#: The suffix of a mode scored with bf16 autocast (``tta-bf16``): what the engine's opt-in bf16 costs in accuracy.
+BF16 = "-bf16"
+
+
 def mode_tta(mode: str) -> TTAConfig:
-    """``tta``, ``plain``, or ``views<N>``: the shipped views cut to the first N (for accuracy vs latency)."""
-    if mode in MODES:
-        return MODES[mode]
-    if mode.startswith("views") and mode[5:].isdigit() and int(mode[5:]) >= 1:
-        return TTAConfig(views=int(mode[5:]))
-    raise AmfError(f"unknown TTA mode {mode!r}: use tta, plain or views<N>")
+    """``tta``, ``plain``, or ``views<N>``: the shipped views cut to the first N (for accuracy vs latency); each
+    may end in ``-bf16``, the same views in bf16 autocast."""
+    base = mode.removesuffix(BF16)
+    if base in MODES:
+        return MODES[base]
+    if base.startswith("views") and base[5:].isdigit() and int(base[5:]) >= 1:
+        return TTAConfig(views=int(base[5:]))
+    raise AmfError(f"unknown TTA mode {mode!r}: use tta, plain or views<N>, each optionally ending in {BF16}")
+
+
+def mode_bf16(mode: str) -> bool:
+    """Whether ``mode`` is scored in bf16 autocast (fp32 otherwise, as the container)."""
+    return mode.endswith(BF16)
 
 
 def evaluate_heldout(heldout: list[HeldOut], method: str, source: str, n_resamples: int) -> Evaluation:
@@ -271,7 +282,9 @@ def _say_missing(run: Path, cfg, finished: dict[str, list[Path]]) -> None:
 
 
 def _tta_text(mode: str) -> str:
-    return {"tta": "on", "plain": "off"}.get(mode, mode.replace("views", "") + " views")
+    base = mode.removesuffix(BF16)
+    text = {"tta": "on", "plain": "off"}.get(base, base.replace("views", "") + " views")
+    return text + (", bf16" if mode_bf16(mode) else "")
 
 
 def _ci(pair: list[float] | None) -> str:
@@ -306,9 +319,12 @@ def crossval(runs: list[Path], output: Path, modes: list[str], n_resamples: int 
         entry = results.setdefault(name, {})
         for mode in modes:
             key = {"run": str(run), "folds": folds, "tta": mode_tta(mode).to_dict(), "bootstrap": n_resamples}
+            if mode_bf16(mode):  # fp32 entries, all scored before precision was a choice, keep their keys
+                key["precision"] = "bf16"
             if not rescore and all(entry.get(mode, {}).get(k) == v for k, v in key.items()):
                 continue
-            heldout = score_run(run, mode_tta(mode), patches, threads, progress, desc=f"{name} [{mode}]")
+            heldout = score_run(run, mode_tta(mode), patches, threads, progress, desc=f"{name} [{mode}]",
+                                bf16=mode_bf16(mode))
             ev = evaluate_heldout(heldout, method, f"{run} held-out domains, TTA {mode}", n_resamples)
             provenance = {**run_provenance(run, record, scored_git),
                           "membership": write_membership_csv(output / f"membership_{name}.csv", run, heldout),

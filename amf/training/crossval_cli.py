@@ -25,6 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs (0 = none)")
     p.add_argument("--views", type=int, action="append", default=[], metavar="N",
                    help="also score with the first N of the shipped test-time views (repeatable; accuracy vs latency)")
+    p.add_argument("--bf16", action="store_true",
+                   help="also score every mode in bf16 autocast (modes named <mode>-bf16, e.g. tta-bf16), to measure "
+                        "the engine's opt-in bf16 against fp32 with --compare ROW:tta ROW:tta-bf16")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--rescore", action="store_true",
                    help="score the runs again even where crossval.json already holds them with the same folds, views "
@@ -68,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
               "or bootstrap changed)", file=sys.stderr)
     modes = {"on": ["tta"], "off": ["plain"], "both": ["plain", "tta"]}[args.tta]
     modes += [f"views{n}" for n in args.views if f"views{n}" not in modes]
+    modes += [f"{mode}-bf16" for mode in modes] if args.bf16 else []
     results = crossval(args.runs, args.output, modes, args.bootstrap, args.threads,
                        progress=not args.no_progress and interactive(), rescore=args.rescore)
     for name, by_mode in results.items():

@@ -72,7 +72,8 @@ class PatchCache:
 
 
 def oof_scores(models: list, fold_dirs: list[Path], patches: PatchCache, tta: TTAConfig,
-               threads: int | None = None, progress: bool = False, desc: str = "out-of-fold") -> OutOfFold:
+               threads: int | None = None, progress: bool = False, desc: str = "out-of-fold",
+               bf16: bool = False) -> OutOfFold:
     """Pooled out-of-fold scores: each fold's validation patches scored by that fold's model alone (the only
     model that never trained on them), through the engine with ``tta``, so a threshold chosen on them fits
     scores made the way the container makes them."""
@@ -81,7 +82,7 @@ def oof_scores(models: list, fold_dirs: list[Path], patches: PatchCache, tta: TT
     for k, (model, d) in enumerate(tqdm(list(zip(models, fold_dirs, strict=True)), desc=desc, unit="fold",
                                         disable=not progress, leave=False)):
         val = read_predictions(d / OOF)
-        engine = Engine([model], tta, device="cpu", strategy="batched", num_threads=threads)
+        engine = Engine([model], tta, device="cpu", strategy="batched", num_threads=threads, bf16=bf16)
         probs.append(engine.predict_proba(patches(val["image"])))
         labels.append(val["label"])
         images.append(val["image"])
@@ -90,8 +91,9 @@ def oof_scores(models: list, fold_dirs: list[Path], patches: PatchCache, tta: TT
 
 
 def score_run(run_dir: Path, tta: TTAConfig, patches: PatchCache, threads: int | None = None,
-              progress: bool = False, desc: str | None = None) -> list[HeldOut]:
-    """Score every held-out domain of ``run_dir`` with its own LODO ensemble and ``tta``; ``patches`` reads
+              progress: bool = False, desc: str | None = None, bf16: bool = False) -> list[HeldOut]:
+    """Score every held-out domain of ``run_dir`` with its own LODO ensemble and ``tta`` (in bf16 autocast with
+    ``bf16``, out-of-fold scores too, so the threshold is what a bf16 engine would choose); ``patches`` reads
     the run's image folder."""
 
     run = RunFolder(run_dir)
@@ -100,9 +102,9 @@ def score_run(run_dir: Path, tta: TTAConfig, patches: PatchCache, threads: int |
     for domain, fold_dirs in tqdm(sorted(run.lodo_folds().items()), desc=desc or Path(run_dir).name,
                                   unit="domain", disable=not progress, leave=False):
         models = [load_fold_model(cfg.model_spec(), d) for d in fold_dirs]
-        oof = oof_scores(models, fold_dirs, patches, tta, threads)
+        oof = oof_scores(models, fold_dirs, patches, tta, threads, bf16=bf16)
         held = read_predictions(fold_dirs[0] / HELDOUT)
-        engine = Engine(models, tta, device="cpu", strategy="batched", num_threads=threads)
+        engine = Engine(models, tta, device="cpu", strategy="batched", num_threads=threads, bf16=bf16)
         probs = engine.predict_proba(patches(held["image"]))
         out.append(HeldOut(domain, len(models), held["image"].tolist(), held["label"], probs, oof,
                            threshold_candidates(oof.probs, oof.labels),
