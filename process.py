@@ -32,9 +32,9 @@ def main() -> int:
     parser.add_argument("--weights", type=Path, default=None, help="exported weights folder (default: weights/)")
     args = parser.parse_args()
     try:
+        from amf.errors import AmfError
         from amf.inference.challenge import run
         from amf.inference.weights import DEFAULT_WEIGHTS
-        from amf.errors import AmfError
 
         try:
             run(args.input, args.output, args.weights or DEFAULT_WEIGHTS)

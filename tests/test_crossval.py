@@ -111,7 +111,8 @@ def test_bf16_modes_score_the_same_figures_in_bf16(lodo_run, tmp_path):
     diff = np.abs(np.array([fp32[k] - bf16[k] for k in fp32]))
     assert 0 < diff.max() < 5e-2
     assert "| off, bf16 |" in (out / "crossval.md").read_text()
-    assert main(["crossval", "--output", str(out), "--bootstrap", "50", "--compare", "run:plain", "run:plain-bf16"]) == 0
+    assert main(["crossval", "--output", str(out), "--bootstrap", "50",
+                 "--compare", "run:plain", "run:plain-bf16"]) == 0
 
 
 def test_crossval_names_the_folds_a_run_has_not_finished(lodo_run, tmp_path, capsys):
@@ -157,7 +158,8 @@ def test_compare_gives_the_difference_of_the_tables_with_a_paired_interval(lodo_
     # A row that has scored only some domains (still training) is compared on those alone.
     lines = (out / "heldout_run_views2.csv").read_text().splitlines()
     kept_domain = record["domains"][0]
-    (out / "heldout_part_views2.csv").write_text("\n".join([lines[0]] + [x for x in lines[1:] if f",{kept_domain}," in x]))
+    (out / "heldout_part_views2.csv").write_text(
+        "\n".join([lines[0]] + [x for x in lines[1:] if f",{kept_domain}," in x]))
     assert main(["crossval", "--output", str(out), "--compare", "run:plain", "part:views2", "--bootstrap", "0"]) == 0
     partial = json.loads((out / "compare.json").read_text())[-1]
     assert partial["domains"] == [kept_domain]

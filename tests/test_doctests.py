@@ -5,8 +5,8 @@ import importlib
 
 import pytest
 
-MODULES = ["amf.inference.tta", "amf.inference.stain", "amf.training.threshold", "amf.inference.io", "amf.training.splits",
-           "amf.training.distributed"]
+MODULES = ["amf.inference.tta", "amf.inference.stain", "amf.training.threshold", "amf.inference.io",
+           "amf.training.splits", "amf.training.distributed"]
 
 
 @pytest.mark.parametrize("name", MODULES)

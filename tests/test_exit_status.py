@@ -192,7 +192,8 @@ def test_bench_prints_a_table_and_writes_json_only_when_asked(tmp_path):
 def test_bench_counts_flops_and_times_predict_on_a_folder(tmp_path, weights):
     """The engine rows carry GFLOP/s per thread and the fraction of a matmul's rate; the predict row, figures/s."""
     proc = run_cmd(["-m", "amf", "bench", "--weights", str(weights), "--quick", "--repeats", "1", "--skip",
-                    "latency,throughput,fit", "--predict-patches", "8", "--json", str(tmp_path / "b.json")], timeout=600)
+                    "latency,throughput,fit", "--predict-patches", "8", "--json", str(tmp_path / "b.json")],
+                   timeout=600)
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "b.json").read_text())
     speed = result["engine_speed"]

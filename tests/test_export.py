@@ -198,7 +198,8 @@ def test_export_reports_oof_quality_portable_commands_and_training_patches(run_d
     assert main(["evaluate", "--predictions", str(preds), "--labels", str(data / "labels.csv"), "--allow-missing",
                  "--weights", str(out), "--output", str(tmp_path / "m.json"), "--bootstrap", "0"]) == 0
     captured = capsys.readouterr()  # a warning: once, on stderr, like predict's
-    assert "amf evaluate: warning: 2 of the 2 scored images readable here are among the training patches" in captured.err
+    assert ("amf evaluate: warning: 2 of the 2 scored images readable here are among the training patches"
+            in captured.err)
     assert "training patches" not in captured.out
     notes = json.loads((tmp_path / "m.json").read_text())["extra"]["notes"]
     assert any("are among the training patches" in n for n in notes)

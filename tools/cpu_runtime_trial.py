@@ -21,10 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import amf  # noqa: F401  (first: the environment defaults)
 import numpy as np
 import torch
 
+import amf  # noqa: F401  (first: the environment defaults)
 from amf.bench.bench import synthetic_patches
 from amf.inference.engine import Engine, to_tensor
 from amf.inference.prepare import example_input, fold_batchnorm

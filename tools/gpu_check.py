@@ -34,10 +34,10 @@ import time
 import traceback
 from pathlib import Path
 
-import amf  # noqa: F401  (first: its environment defaults, offline and passive threads, must precede torch)
 import numpy as np
 import torch
 
+import amf  # noqa: F401  (first: its environment defaults, offline and passive threads, must precede torch)
 from amf.inference.challenge import INTERFACE, OUTPUT_NAME
 from amf.provenance import ROOT
 

@@ -32,10 +32,10 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import amf  # noqa: F401  (first: the environment defaults)
 import numpy as np
 import torch
 
+import amf  # noqa: F401  (first: the environment defaults)
 from amf.bench.bench import machine
 from amf.inference.engine import Engine, to_tensor
 from amf.inference.io import read_patches
@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
             "command": ["python", "tools/precision_trial.py", *(argv if argv is not None else sys.argv[1:])],
-            "git": git_state(), "machine": machine("cpu"), "stack": str(stack.relative_to(ROOT)), "patches": len(patches),
+            "git": git_state(), "machine": machine("cpu"), "stack": str(stack.relative_to(ROOT)),
+            "patches": len(patches),
             "members": len(ens.members), "views": ens.tta.views, "threads": 1,
             "load_average_end": os.getloadavg(), "rows": rows, "failed": failed}, indent=2) + "\n")
     return 0

@@ -5,8 +5,8 @@ Medians over ``--repeats``.
     .venv/bin/python tools/scaling_bench.py [--config configs/lite0.toml] [--limit 600] [--repeats 3] [--json FILE]
 
 Every run trains ``--epochs`` epochs on ``--limit`` patches of AMi-Br MIDOG21 (../shared/data) with one torch
-thread per process (except the 2-thread row), into a fresh temporary run folder. Images per second come from the run's own log
-(training patches / epoch seconds, validation included); wall times include start-up and data loading.
+thread per process (except the 2-thread row), into a fresh temporary run folder. Images per second come from the
+run's own log (training patches / epoch seconds, validation included); wall times include start-up and data loading.
 Run it on an otherwise idle machine: the ratios are only meaningful side by side.
 """
 

@@ -19,7 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from amf.audit.context import DEFAULT_DATA
     from amf.provenance import ROOT
 
-    p.add_argument("--weights", type=Path, default=ROOT / "weights", help="weights folder (default: the shipped weights/)")
+    p.add_argument("--weights", type=Path, default=ROOT / "weights",
+                   help="weights folder (default: the shipped weights/)")
     p.add_argument("--data", type=Path, action="append",
                    help=f"folder holding the training data's labels files and images, as recorded in the manifest "
                         f"(repeatable; default {DEFAULT_DATA})")

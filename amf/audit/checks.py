@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from amf.audit.context import CANNOT, FAIL, PASS, Context, Finding, lodo_rows, read_csv
 from amf.errors import AmfError, WeightsError
 from amf.files import sha256_file
-from amf.audit.context import CANNOT, FAIL, PASS, Context, Finding, lodo_rows, read_csv
 from amf.provenance import ROOT, file_at
 
 #: The weights manifest's JSON schema, which lives beside the code that reads manifests.
@@ -120,13 +120,15 @@ def check_config(ctx: Context) -> Finding:
         return Finding("weights.config", FAIL, "training.config_file.text does not hash to its recorded sha256")
     path = ctx.root / record["path"]
     if not path.is_file():
-        return Finding("weights.config", FAIL, f"{record['path']}, the config the weights were trained with, is missing")
+        return Finding("weights.config", FAIL,
+                       f"{record['path']}, the config the weights were trained with, is missing")
     built = recorded_config(training.get("arguments") or [], ctx.root)
     shipped = json_safe(training.get("config", {}))
     differ = sorted(k for k in set(built) | set(shipped) if built.get(k) != shipped.get(k))
     if differ:
-        return Finding("weights.config", FAIL, f"{record['path']} with the recorded arguments gives other settings than "
-                                               f"the manifest's training.config: {', '.join(differ)}")
+        return Finding("weights.config", FAIL,
+                       f"{record['path']} with the recorded arguments gives other settings than "
+                       f"the manifest's training.config: {', '.join(differ)}")
     # The file may have been rewritten since (comments, ``extends``) as long as it resolves to the same settings;
     # the text it had is checked against its commit by provenance.weights.
     same = sha256_file(path) == record["sha256"]
@@ -139,8 +141,8 @@ def check_config(ctx: Context) -> Finding:
 
 
 def check_data(ctx: Context) -> Iterator[Finding]:
-    from amf.training.data import fingerprint
     from amf.errors import DatasetError
+    from amf.training.data import fingerprint
 
     files = ctx.labels_files()
     if isinstance(files, str):
@@ -224,7 +226,8 @@ def check_bundled_stack(ctx: Context) -> Iterator[Finding]:
         yield Finding("bundled_stack", CANNOT, f"{expected} belongs to the shipped weights/, not {ctx.weights}")
         return
     with tempfile.TemporaryDirectory(prefix="amf-audit-") as tmp:
-        proc = subprocess.run([sys.executable, str(ctx.root / "process.py"), "--input", str(ctx.root / "test" / "input"),
+        proc = subprocess.run([sys.executable, str(ctx.root / "process.py"),
+                               "--input", str(ctx.root / "test" / "input"),
                                "--output", tmp, "--weights", str(ctx.weights)], capture_output=True, text=True)
         out = Path(tmp) / "multiple-mitotic-figure-classification.json"
         if proc.returncode != 0 or not out.is_file():
@@ -233,12 +236,15 @@ def check_bundled_stack(ctx: Context) -> Iterator[Finding]:
         got = out.read_bytes()
     want = expected.read_bytes()
     if got == want:
-        yield Finding("bundled_stack", PASS, f"process.py on test/input gives {expected.relative_to(ctx.root)} byte for byte")
+        yield Finding("bundled_stack", PASS,
+                      f"process.py on test/input gives {expected.relative_to(ctx.root)} byte for byte")
         return
     a, b = json.loads(got), json.loads(want)
     diff = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-    shown = f"page {diff}: got {a[diff] if diff < len(a) else 'nothing'}, expected {b[diff] if diff < len(b) else 'nothing'}"
-    yield Finding("bundled_stack", FAIL, f"process.py's output differs from {expected.relative_to(ctx.root)} at {shown}")
+    shown = (f"page {diff}: got {a[diff] if diff < len(a) else 'nothing'}, "
+             f"expected {b[diff] if diff < len(b) else 'nothing'}")
+    yield Finding("bundled_stack", FAIL,
+                  f"process.py's output differs from {expected.relative_to(ctx.root)} at {shown}")
 
 
 # ------------------------------------------------------------------------------------------------ threshold
@@ -268,13 +274,15 @@ def check_threshold(ctx: Context, rescore: bool = True) -> Iterator[Finding]:
         yield Finding("threshold.rule", CANNOT, f"method {threshold['method']} is not chosen on oof.csv")
     bad = [m for m, c in ctx.manifest.get("threshold_candidates", {}).items()
            if choose_threshold(scores, labels, m) != c["value"]
-           or not math.isclose(mean_class_recall(scores, labels, c["value"]), c["oof_balanced_accuracy"], abs_tol=1e-12)]
+           or not math.isclose(mean_class_recall(scores, labels, c["value"]), c["oof_balanced_accuracy"],
+                               abs_tol=1e-12)]
     oof = ctx.manifest.get("oof", {})
     if oof.get("auc") is not None and not math.isclose(safe_auc(scores, labels), oof["auc"], abs_tol=1e-12):
         bad.append("oof.auc")
     yield Finding("threshold.candidates", FAIL if bad else PASS,
                   f"{', '.join(bad)} differ from their recomputation on {path}" if bad else
-                  f"the {len(ctx.manifest.get('threshold_candidates', {}))} candidates and the OOF AUC recompute exactly")
+                  f"the {len(ctx.manifest.get('threshold_candidates', {}))} candidates "
+                  f"and the OOF AUC recompute exactly")
     if rescore:
         yield rescore_oof(ctx, rows)
 
@@ -315,7 +323,8 @@ def leaks(rows: list[dict[str, str]], column: str, outside: str) -> list[str]:
     for key, what in (("image", "image"), ("sha256", "pixel duplicate"), ("group", "slide")):
         shared = sorted({r[key] for r in train} & {r[key] for r in other})
         if shared:
-            found.append(f"{len(shared)} {what}(s) of its {outside} patches among its training patches, e.g. {shared[0]}")
+            found.append(f"{len(shared)} {what}(s) of its {outside} patches among its training patches, "
+                         f"e.g. {shared[0]}")
     return found
 
 
@@ -425,7 +434,8 @@ def _code_state(what: str, git: dict | None, needs: list[tuple[str | tuple[str, 
 
 
 def _commit_exists(commit: str) -> bool:
-    return subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=ROOT, capture_output=True).returncode == 0
+    return subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=ROOT,
+                          capture_output=True).returncode == 0
 
 
 def check_provenance(ctx: Context) -> Iterator[Finding]:

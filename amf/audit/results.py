@@ -169,7 +169,8 @@ def check_compare(ctx: Context) -> Finding:
         problems = [p for p in pool.map(_compare_one, [ctx] * len(records), records) if p]
     if problems:
         return Finding("results.compare", FAIL, f"{path}: {problems[0]}")
-    return Finding("results.compare", PASS, f"all {len(records)} paired comparisons recompute from the per-figure files")
+    return Finding("results.compare", PASS,
+                   f"all {len(records)} paired comparisons recompute from the per-figure files")
 
 
 # ------------------------------------------------------------------------------------------------- docs

@@ -6,8 +6,14 @@ import time
 from collections.abc import Callable
 
 from amf.audit import results as audit_results
-from amf.audit.checks import (check_bundled_stack, check_data, check_leakage, check_provenance, check_threshold,
-                              check_weights)
+from amf.audit.checks import (
+    check_bundled_stack,
+    check_data,
+    check_leakage,
+    check_provenance,
+    check_threshold,
+    check_weights,
+)
 from amf.audit.context import FAIL, Check, Context, Finding
 from amf.errors import AmfError
 

@@ -77,8 +77,7 @@ def make_stand_in(out_dir: Path, members: int = 5, views: int = 8, arch: str = "
     statistics, so that outputs vary from patch to patch and view to view as a trained model's do (timm's
     default init gives nearly the same output for every input)."""
     from amf.inference.model import build_classifier
-    from amf.inference.spec import ModelSpec
-    from amf.inference.spec import TTAConfig
+    from amf.inference.spec import ModelSpec, TTAConfig
     from amf.inference.weights import Threshold, save_ensemble
 
     ensemble = [randomize(build_classifier(ModelSpec(arch)), seed=i) for i in range(members)]
@@ -414,8 +413,8 @@ def _coldstart(args: argparse.Namespace) -> int:
     phases["import_torch_s"] = time.time() - t0
     from amf.inference.challenge import find_jobs
     from amf.inference.engine import Engine
-    from amf.inference.loading import load_engine
     from amf.inference.io import iter_patches
+    from amf.inference.loading import load_engine
     from amf.inference.weights import load_ensemble, read_manifest
 
     phases["import_amf_s"] = time.time() - t0
@@ -492,7 +491,8 @@ def paper_ensemble_fit(budget_gib: float = 16.0, reserve_gib: float = 1.0, arch:
     buffers = sum(b.numel() for b in model.buffers())
     weights_bytes = 2 * (params + buffers)
     probe = 16
-    per_image = activation_peak_bytes(model, torch.empty(probe, 3, PATCH_SIZE, PATCH_SIZE, device="meta", dtype=torch.bfloat16))
+    per_image = activation_peak_bytes(model, torch.empty(probe, 3, PATCH_SIZE, PATCH_SIZE, device="meta",
+                                                         dtype=torch.bfloat16))
     per_image /= probe
     free = (budget_gib - reserve_gib) * GIB
     rows = {}

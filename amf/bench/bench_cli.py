@@ -13,11 +13,21 @@ import sys
 import tempfile
 from pathlib import Path
 
-from amf.bench.bench import (cold_start_phases, engine_speed, ensemble_summary, format_table, int_list, machine,
-                             paper_ensemble_fit, per_stack_latency, predict_folder, resolve_weights, say,
-                             throughput)
+from amf.bench.bench import (
+    cold_start_phases,
+    engine_speed,
+    ensemble_summary,
+    format_table,
+    int_list,
+    machine,
+    paper_ensemble_fit,
+    per_stack_latency,
+    predict_folder,
+    resolve_weights,
+    say,
+    throughput,
+)
 from amf.devices import CHOICES, device_arg
-
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

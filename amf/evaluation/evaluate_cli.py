@@ -20,13 +20,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from amf.inference.weights import DEFAULT_WEIGHTS
 from amf.errors import EvaluationError
 from amf.evaluation.analysis import evaluate
 from amf.evaluation.flat import read_flat
 from amf.evaluation.output import metrics_document, write_json_atomic
 from amf.evaluation.platform import DEFAULT_GROUND_TRUTH, DEFAULT_INPUT, read_platform
 from amf.evaluation.summary import WARNING, summary
+from amf.inference.weights import DEFAULT_WEIGHTS
 
 DEFAULT_OUTPUT = Path("/output/metrics.json")
 

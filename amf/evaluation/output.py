@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 
 from amf.errors import OutputError
-from amf.files import atomic_write_bytes, json_safe
 from amf.evaluation.analysis import Evaluation, Scope
 from amf.evaluation.bootstrap import Interval
+from amf.files import atomic_write_bytes, json_safe
 
 
 def _interval(ci: Interval | None) -> list[float] | None:

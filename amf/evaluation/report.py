@@ -174,7 +174,8 @@ def write_figures_gallery(evaluation: Evaluation, folder: Path, load: Callable[[
     names = [f"{path} (page {page})" if page else str(path) for path, page in figs.where] or \
         [f"figure {i}" for i in range(len(figs))]
     return write_gallery(folder, names, figs.y_true, figs.y_pred, figs.score, figs.domain,
-                         np.full(len(figs), np.nan if cut is None else cut), load, title=f"Error gallery: {figs.source}")
+                         np.full(len(figs), np.nan if cut is None else cut), load,
+                         title=f"Error gallery: {figs.source}")
 
 
 def _markdown(evaluation: Evaluation, rows: list[dict[str, str]], confusion_files: list[str]) -> str:

@@ -48,8 +48,8 @@ from torch import nn
 
 from amf.errors import OutputError
 from amf.inference.prepare import build_graphs, example_input, fold_batchnorm, unfolded_batchnorms
-from amf.inference.tta import make_view, make_views
 from amf.inference.spec import TTAConfig
+from amf.inference.tta import make_view, make_views
 
 Strategy = Literal["loop", "batched", "graph", "fused"]
 STRATEGIES: tuple[str, ...] = ("loop", "batched", "graph", "fused")

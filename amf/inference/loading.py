@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from amf.inference.engine import Engine, Strategy, default_device, default_strategy
 from amf.errors import WeightsError
 from amf.files import sha256_file, write_json
+from amf.inference.engine import Engine, Strategy, default_device, default_strategy
 from amf.inference.prepare import example_input, freeze_members, optimize_graphs, quiet_jit
 from amf.inference.spec import TTAConfig
 from amf.inference.weights import MANIFEST, load_ensemble, read_manifest

@@ -48,8 +48,8 @@ def random_d4(images: torch.Tensor, generator: torch.Generator | None = None) ->
 def train_augment(images: torch.Tensor, generator: torch.Generator, d4: bool = True, sigma: float = 0.1,
                   delta: float = 0.05) -> torch.Tensor:
     """Training-time augmentation of ``(B, 3, H, W)`` in ``[0, 1]``, beside the test-time views below: a random
-    D4 element and a random H&E stain jitter per image (``sigma``/``delta`` in natural OD units, :mod:`amf.inference.stain`;
-    0 and 0 turn it off), drawn from ``generator`` in that order."""
+    D4 element and a random H&E stain jitter per image (``sigma``/``delta`` in natural OD units,
+    :mod:`amf.inference.stain`; 0 and 0 turn it off), drawn from ``generator`` in that order."""
     if d4:
         images = random_d4(images, generator)
     return random_hed_jitter(images, sigma, delta, generator)

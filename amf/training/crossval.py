@@ -1,4 +1,5 @@
-"""Leave-one-domain-out results of training runs, scored like the container (``amf crossval``, :mod:`amf.training.crossval_cli`).
+"""Leave-one-domain-out results of training runs, scored like the container (``amf crossval``,
+:mod:`amf.training.crossval_cli`).
 
 Training already writes single-view held-out predictions (``heldout.csv``). This module rescores every
 held-out domain the way ``process.py`` scores a stack (:mod:`amf.training.rescore`), with or without
@@ -17,9 +18,10 @@ ROC AUC, as in the paper's leave-one-domain-out protocol. Outputs, in ``--output
 ``crossval.json`` (everything, with each row's provenance: config, data fingerprint, commits, jobs),
 ``crossval.md`` (tables), ``roc_<run>_<tta|plain>.png``, ``heldout_<run>_<tta|plain>.csv`` (one row per
 held-out figure), ``gallery_<run>_tta/`` (the error gallery with the shipped views: the misclassified figures
-and the calls nearest the threshold, per domain), ``oof_<run>_<tta|plain>.csv`` (the out-of-fold scores each domain's threshold was chosen on)
-and ``membership_<run>.csv`` (each patch's role in each of the row's models, as training recorded it). Runs scored earlier into the same folder
-stay in its tables, so an ablation can be scored row by row as its runs finish.
+and the calls nearest the threshold, per domain), ``oof_<run>_<tta|plain>.csv`` (the out-of-fold scores each
+domain's threshold was chosen on) and ``membership_<run>.csv`` (each patch's role in each of the row's models,
+as training recorded it). Runs scored earlier into the same folder stay in its tables, so an ablation can be
+scored row by row as its runs finish.
 """
 
 from __future__ import annotations
@@ -39,11 +41,11 @@ from amf.evaluation.metrics import classification_metrics
 from amf.evaluation.report import plot_roc
 from amf.evaluation.summary import ci_text, num_text
 from amf.files import atomic_write_bytes, json_safe, sha256_file, write_json
+from amf.inference.spec import TTAConfig
 from amf.provenance import git_state
 from amf.training.rescore import HeldOut, PatchCache, score_run
 from amf.training.run_folder import MEMBERSHIP, RunFolder, read_membership, write_membership_table
 from amf.training.threshold import mean_class_recall, transfer_thresholds
-from amf.inference.spec import TTAConfig
 
 #: Test-time augmentation modes: the shipped default views, and the plain image alone.
 MODES: dict[str, TTAConfig] = {"tta": TTAConfig(), "plain": TTAConfig(views=1)}

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from amf.errors import AmfError
-from amf.training.run_folder import RunFolder
 from amf.progress import interactive
+from amf.training.run_folder import RunFolder
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
     check(args)
     if args.compare:
         return compare_rows(args)
-    from amf.training.crossval import crossval
     from amf.evaluation.summary import num_text
+    from amf.training.crossval import crossval
 
     previous = Path(args.output) / "crossval.json"
     if previous.is_file():
@@ -86,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
 
 def compare_rows(args: argparse.Namespace) -> int:
     """``--compare``: lever effects with paired intervals, appended to ``compare.json`` in ``--output``."""
-    from amf.training.crossval import compare
     from amf.files import read_json, write_json
+    from amf.training.crossval import compare
 
     out = Path(args.output)
     path = out / "compare.json"

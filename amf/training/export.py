@@ -30,14 +30,30 @@ import torch
 
 from amf.errors import AmfError
 from amf.files import atomic_write_bytes, check_replaceable, replace_folder, sha256_file
-from amf.provenance import environment, git_commit, git_state
-from amf.training.rescore import PatchCache, oof_scores, score_run
-from amf.training.run_folder import (BEST, MEMBERSHIP, RESULT, RunFolder, finished, load_fold_model, portable_command,
-                            read_membership, write_membership_table)
-from amf.training.threshold import (METHODS, choose_threshold, max_balanced_accuracy_threshold, mean_class_recall, safe_auc,
-                           threshold_candidates, transfer_thresholds)
 from amf.inference.spec import TTAConfig
 from amf.inference.weights import Threshold, save_ensemble
+from amf.provenance import environment, git_commit, git_state
+from amf.training.rescore import PatchCache, oof_scores, score_run
+from amf.training.run_folder import (
+    BEST,
+    MEMBERSHIP,
+    RESULT,
+    RunFolder,
+    finished,
+    load_fold_model,
+    portable_command,
+    read_membership,
+    write_membership_table,
+)
+from amf.training.threshold import (
+    METHODS,
+    choose_threshold,
+    max_balanced_accuracy_threshold,
+    mean_class_recall,
+    safe_auc,
+    threshold_candidates,
+    transfer_thresholds,
+)
 
 #: The paper's schedule length; shorter runs get a note in the provenance.
 PAPER_EPOCHS = 30
@@ -178,7 +194,8 @@ THRESHOLD_RULE = {
         "within 1e-12 of the best, the one nearest 0.5 (amf.training.threshold.max_balanced_accuracy_threshold)"),
     "oof_youden": "the highest cut maximising Youden's J on oof.csv, half-way to the next lower distinct score "
                   "(amf.training.threshold.youden_threshold)",
-    "oof_otsu": "skimage.filters.threshold_otsu(p_atypical of oof.csv, nbins=256) (amf.training.threshold.otsu_threshold)",
+    "oof_otsu": "skimage.filters.threshold_otsu(p_atypical of oof.csv, nbins=256) "
+                "(amf.training.threshold.otsu_threshold)",
 }
 #: The weights folder's out-of-fold scores, one row per training patch.
 OOF_SCORES = "oof.csv"

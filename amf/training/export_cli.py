@@ -1,4 +1,5 @@
-"""``amf export RUN --output weights/``: a training run's all-domains folds -> a weights folder (:mod:`amf.training.export`).
+"""``amf export RUN --output weights/``: a training run's all-domains folds -> a weights folder
+(:mod:`amf.training.export`).
 
 Arguments and paths are checked here, before torch is imported (several seconds), so a mistyped run
 folder or a full output folder fails at once.
@@ -11,9 +12,9 @@ import sys
 from pathlib import Path
 
 from amf.errors import AmfError
-from amf.training.run_folder import RunFolder
-from amf.progress import interactive
 from amf.files import check_replaceable
+from amf.progress import interactive
+from amf.training.run_folder import RunFolder
 
 #: Below this out-of-fold ROC AUC, export warns that the ensemble is close to chance.
 USELESS_AUC = 0.6
@@ -30,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold-from", type=Path, metavar="LODO_RUN",
                    help="choose the threshold that transfers to unseen domains instead: the cut maximising the mean "
                         "held-out balanced accuracy of this leave-one-domain-out run of the same configuration")
-    p.add_argument("--tta-views", type=int, help="test-time views, 1 = none (default: amf.inference.spec.TTAConfig's, 8)")
+    p.add_argument("--tta-views", type=int,
+                   help="test-time views, 1 = none (default: amf.inference.spec.TTAConfig's, 8)")
     p.add_argument("--tta-sigma", type=float, help="TTA stain sigma, natural OD (default: TTAConfig's)")
     p.add_argument("--tta-delta", type=float, help="TTA stain delta, natural OD (default: TTAConfig's)")
     p.add_argument("--dtype", choices=DTYPES, default="fp16", help="storage dtype of the members")
@@ -66,9 +68,9 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from amf.inference.spec import TTAConfig
     from amf.training.export import export_run
     from amf.training.run_folder import args_to_argv
-    from amf.inference.spec import TTAConfig
 
     changes = {k: v for k, v in (("views", args.tta_views), ("sigma", args.tta_sigma), ("delta", args.tta_delta))
                if v is not None}
@@ -76,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
     manifest = export_run(args.run, args.output, args.threshold_method, tta, dtype, args.note or "",
                           command=[sys.executable, *sys.argv], arguments=args_to_argv("export", args, ("run",)),
-                          threshold_from=args.threshold_from, force=args.force, progress=not args.no_progress and interactive(),
+                          threshold_from=args.threshold_from, force=args.force,
+                          progress=not args.no_progress and interactive(),
                           allow_dirty=args.allow_dirty)
     th = manifest["threshold"]
     print(f"wrote {len(manifest['members'])} members to {args.output}; threshold {th['value']:.4f} ({th['method']})")

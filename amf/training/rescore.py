@@ -17,9 +17,9 @@ from tqdm import tqdm
 
 from amf.inference.engine import Engine
 from amf.inference.io import patch_digest, read_patches
+from amf.inference.spec import TTAConfig
 from amf.training.run_folder import HELDOUT, OOF, RunFolder, load_fold_model, read_predictions
 from amf.training.threshold import threshold_candidates
-from amf.inference.spec import TTAConfig
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ What a run does
    :mod:`amf.training.export` ships). ``--no-lodo`` trains only the ``all`` folds.
 3. Trains each fold: AdamW, linear warm-up then cosine LR per step, focal loss, class-balanced sampling
    with replacement (epoch length = training-set size), in-batch augmentation (random D4 element and H&E
-   stain jitter, :mod:`amf.inference.tta` and :mod:`amf.inference.stain`; optionally mixup of image pairs and their losses).
+   stain jitter, :mod:`amf.inference.tta` and :mod:`amf.inference.stain`; optionally mixup of image pairs and
+   their losses).
    It validates every epoch and keeps the epoch with the best validation balanced accuracy at the fixed
    threshold 0.5 on the sigmoid (ties keep the earlier epoch). Threshold 0.5 is only for *selecting* the
    epoch; the shipped threshold is chosen afterwards (:mod:`amf.training.threshold`).
@@ -68,24 +69,38 @@ import numpy as np
 import torch
 from timm.utils import ModelEmaV3
 
-from amf.training.data import LabelTable, fingerprint, limit_table, load_images, read_datasets
-from amf.training.distributed import World, data_parallel, device_for, synced_batch_norm
-from amf.inference.engine import default_device
 from amf.errors import AmfError
 from amf.files import atomic_write_bytes, json_safe, write_json
-from amf.training.losses import focal_loss
-from amf.inference.model import Classifier, build_classifier
-from amf.training.pretrained import init_backbone, init_head, provenance
+from amf.inference.engine import default_device
 from amf.inference.io import patch_digest
+from amf.inference.model import Classifier, build_classifier
+from amf.inference.tta import train_augment
 from amf.provenance import config_file, environment, git_state
-from amf.training.run_folder import (BEST, CHECKPOINT, HELDOUT, MEMBERSHIP, OOF, RESULT, RunFolder, RunLog, collect_oof,
-                                     finished, read_predictions, save_best_safetensors, sigmoid, write_membership,
-                                     write_predictions)
+from amf.training.config import TrainConfig
+from amf.training.data import LabelTable, fingerprint, limit_table, load_images, read_datasets
+from amf.training.distributed import World, data_parallel, device_for, synced_batch_norm
+from amf.training.losses import focal_loss
+from amf.training.pretrained import init_backbone, init_head, provenance
+from amf.training.run_folder import (
+    BEST,
+    CHECKPOINT,
+    HELDOUT,
+    MEMBERSHIP,
+    OOF,
+    RESULT,
+    RunFolder,
+    RunLog,
+    collect_oof,
+    finished,
+    read_predictions,
+    save_best_safetensors,
+    sigmoid,
+    write_membership,
+    write_predictions,
+)
 from amf.training.sampling import epoch_indices
 from amf.training.splits import Fold, domain_slugs, make_folds
 from amf.training.threshold import choose_threshold, mean_class_recall, safe_auc, threshold_candidates
-from amf.training.config import TrainConfig
-from amf.inference.tta import train_augment
 
 # cuBLAS needs this before CUDA starts for deterministic matmuls; harmless on CPU.
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -494,7 +509,8 @@ def finish_fold(fold: Fold, cfg: TrainConfig, table: LabelTable, images: torch.T
 
 
 def _digests(images: torch.Tensor, idx: np.ndarray, n: int) -> list[str]:
-    """:func:`amf.inference.io.patch_digest` of ``images[idx]`` (the pixels training used), at their places in a list of ``n``."""
+    """:func:`amf.inference.io.patch_digest` of ``images[idx]`` (the pixels training used), at their places in a
+    list of ``n``."""
     out = [""] * n
     for i in np.unique(idx).tolist():
         out[i] = patch_digest(images[i].permute(1, 2, 0).cpu().numpy())
@@ -706,7 +722,8 @@ def select_folds(folds: list[Fold], cfg: TrainConfig) -> list[Fold]:
 # ------------------------------------------------------------------------------------------- summary
 
 
-def summarize_run(run_dir: Path, cfg: TrainConfig, folds: list[Fold], results: dict, table: LabelTable, fp: dict) -> dict:
+def summarize_run(run_dir: Path, cfg: TrainConfig, folds: list[Fold], results: dict, table: LabelTable,
+                  fp: dict) -> dict:
     slugs = domain_slugs(table.domains)
     summary: dict = {"data": fp, "counts": table.summary(), "threshold_method": cfg.threshold_method,
                      "folds": results, "lodo": {}}
