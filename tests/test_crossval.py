@@ -115,6 +115,20 @@ def test_bf16_modes_score_the_same_figures_in_bf16(lodo_run, tmp_path):
                  "--compare", "run:plain", "run:plain-bf16"]) == 0
 
 
+def test_two_jobs_into_one_folder_keep_each_others_rows(lodo_run, tmp_path):
+    """A job that read crossval.json before another finished merges its own entries into the file as it is now."""
+    from amf.training.crossval import merge_results
+
+    out = tmp_path / "cv"
+    assert main(["crossval", str(lodo_run), "--output", str(out), "--bootstrap", "0", "--tta", "off",
+                 "--no-progress"]) == 0
+    first = json.loads((out / "crossval.json").read_text())["run"]["plain"]
+    merged = merge_results(out, {"other": {"tta": {**first, "run": "other"}}})  # as if a job started earlier
+    assert list(merged) == ["run", "other"] and merged["run"]["plain"] == first
+    assert json.loads((out / "crossval.json").read_text()) == json.loads(json.dumps(merged))
+    assert "| other | on |" in (out / "crossval.md").read_text()
+
+
 def test_crossval_names_the_folds_a_run_has_not_finished(lodo_run, tmp_path, capsys):
     import shutil
 

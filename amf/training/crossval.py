@@ -27,8 +27,10 @@ scored row by row as its runs finish.
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -299,7 +301,8 @@ def crossval(runs: list[Path], output: Path, modes: list[str], n_resamples: int 
 
     Results already in ``output/crossval.json`` are kept, so an ablation table can grow one run at a
     time; an entry is scored again only when its run's finished folds, TTA or bootstrap size changed, or
-    with ``rescore``.
+    with ``rescore``. Several crossval jobs may score into one folder at once: each merges only the entries
+    it scored into the file as it is when it finishes (:func:`merge_results`).
     """
     scored_git = git_state()  # before this command writes anything
     output = Path(output)
@@ -310,6 +313,7 @@ def crossval(runs: list[Path], output: Path, modes: list[str], n_resamples: int 
     if len(set(names)) < len(names):
         raise AmfError(f"two runs share a folder name ({', '.join(names)}); give them distinct names")
     caches: dict[str, PatchCache] = {}  # one per image folder: runs and modes share the decoded patches
+    scored: dict[str, dict] = {}  # what this call scored, run by run (a run scored in no mode stays listed)
     for run, name in zip(runs, names, strict=True):
         folder = RunFolder(run)
         cfg, record = folder.config()
@@ -319,6 +323,7 @@ def crossval(runs: list[Path], output: Path, modes: list[str], n_resamples: int 
         _say_missing(run, cfg, finished)
         folds = sorted(folder.fold_name(d) for dirs in finished.values() for d in dirs)
         entry = results.setdefault(name, {})
+        scored.setdefault(name, {})
         for mode in modes:
             key = {"run": str(run), "folds": folds, "tta": mode_tta(mode).to_dict(), "bootstrap": n_resamples}
             if mode_bf16(mode):  # fp32 entries, all scored before precision was a choice, keep their keys
@@ -331,15 +336,32 @@ def crossval(runs: list[Path], output: Path, modes: list[str], n_resamples: int 
             provenance = {**run_provenance(run, record, scored_git),
                           "membership": write_membership_csv(output / f"membership_{name}.csv", run, heldout),
                           "oof_scores": write_oof_csv(output / f"oof_{name}_{mode}.csv", heldout)}
-            entry[mode] = {**key, **summarize_heldout(heldout, ev, method), "provenance": provenance}
+            entry[mode] = scored[name][mode] = {**key, **summarize_heldout(heldout, ev, method),
+                                                "provenance": provenance}
             plot_roc(ev, output / f"roc_{name}_{mode}.png")
             write_heldout_csv(output / f"heldout_{name}_{mode}.csv", heldout, method)
             if mode == "tta":  # the shipped scoring only: a gallery is a few MB of lossless sheets
                 write_heldout_gallery(output / f"gallery_{name}_{mode}", heldout, method, patches,
                                       f"Error gallery: {name}, TTA {_tta_text(mode)}, each domain held out")
-    write_json(output / "crossval.json", results)
-    atomic_write_bytes(output / "crossval.md", markdown(results).encode())
-    return results
+    return merge_results(output, scored)
+
+
+def merge_results(output: Path, scored: dict[str, dict]) -> dict:
+    """Put the entries of ``scored`` (run -> mode -> entry) into ``output/crossval.json`` as it is now, and
+    write it and crossval.md again. The folder is locked meanwhile, so a crossval job that finished since this
+    one started keeps its rows (without the merge, the last job to finish would drop the others' rows)."""
+    fd = os.open(output, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        path = output / "crossval.json"
+        results: dict[str, dict] = json.loads(path.read_text()) if path.is_file() else {}
+        for name, modes in scored.items():
+            results.setdefault(name, {}).update(modes)
+        write_json(path, results)
+        atomic_write_bytes(output / "crossval.md", markdown(results).encode())
+        return results
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def read_heldout_csv(path: Path) -> dict[str, np.ndarray]:
