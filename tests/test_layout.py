@@ -7,7 +7,7 @@ one beside or above it; imports inside functions count too.
 """
 
 import ast
-import importlib.metadata
+import importlib.util
 import json
 import re
 import shutil
@@ -93,21 +93,13 @@ def container_files(dest: Path) -> None:
 
 def runtime_site(dest: Path) -> Path:
     """A site-packages folder holding only the distributions requirements.txt names and everything they require
-    (links into this environment's), as the image holds them."""
-    todo = [re.split(r"[=<> ;\[]", line.strip())[0] for line in (ROOT / "requirements.txt").read_text().splitlines()
-            if line.strip() and not line.startswith("#")]
-    seen: set[str] = set()
+    (links into this environment's), as the image holds them: the closure of ``tools/image_size.py``."""
+    spec = importlib.util.spec_from_file_location("image_size", ROOT / "tools" / "image_size.py")
+    image_size = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(image_size)
+    dists, _ = image_size.closure(image_size.requirement_names(str(ROOT / "requirements.txt")))
     dest.mkdir()
-    while todo:
-        name = todo.pop().lower().replace("_", "-")
-        if name in seen:
-            continue
-        seen.add(name)
-        try:
-            dist = importlib.metadata.distribution(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-        todo += [re.split(r"[=<>!~ ;\[(]", r)[0] for r in dist.requires or [] if "extra ==" not in r]
+    for dist in dists.values():
         site = Path(dist.locate_file(""))
         for top in {f.parts[0] for f in dist.files or [] if f.parts[0] != ".."}:
             if (site / top).exists() and not (dest / top).exists():

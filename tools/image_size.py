@@ -45,27 +45,28 @@ def requirement_names(spec: str) -> list[str]:
     return names
 
 
-def closure(names: list[str]) -> tuple[dict[str, int], list[str]]:
-    """Installed bytes of every distribution ``names`` needs (theirs and their requirements'), and those
-    that are not installed here."""
-    sizes: dict[str, int] = {}
+def closure(names: list[str]) -> tuple[dict[str, importlib.metadata.Distribution], list[str]]:
+    """Every installed distribution ``names`` needs (theirs and their requirements', markers evaluated for this
+    Python without extras), by name, and the names that are not installed here. ``tests/test_layout.py`` builds
+    the image's site-packages from the same closure."""
+    found: dict[str, importlib.metadata.Distribution] = {}
     missing: list[str] = []
     todo = list(names)
     while todo:
         name = todo.pop().lower().replace("_", "-")
-        if name in sizes or name in missing:
+        if name in found or name in missing:
             continue
         try:
             dist = importlib.metadata.distribution(name)
         except importlib.metadata.PackageNotFoundError:
             missing.append(name)
             continue
-        sizes[name] = sum(f.size or 0 for f in dist.files or [])
+        found[name] = dist
         for text in dist.requires or []:
             requirement = Requirement(text)
             if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
                 todo.append(requirement.name)
-    return sizes, missing
+    return found, missing
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = {}
     for path in args.requirements:
-        sizes, missing = closure(requirement_names(path))
+        dists, missing = closure(requirement_names(path))
+        sizes = {name: sum(f.size or 0 for f in dist.files or []) for name, dist in dists.items()}
         largest = sorted(sizes.items(), key=lambda kv: -kv[1])[:5]
         rows[str(path)] = {"distributions": len(sizes), "installed_mib": round(sum(sizes.values()) / MIB, 1),
                            "largest_mib": {k: round(v / MIB, 1) for k, v in largest}, "missing": sorted(missing),
