@@ -10,8 +10,11 @@ Rows, each the whole ensemble with all its views on the same patches, one thread
 ``batched+bf16``      the same with bf16 autocast: the engine's opt-in ``bf16`` (``amf predict --bf16``).
 ``graph-bf16``        each member's weights cast to bf16, traced, frozen and optimised like ``graph``.
 ``int8-<backend>``    post-training static int8 (``torch.ao.quantization`` FX mode, per-channel weights, the
-                      backend's default observers) of each member's backbone, calibrated on the patches
-                      themselves (the bundled test stack: the most favourable calibration there is), frozen.
+                      backend's default observers) of each member's backbone, calibrated on the very views it
+                      is then measured on (the most favourable calibration there is), frozen.
+
+The patches: ``--stack`` (default the organisers' real sample stack in ``../shared/data``, else the bundled
+synthetic one in ``test/input``).
 
 Each row reports its median time, its speed-up over ``graph``, and the largest difference of P(atypical) from
 the ``loop`` reference on these patches. What a setting costs in accuracy is measured on the LODO figures
@@ -45,7 +48,9 @@ from amf.inference.weights import DEFAULT_WEIGHTS, load_ensemble
 from amf.provenance import git_state
 
 ROOT = Path(__file__).resolve().parent.parent
-STACK = ROOT / "test" / "input" / "images" / "stacked-histopathology-roi-cropouts"
+STACKS = "images/stacked-histopathology-roi-cropouts"
+SAMPLE = ROOT.parent / "shared" / "data" / "midog25-t2-samples" / "algorithm-input" / STACKS
+BUNDLED = ROOT / "test" / "input" / STACKS
 
 
 def preprocess(member: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -91,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--stack", type=Path, help="a multi-page TIFF (default: the real sample stack, if present)")
     args = parser.parse_args(argv)
     for category in (UserWarning, FutureWarning, DeprecationWarning):  # FX quantisation's deprecation notes
         warnings.filterwarnings("ignore", category=category)
@@ -98,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     started = machine("cpu")  # the load average before the trial's own work
     ens = load_ensemble(args.weights)
-    stack = sorted(STACK.glob("*.tif*"))[0]
+    stack = args.stack or sorted((SAMPLE if SAMPLE.is_dir() else BUNDLED).glob("*.tif*"))[0]
     patches = read_patches(stack)
     reference = Engine(ens.members, ens.tta, device="cpu", strategy="loop").predict_proba(patches)
     views = make_views(to_tensor(patches), ens.tta)  # view-major: (V * N, 3, H, W)
@@ -155,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
             "command": ["python", "tools/precision_trial.py", *(argv if argv is not None else sys.argv[1:])],
-            "git": git_state(), "machine": started, "stack": str(stack.relative_to(ROOT)),
+            "git": git_state(), "machine": started, "stack": os.path.relpath(stack, ROOT),
             "patches": len(patches),
             "members": len(ens.members), "views": ens.tta.views, "threads": 1,
             "load_average_end": os.getloadavg(), "rows": rows, "failed": failed}, indent=2) + "\n")
