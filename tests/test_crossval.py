@@ -94,7 +94,7 @@ def test_views_modes_and_transfer_thresholds(lodo_run, tmp_path):
 def test_bf16_modes_score_the_same_figures_in_bf16(lodo_run, tmp_path):
     """--bf16 adds <mode>-bf16 next to each mode: the same views and figures, scored in bf16 autocast, so
     --compare gives what bf16 costs with a paired interval."""
-    from amf.training.crossval import mode_bf16, mode_tta
+    from amf.training.crossval import compare, mode_bf16, mode_tta
 
     assert mode_tta("views3-bf16") == mode_tta("views3") and mode_bf16("tta-bf16") and not mode_bf16("tta")
     with pytest.raises(AmfError, match="unknown TTA mode"):
@@ -113,6 +113,13 @@ def test_bf16_modes_score_the_same_figures_in_bf16(lodo_run, tmp_path):
     assert "| off, bf16 |" in (out / "crossval.md").read_text()
     assert main(["crossval", "--output", str(out), "--bootstrap", "50",
                  "--compare", "run:plain", "run:plain-bf16"]) == 0
+    # at the fp32 thresholds (what predict --bf16 does with shipped weights): a second entry, kept beside the first
+    assert main(["crossval", "--output", str(out), "--bootstrap", "50", "--at-thresholds-of-a", "--compare",
+                 "run:plain", "run:plain-bf16"]) == 0
+    own, at_a = json.loads((out / "compare.json").read_text())
+    assert "thresholds" not in own and at_a["thresholds"] == "a"
+    same = compare(out / "heldout_run_plain.csv", out / "heldout_run_plain.csv", 50, thresholds="a")
+    assert same["balanced_accuracy_difference"] == 0 and same["balanced_accuracy_ci95"] == [0, 0]
 
 
 def test_two_jobs_into_one_folder_keep_each_others_rows(lodo_run, tmp_path):

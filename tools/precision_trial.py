@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore", category=category)
 
     torch.set_num_threads(1)
-    started = machine("cpu")  # the load average before the trial's own work
+    started, git = machine("cpu"), git_state()  # before the trial's own work
     ens = load_ensemble(args.weights)
     stack = args.stack or sorted((SAMPLE if SAMPLE.is_dir() else BUNDLED).glob("*.tif*"))[0]
     patches = read_patches(stack)
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
             "command": ["python", "tools/precision_trial.py", *(argv if argv is not None else sys.argv[1:])],
-            "git": git_state(), "machine": started, "stack": os.path.relpath(stack, ROOT),
+            "git": git, "machine": started, "stack": os.path.relpath(stack, ROOT),
             "patches": len(patches),
             "members": len(ens.members), "views": ens.tta.views, "threads": 1,
             "load_average_end": os.getloadavg(), "rows": rows, "failed": failed}, indent=2) + "\n")

@@ -154,7 +154,7 @@ def _compare_one(ctx: Context, r: dict) -> str | None:
     from amf.training.crossval import compare
 
     files = [ctx.results / f"heldout_{x.rpartition(':')[0]}_{x.rpartition(':')[2]}.csv" for x in (r["a"], r["b"])]
-    fresh = compare(*files, n_resamples=r["resamples"], seed=r["seed"])
+    fresh = compare(*files, n_resamples=r["resamples"], seed=r["seed"], thresholds=r.get("thresholds", "own"))
     diff = list(differences({k: v for k, v in r.items() if k not in ("a", "b")},
                             {k: fresh[k] for k in r if k not in ("a", "b")}))
     return f"{r['b']} - {r['a']}: {diff[0]}" if diff else None
@@ -190,7 +190,7 @@ def render_block(args: str, ctx: Context, rows: dict) -> str:
         records = read_json(ctx.results / "compare.json", AmfError)
         lines = ["| A | B | Δ mean BA [95% CI] | Δ mean AUC [95% CI] |", "|---|---|---|---|"]
         for a, b in zip(rest[::2], rest[1::2], strict=True):
-            r = next((r for r in records if (r["a"], r["b"]) == (a, b)), None)
+            r = next((r for r in records if (r["a"], r["b"], r.get("thresholds", "own")) == (a, b, "own")), None)
             if r is None:
                 raise AmfError(f"compare.json has no {b} - {a}")
             lines.append(f"| {a} | {b} | {_signed(r['balanced_accuracy_difference'], r['balanced_accuracy_ci95'])} "

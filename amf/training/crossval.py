@@ -373,6 +373,7 @@ def read_heldout_csv(path: Path) -> dict[str, np.ndarray]:
     return {"image": np.array([r["image"] for r in rows]), "domain": np.array([r["domain"] for r in rows]),
             "label": np.array([r["label"] == "atypical" for r in rows], dtype=np.int64),
             "score": np.array([float(r["p_atypical"]) for r in rows]),
+            "threshold": np.array([float(r["threshold"]) for r in rows]),
             "pred": np.array([r["class"] == "atypical" for r in rows], dtype=np.int64)}
 
 
@@ -384,8 +385,12 @@ def _mean_over_domains(d: dict[str, np.ndarray], idx: dict[str, np.ndarray]) -> 
     return float(np.mean([m["balanced_accuracy"] for m in scores])), float(np.mean(aucs)) if aucs else float("nan")
 
 
-def compare(a_csv: Path, b_csv: Path, n_resamples: int = 1000, seed: int = 0) -> dict:
+def compare(a_csv: Path, b_csv: Path, n_resamples: int = 1000, seed: int = 0, thresholds: str = "own") -> dict:
     """Mean held-out BA and AUC of B minus A on the same figures, with a paired bootstrap 95% interval.
+
+    ``thresholds="a"`` classifies B's scores at A's thresholds, figure for figure, instead of B's own: what a
+    change of the engine alone does to a model whose threshold was chosen without it (e.g. ``--bf16`` at
+    prediction time against the fp32 threshold the weights ship with).
 
     The rows are compared on the held-out domains that both scored, figure for figure (a row still being
     trained may have fewer domains; ``domains`` in the result names them). Each resample draws figures with
@@ -398,6 +403,12 @@ def compare(a_csv: Path, b_csv: Path, n_resamples: int = 1000, seed: int = 0) ->
     if not shared:
         raise AmfError(f"{a_csv} and {b_csv} share no held-out domain scored on the same figures")
     a, b = ({k: v[np.isin(d["domain"], shared)] for k, v in d.items()} for d in (a, b))
+    if thresholds == "a":
+        if not np.array_equal(a["image"], b["image"]):
+            raise AmfError(f"{a_csv} and {b_csv} hold different figures: A's thresholds cannot be carried over")
+        b["pred"] = (b["score"] >= a["threshold"]).astype(np.int64)  # the class rule of every output
+    elif thresholds != "own":
+        raise AmfError(f"thresholds must be 'own' or 'a', not {thresholds!r}")
     domains = {dom: np.flatnonzero(a["domain"] == dom) for dom in shared}
     point = np.subtract(_mean_over_domains(b, domains), _mean_over_domains(a, domains))
     rng = np.random.default_rng(seed)
@@ -407,5 +418,6 @@ def compare(a_csv: Path, b_csv: Path, n_resamples: int = 1000, seed: int = 0) ->
         draws.append(np.subtract(_mean_over_domains(b, idx), _mean_over_domains(a, idx)))
     low, high = np.percentile(np.array(draws), [2.5, 97.5], axis=0)
     return {"a": str(a_csv), "b": str(b_csv), "domains": shared, "resamples": n_resamples, "seed": seed,
+            **({"thresholds": "a"} if thresholds == "a" else {}),
             "balanced_accuracy_difference": float(point[0]), "balanced_accuracy_ci95": [float(low[0]), float(high[0])],
             "auc_difference": float(point[1]), "auc_ci95": [float(low[1]), float(high[1])]}

@@ -20,6 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare", nargs=2, action="append", default=[], metavar=("A", "B"),
                    help="instead: B minus A, each RUN_NAME:MODE already scored in --output (e.g. lite0-128:plain "
                         "lite0-128:tta), mean held-out BA and AUC with a paired bootstrap 95%% interval (repeatable)")
+    p.add_argument("--at-thresholds-of-a", action="store_true",
+                   help="with --compare: classify B's scores at A's thresholds (e.g. ROW:tta ROW:tta-bf16: what "
+                        "--bf16 does at prediction time, with the fp32 threshold the weights ship with)")
     p.add_argument("--output", type=Path, required=True, help="folder for crossval.json/.md, ROC PNGs, CSVs")
     p.add_argument("--tta", choices=["on", "off", "both"], default="both", help="score with TTA, without, or both")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs (0 = none)")
@@ -99,14 +102,16 @@ def compare_rows(args: argparse.Namespace) -> int:
             if not sep or not run or not mode:
                 raise AmfError(f"--compare wants RUN_NAME:MODE, got {row!r}")
             files.append(out / f"heldout_{run}_{mode}.csv")
-        r = compare(*files, n_resamples=args.bootstrap or 1000)
+        thresholds = "a" if args.at_thresholds_of_a else "own"
+        r = compare(*files, n_resamples=args.bootstrap or 1000, thresholds=thresholds)
         r.update(a=a, b=b)
-        same = [i for i, x in enumerate(records) if (x["a"], x["b"]) == (a, b)]
+        same = [i for i, x in enumerate(records)
+                if (x["a"], x["b"], x.get("thresholds", "own")) == (a, b, thresholds)]
         if same:  # computed again: in its place, so the file's order (and its diff) stays
             records[same[0]] = r
         else:
             records.append(r)
-        print(f"{b} - {a} ({len(r['domains'])} domain(s)): mean held-out BA {r['balanced_accuracy_difference']:+.3f} "
+        print(f"{b}{' at the thresholds of A' if thresholds == 'a' else ''} - {a} ({len(r['domains'])} domain(s)): mean held-out BA {r['balanced_accuracy_difference']:+.3f} "
               f"[{r['balanced_accuracy_ci95'][0]:+.3f}, {r['balanced_accuracy_ci95'][1]:+.3f}], "
               f"AUC {r['auc_difference']:+.3f} [{r['auc_ci95'][0]:+.3f}, {r['auc_ci95'][1]:+.3f}]")
     out.mkdir(parents=True, exist_ok=True)
