@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 
 import amf  # noqa: F401  (first: the environment defaults)
-from amf.bench.bench import synthetic_patches
+from amf.bench.bench import rows_over, side_by_side, synthetic_patches
 from amf.inference.engine import Engine, to_tensor
 from amf.inference.prepare import example_input, fold_batchnorm
 from amf.inference.tta import make_views
@@ -82,15 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
     names = ["graph", "onnxruntime", "openvino"]
     diff = {n: float(np.abs(proba(n) - reference).max()) for n in names}  # also the warm-up
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(args.repeats):
-        for n in names if r % 2 == 0 else names[::-1]:
-            t = time.perf_counter()
-            proba(n)
-            times[n].append(time.perf_counter() - t)
-    median = {n: statistics.median(v) for n, v in times.items()}
-    rows = {n: {"median_s": median[n], "speedup_over_graph": median["graph"] / median[n], "build_s": build[n],
-                "max_abs_diff_vs_loop": diff[n], "walls": times[n]} for n in names}
+    rows = rows_over("graph", side_by_side({n: (lambda n=n: proba(n)) for n in names}, args.repeats), build, diff)
     for n, row in rows.items():
         print(f"{n:12s} {row['median_s']:6.2f} s  x{row['speedup_over_graph']:.2f} over graph  build "
               f"{row['build_s']:.2f} s  max |diff| vs loop {row['max_abs_diff_vs_loop']:.1e}")

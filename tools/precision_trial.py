@@ -28,7 +28,6 @@ import argparse
 import copy
 import json
 import os
-import statistics
 import sys
 import time
 import warnings
@@ -39,7 +38,7 @@ import numpy as np
 import torch
 
 import amf  # noqa: F401  (first: the environment defaults)
-from amf.bench.bench import machine
+from amf.bench.bench import machine, rows_over, side_by_side
 from amf.inference.engine import Engine, to_tensor
 from amf.inference.io import read_patches
 from amf.inference.prepare import example_input, fold_batchnorm, quiet_jit
@@ -143,15 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
     names = list(engines)
     diff = {n: float(np.abs(engines[n]() - reference).max()) for n in names}  # also the warm-up
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(args.repeats):
-        for n in names if r % 2 == 0 else names[::-1]:
-            t = time.perf_counter()
-            engines[n]()
-            times[n].append(time.perf_counter() - t)
-    median = {n: statistics.median(v) for n, v in times.items()}
-    rows = {n: {"median_s": median[n], "speedup_over_graph": median["graph"] / median[n], "build_s": build[n],
-                "max_abs_diff_vs_loop": diff[n], "walls": times[n]} for n in names}
+    rows = rows_over("graph", side_by_side(engines, args.repeats), build, diff)
     for n, row in rows.items():
         print(f"{n:14s} {row['median_s']:6.2f} s  x{row['speedup_over_graph']:.2f} over graph  build "
               f"{row['build_s']:.2f} s  max |diff| vs loop {row['max_abs_diff_vs_loop']:.1e}")

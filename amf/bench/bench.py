@@ -45,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from amf.provenance import ROOT
@@ -191,6 +191,27 @@ def engine_speed(weights: Path, device: str, thread_counts: list[int], repeats: 
             f"{s} {r['wall_s']:.2f} s (x{r['speedup_wall']:.2f})" for s, r in rows.items()))
     torch.set_num_threads(previous)
     return out
+
+
+def side_by_side(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Wall seconds of each call, ``repeats`` times, interleaved (the order reversed every other repetition), so
+    that a machine's slow moments fall on every contender alike."""
+    names = list(calls)
+    walls: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeats):
+        for n in names if r % 2 == 0 else names[::-1]:
+            t = time.perf_counter()
+            calls[n]()
+            walls[n].append(time.perf_counter() - t)
+    return walls
+
+
+def rows_over(base: str, walls: dict[str, list[float]], build: dict[str, float], diff: dict[str, float]) -> dict:
+    """One row per contender of :func:`side_by_side`: median seconds, speed-up over ``base``, build seconds and the
+    largest difference from the reference; the tools' JSON rows."""
+    median = {n: statistics.median(w) for n, w in walls.items()}
+    return {n: {"median_s": median[n], f"speedup_over_{base}": median[base] / median[n], "build_s": build[n],
+                "max_abs_diff_vs_loop": diff[n], "walls": walls[n]} for n in walls}
 
 
 def forward_flops(member, input_side: int = 128) -> int:

@@ -111,7 +111,9 @@ def compare_rows(args: argparse.Namespace) -> int:
             records[same[0]] = r
         else:
             records.append(r)
-        print(f"{b}{' at the thresholds of A' if thresholds == 'a' else ''} - {a} ({len(r['domains'])} domain(s)): mean held-out BA {r['balanced_accuracy_difference']:+.3f} "
+        at = " at the thresholds of A" if thresholds == "a" else ""
+        print(f"{b}{at} - {a} ({len(r['domains'])} domain(s)): "
+              f"mean held-out BA {r['balanced_accuracy_difference']:+.3f} "
               f"[{r['balanced_accuracy_ci95'][0]:+.3f}, {r['balanced_accuracy_ci95'][1]:+.3f}], "
               f"AUC {r['auc_difference']:+.3f} [{r['auc_ci95'][0]:+.3f}, {r['auc_ci95'][1]:+.3f}]")
     out.mkdir(parents=True, exist_ok=True)
