@@ -242,6 +242,49 @@ def test_weight_ema_is_what_gets_validated_and_kept_and_resumes_bit_for_bit(tmp_
         smoke(ema_decay=1.0)
 
 
+def write_teacher(path: Path, labels: Path, score, domains=(None,)) -> Path:
+    """A teacher CSV scoring every patch of ``labels`` with ``score(label)``, once per held-out domain given."""
+    from amf.training.data import read_labels
+
+    table = read_labels(labels)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["heldout_domain", "image", "p_atypical"])
+        for domain in domains:
+            w.writerows([domain or "", image, score(int(y))] for image, y in zip(table.paths, table.labels, strict=True))
+    return path
+
+
+def test_distillation_learns_the_teachers_scores_and_is_recorded(tmp_path):
+    """Soft targets (1 - w) * label + w * P_teacher: a teacher that repeats the labels changes no bit, one that
+    does not changes the weights; the teacher file's sha256 is recorded and a missing patch stops the run early."""
+    labels = amibr_style_dataset(tmp_path / "data")
+    base = smoke(epochs=1, lodo=False, fold_limit=1)
+    train_run(base, labels, tmp_path / "plain")
+    echo = write_teacher(tmp_path / "echo.csv", labels, float)
+    train_run(base.replace(teacher_scores=str(echo), distill_weight=1.0), labels, tmp_path / "echo")
+    fold = Path("all") / "fold0" / "best.safetensors"
+    plain, same = (load_file(tmp_path / r / fold) for r in ("plain", "echo"))
+    assert all(torch.equal(plain[k], same[k]) for k in plain)
+    unsure = write_teacher(tmp_path / "unsure.csv", labels, lambda y: 0.5)
+    train_run(base.replace(teacher_scores=str(unsure), distill_weight=0.5), labels, tmp_path / "unsure")
+    soft = load_file(tmp_path / "unsure" / fold)
+    assert any(not torch.equal(plain[k], soft[k]) for k in plain if plain[k].is_floating_point())
+    record = json.loads((tmp_path / "unsure" / "config.json").read_text())
+    assert record["config"]["distill_weight"] == 0.5 and len(record["teacher_scores_sha256"]) == 64
+
+    lodo = smoke(epochs=1, ensemble=False, fold_limit=1, teacher_scores=str(unsure), distill_weight=0.5)
+    with pytest.raises(AmfError, match="no rows for held-out domain"):  # an all-domains teacher for LODO folds
+        train_run(lodo, labels, tmp_path / "lodo")
+    rows = (tmp_path / "unsure.csv").read_text().splitlines()
+    (tmp_path / "short.csv").write_text("\n".join(rows[:-1]) + "\n")
+    with pytest.raises(AmfError, match="lack 1 of its"):
+        train_run(base.replace(teacher_scores=str(tmp_path / "short.csv"), distill_weight=0.5), labels,
+                  tmp_path / "short")
+    with pytest.raises(AmfError, match="needs teacher_scores"):
+        smoke(distill_weight=0.5)
+
+
 def test_folds_as_independent_parallel_jobs_equal_the_sequential_run(tmp_path, capsys):
     """--list-folds prints the plan; two jobs with --fold, run at once, give the sequential run's bytes."""
     import subprocess

@@ -39,6 +39,10 @@ stream_b() {
   row lite0-128-hed-strong configs/lite0.toml --set stain_sigma=0.4 --set stain_delta=0.15  # domains differ by 2x in H
   row lite0-128-hed-strong-crop80 configs/lite0-crop80.toml  # hed-strong plus a zoom: the shipped recipe
   row lite0-224 configs/lite0.toml --input-size 224
+  # a student of the shipped row (issue 24): its recipe, learning half from the labels and half from the scores of
+  # its own held-out domain's teachers (their out-of-fold scores with 8 views: amf.training.distill)
+  row lite0-128-hed-strong-crop80-distill configs/lite0-crop80.toml --set distill_weight=0.5 \
+    --set "teacher_scores='docs/results/lodo4/oof_lite0-128-hed-strong-crop80-ens5_tta.csv'"
 }
 folds() {  # NAME FOLD...: train these folds of the five-member LODO run NAME (joins the shared run folder)
   local name=$1; shift

@@ -70,6 +70,10 @@ class TrainConfig:
                                       "losses; 0 = off", min=0)
     ema_decay: float = setting(0.0, "weight averaging: validate and keep an EMA of the weights, decay rising to "
                                     "this; 0 = off", min=0, below=1)
+    teacher_scores: str | None = setting(None, "distillation: a CSV of a teacher's P(atypical) per training patch "
+                                               "(image, p_atypical[, heldout_domain]; amf.training.distill)")
+    distill_weight: float = setting(0.0, "distillation: the target is (1 - w) * label + w * teacher's P; 0 = off",
+                                    min=0, max=1)
     folds: int = setting(5, "k of the k-fold", min=2)
     lodo: bool = setting(True, "train the leave-one-domain-out x k-fold models (the cross-domain estimate)")
     ensemble: bool = setting(True, "train the all-domains k-fold (the ensemble that gets shipped)")
@@ -98,6 +102,8 @@ class TrainConfig:
             raise AmfError(f"fold_limit must be in [0, folds={self.folds}], got {self.fold_limit}")
         if not (self.lodo or self.ensemble):
             raise AmfError("nothing to train: lodo and ensemble are both off")
+        if self.distill_weight > 0 and not self.teacher_scores:
+            raise AmfError("distill_weight needs teacher_scores, the teacher's CSV (amf.training.distill)")
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:

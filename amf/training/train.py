@@ -70,7 +70,7 @@ import torch
 from timm.utils import ModelEmaV3
 
 from amf.errors import AmfError
-from amf.files import atomic_write_bytes, json_safe, write_json
+from amf.files import atomic_write_bytes, json_safe, sha256_file, write_json
 from amf.inference.engine import default_device
 from amf.inference.io import patch_digest
 from amf.inference.model import Classifier, build_classifier
@@ -78,6 +78,7 @@ from amf.inference.tta import train_augment
 from amf.provenance import config_file, environment, git_state
 from amf.training.config import TrainConfig
 from amf.training.data import LabelTable, fingerprint, limit_table, load_images, read_datasets
+from amf.training.distill import fold_targets, read_teacher, soft_labels
 from amf.training.distributed import World, data_parallel, device_for, synced_batch_norm
 from amf.training.losses import focal_loss
 from amf.training.pretrained import init_backbone, init_head, provenance
@@ -330,9 +331,11 @@ def seed_epoch(cfg: TrainConfig, fold: Fold, epoch: int) -> torch.Generator:
 
 def train_one_epoch(state: FoldState, fold: Fold, cfg: TrainConfig, table: LabelTable, images: torch.Tensor,
                     batches: list[slice], device: torch.device, epoch: int, progress: bool = False,
-                    world: World = World(), net: torch.nn.Module | None = None) -> float:
+                    world: World = World(), net: torch.nn.Module | None = None,
+                    teacher: np.ndarray | None = None) -> float:
     """One pass over a class-balanced draw of the training fold, augmented by :func:`amf.inference.tta.train_augment`
-    (and mixup when ``cfg.mixup_alpha``); returns the mean training loss.
+    (and mixup when ``cfg.mixup_alpha``); returns the mean training loss. ``teacher``: the teacher's P of each
+    training patch (:func:`amf.training.distill.fold_targets`), mixed into the targets by ``cfg.distill_weight``.
 
     With several processes (:mod:`amf.training.distributed`), each draws and augments the whole global batch, keeps
     its share, and ``net`` (the model in DistributedDataParallel) averages the gradients."""
@@ -353,7 +356,8 @@ def train_one_epoch(state: FoldState, fold: Fold, cfg: TrainConfig, table: Label
     for b in batch_bar:
         idx = fold.train[order[b].numpy()]
         x = to_float(images[torch.as_tensor(idx)].to(device, non_blocking=True), dtype)
-        y = torch.as_tensor(table.labels[idx], dtype=torch.float32, device=device)
+        y = table.labels[idx] if teacher is None else soft_labels(table.labels[idx], teacher[idx], cfg.distill_weight)
+        y = torch.as_tensor(y, dtype=torch.float32, device=device)
         x = train_augment(x, g, d4=cfg.d4, sigma=cfg.stain_sigma, delta=cfg.stain_delta)
         y_partner, lam = None, 1.0
         if cfg.mixup_alpha > 0:
@@ -413,8 +417,10 @@ def train_fold(
     progress: bool = False,
     on_epoch_end: EpochHook | None = None,
     world: World = World(),
+    teacher: np.ndarray | None = None,
 ) -> dict | None:
     """Train one fold (resuming from ``fold_dir/checkpoint.pt`` if present); return its ``result.json``.
+    ``teacher``: distillation targets of its training patches (:mod:`amf.training.distill`), or None.
 
     Every epoch: train, validate, keep the weights if validation balanced accuracy at 0.5 improved,
     checkpoint, log. With several processes all of them train; rank 0 alone validates and writes (the
@@ -436,7 +442,7 @@ def train_fold(
         for epoch in epoch_bar:
             t0 = time.time()
             train_loss = train_one_epoch(state, fold, cfg, table, images, batches, device, epoch, progress, world,
-                                         net)
+                                         net, teacher)
             state.epoch = epoch + 1
             if world.main:
                 end_epoch(state, fold, cfg, table, images, device, ckpt_path, log, train_loss, len(batches), t0,
@@ -543,6 +549,10 @@ def _config_record(cfg: TrainConfig, fp: dict, command: list[str] | None, images
     if cfg.init_weights:
         rec["init"] = provenance(cfg.init_weights)
         rec["init_weights_sha256"] = rec["init"]["sha256"]
+    if cfg.distill_weight > 0:
+        if not Path(cfg.teacher_scores).is_file():
+            raise AmfError(f"teacher scores not found: {cfg.teacher_scores}")
+        rec["teacher_scores_sha256"] = sha256_file(Path(cfg.teacher_scores))
     return rec
 
 
@@ -661,6 +671,9 @@ def train_run(
               processes=world.size, n=len(table), folds=[f.name for f in folds], counts=table.summary(),
               git=record["git"], environment=record["environment"],
               config_file_sha256=(record["config_file"] or {}).get("sha256"))
+    # distillation targets of every fold, before any decoding: a patch the teacher did not score fails in seconds
+    teacher = read_teacher(Path(cfg.teacher_scores)) if cfg.distill_weight > 0 else None
+    targets = {f.name: fold_targets(teacher, table, f) for f in folds} if teacher is not None else {}
     progress = progress and world.main
     images = load_images(table, progress=progress)  # every file decoded before training starts
     if dev.type == "cuda":
@@ -674,7 +687,7 @@ def train_run(
                 results[fold.name] = run.result(fold_dir)
                 continue
             results[fold.name] = train_fold(fold, cfg, table, images, fold_dir, dev, log, progress, on_epoch_end,
-                                            world)
+                                            world, targets.get(fold.name))
     if not world.main:
         return None
     if only is not None:
