@@ -251,7 +251,8 @@ def write_teacher(path: Path, labels: Path, score, domains=(None,)) -> Path:
         w = csv.writer(f)
         w.writerow(["heldout_domain", "image", "p_atypical"])
         for domain in domains:
-            w.writerows([domain or "", image, score(int(y))] for image, y in zip(table.paths, table.labels, strict=True))
+            w.writerows([domain or "", image, score(int(y))]
+                        for image, y in zip(table.paths, table.labels, strict=True))
     return path
 
 
