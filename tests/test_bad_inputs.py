@@ -106,7 +106,7 @@ def test_nan_from_the_model_is_an_error_and_nothing_is_written(tmp_path, weights
 
     monkeypatch.setattr(amf.inference.loading, "load_ensemble", nan_ensemble)
     # The reference strategy calls the members as given; the CPU default runs frozen graphs traced from them.
-    monkeypatch.setattr(amf.inference.loading, "default_strategy", lambda device: "loop")
+    monkeypatch.setattr(amf.inference.loading, "default_strategy", lambda device, bf16=False: "loop")
     inp = platform_input(tmp_path, {"s.tif": good()})
     with pytest.raises(AmfError, match=r"s\.tif: the model produced NaN or inf for patches \[1\]"):
         challenge.run(inp, tmp_path / "out", weights, device="cpu", say=lambda s: None)

@@ -26,7 +26,6 @@ classified at the cut chosen on the other domains alone.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
 
 METHODS = ("balanced_accuracy", "youden", "otsu")
 
@@ -119,6 +118,8 @@ def transfer_thresholds(domains: list[tuple[np.ndarray, np.ndarray]]) -> tuple[f
 
 
 def youden_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
+    from sklearn.metrics import roc_curve  # here, not at the top: TrainConfig imports this module (2 s of sklearn)
+
     s, y = _check(scores, labels)
     if y.min() == y.max():
         return 0.5
@@ -170,6 +171,8 @@ def threshold_candidates(scores: np.ndarray, labels: np.ndarray) -> dict:
 
 def safe_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
     """ROC AUC, or ``None`` when only one class is present (undefined)."""
+    from sklearn.metrics import roc_auc_score
+
     s, y = _check(scores, labels)
     if y.min() == y.max():
         return None
