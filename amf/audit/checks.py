@@ -111,6 +111,7 @@ def recorded_config(arguments: list[str], root: Path) -> dict:
 
 def check_config(ctx: Context) -> Finding:
     from amf.files import json_safe
+    from amf.training.config import TrainConfig
 
     training = ctx.manifest.get("training", {})
     record = training.get("config_file")
@@ -123,7 +124,9 @@ def check_config(ctx: Context) -> Finding:
         return Finding("weights.config", FAIL,
                        f"{record['path']}, the config the weights were trained with, is missing")
     built = recorded_config(training.get("arguments") or [], ctx.root)
-    shipped = json_safe(training.get("config", {}))
+    # through TrainConfig, so a setting added since the weights were trained compares at its default (its
+    # behaviour then), as a resumed run's config does
+    shipped = json_safe(TrainConfig.from_dict(training.get("config", {})).to_dict())
     differ = sorted(k for k in set(built) | set(shipped) if built.get(k) != shipped.get(k))
     if differ:
         return Finding("weights.config", FAIL,
