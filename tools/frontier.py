@@ -8,7 +8,8 @@ file), and the cost of one figure, as GFLOP: one forward pass of the row's membe
 :func:`amf.bench.bench.forward_flops` on the model the config builds, crop and resize included) times the members
 per domain times the views. FLOPs, not seconds: they do not move with the machine's load, and the engine turns
 them into time at one rate for one architecture (``docs/benchmark.md``). Rows scored before their provenance was
-recorded are listed without a cost, and bf16 modes are left out (the same FLOPs as fp32; their effect is a
+recorded are listed without a cost, rows scored on fewer held-out domains than the rest are listed but not
+plotted (their mean is over other domains), and bf16 modes are left out (the same FLOPs as fp32; their effect is a
 paired comparison in ``compare.json``). The plot marks the rows no other row beats in both cost and mean AUC.
 """
 
@@ -55,7 +56,9 @@ def frontier(results: Path, n_resamples: int) -> list[dict]:
             acc = mean_interval(results / f"heldout_{row}_{mode}.csv", n_resamples)
             out.append({"row": row, "mode": mode, "members": members, "views": r["tta"]["views"],
                         "gflop_per_figure": gflop, **acc})
-    costed = [x for x in out if x["gflop_per_figure"] is not None]
+    # a mean over fewer held-out domains is not comparable: such rows get no place on the frontier
+    full = max(len(x["domains"]) for x in out)
+    costed = [x for x in out if x["gflop_per_figure"] is not None and len(x["domains"]) == full]
     for x in costed:
         x["on_frontier"] = not any(y["gflop_per_figure"] <= x["gflop_per_figure"] and y["roc_auc"] > x["roc_auc"]
                                    for y in costed if y is not x)
@@ -68,7 +71,7 @@ def plot(records: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    costed = sorted((x for x in records if x["gflop_per_figure"] is not None), key=lambda x: x["gflop_per_figure"])
+    costed = sorted((x for x in records if "on_frontier" in x), key=lambda x: x["gflop_per_figure"])
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
     for ax, key, name in ((axes[0], "roc_auc", "mean held-out ROC AUC"),
                           (axes[1], "balanced_accuracy", "mean held-out balanced accuracy")):
