@@ -26,7 +26,7 @@ from amf.errors import AmfError
 from amf.files import read_json
 
 #: Keys of a crossval.json entry that record how it was made, not what it measured.
-NOT_MEASURED = ("run", "folds", "tta", "bootstrap", "provenance")
+NOT_MEASURED = ("run", "folds", "tta", "precision", "bootstrap", "provenance")  # how a row was scored
 CLAIMS = Path("docs") / "claims.toml"
 DOCS = (Path("README.md"), Path("docs") / "results.md")
 BLOCK = re.compile(r"<!-- amf:table (?P<args>[^>]*?) -->\n(?P<body>.*?)<!-- amf:end -->", re.S)
