@@ -55,7 +55,7 @@ def predict_files(paths: list[Path], output: Path, weights: Path, *, views: int 
 
     tta = None if views is None else dataclasses.replace(TTAConfig(**manifest["tta"]), views=views)
     loaded = pipeline.load(weights, manifest, device, lambda note: print(f"amf predict: {note}", file=sys.stderr),
-                           chunk_size=chunk_size, tta=tta, bf16=bf16 or None)
+                           chunk_size=chunk_size, tta=tta, bf16=bf16)
     engine = loaded.engine
     print(f"amf predict: {len(files)} file(s), {sum(counts)} patch(es); {engine.n_members} member(s) x "
           f"{engine.tta.views} view(s) on {engine.device} ({engine.strategy}{', bf16' if engine.bf16 else ''})",

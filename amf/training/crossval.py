@@ -313,7 +313,7 @@ def crossval(runs: list[Path], output: Path, modes: list[str], n_resamples: int 
     if len(set(names)) < len(names):
         raise AmfError(f"two runs share a folder name ({', '.join(names)}); give them distinct names")
     caches: dict[str, PatchCache] = {}  # one per image folder: runs and modes share the decoded patches
-    scored: dict[str, dict] = {}  # what this call scored, run by run (a run scored in no mode stays listed)
+    scored: dict[str, dict] = {}  # what this call scored: run -> mode -> entry
     for run, name in zip(runs, names, strict=True):
         folder = RunFolder(run)
         cfg, record = folder.config()
@@ -323,7 +323,6 @@ def crossval(runs: list[Path], output: Path, modes: list[str], n_resamples: int 
         _say_missing(run, cfg, finished)
         folds = sorted(folder.fold_name(d) for dirs in finished.values() for d in dirs)
         entry = results.setdefault(name, {})
-        scored.setdefault(name, {})
         for mode in modes:
             key = {"run": str(run), "folds": folds, "tta": mode_tta(mode).to_dict(), "bootstrap": n_resamples}
             if mode_bf16(mode):  # fp32 entries, all scored before precision was a choice, keep their keys
@@ -336,8 +335,8 @@ def crossval(runs: list[Path], output: Path, modes: list[str], n_resamples: int 
             provenance = {**run_provenance(run, record, scored_git),
                           "membership": write_membership_csv(output / f"membership_{name}.csv", run, heldout),
                           "oof_scores": write_oof_csv(output / f"oof_{name}_{mode}.csv", heldout)}
-            entry[mode] = scored[name][mode] = {**key, **summarize_heldout(heldout, ev, method),
-                                                "provenance": provenance}
+            entry[mode] = scored.setdefault(name, {})[mode] = {**key, **summarize_heldout(heldout, ev, method),
+                                                               "provenance": provenance}
             plot_roc(ev, output / f"roc_{name}_{mode}.png")
             write_heldout_csv(output / f"heldout_{name}_{mode}.csv", heldout, method)
             if mode == "tta":  # the shipped scoring only: a gallery is a few MB of lossless sheets
