@@ -2,7 +2,9 @@
 # Leave-one-domain-out ablation over the four AMi-Br domains (three MIDOG21 scanners and TUPAC16; issue 10,
 # docs/results.md): one model per held-out domain (fold 0 of the 5-fold over the other three domains), every row
 # scored on the domain it never saw. Two streams of one thread each keep both cores busy.
-#   tools/lodo_ablation.sh [a|b|all|ensemble|ensemble:ROW] [RUNS_DIR]   (default: all, runs/lodo; resumable)
+#   tools/lodo_ablation.sh [a|b|all|seeds|ensemble|ensemble:ROW] [RUNS_DIR]   (default: all, runs/lodo; resumable)
+# `seeds` trains the shipped recipe's row and its student again with seed 1 (a new split, initialisation, sampling
+# and augmentation), so a difference between rows can be set against the spread from the seed alone.
 # `ensemble:ROW` grows the finished one-model row ROW into ROW-ens5, all five members per held-out domain (20
 # models): a copy of ROW (its fold 0 is the same fold, same bytes) plus folds 1-4, trained as two jobs.
 # `ensemble` is `ensemble:lite0-128` (the plain recipe's five, shipped before), training lite0-128 first if it is missing.
@@ -44,6 +46,12 @@ stream_b() {
   row lite0-128-hed-strong-crop80-distill configs/lite0-crop80.toml --set distill_weight=0.5 \
     --set "teacher_scores='docs/results/lodo4/oof_lite0-128-hed-strong-crop80-ens5_tta.csv'"
 }
+seeds() {  # the two rows of issue 24 again with seed 1, one stream each
+  row lite0-128-hed-strong-crop80-seed1 configs/lite0-crop80.toml --set seed=1 &
+  row lite0-128-hed-strong-crop80-distill-seed1 configs/lite0-crop80.toml --set distill_weight=0.5 --set seed=1 \
+    --set "teacher_scores='docs/results/lodo4/oof_lite0-128-hed-strong-crop80-ens5_tta.csv'" &
+  wait
+}
 folds() {  # NAME FOLD...: train these folds of the five-member LODO run NAME (joins the shared run folder)
   local name=$1; shift
   local args=(); for f in "$@"; do args+=(--fold "$f"); done
@@ -70,7 +78,8 @@ case $STREAM in
   a) stream_a ;;
   b) stream_b ;;
   all) stream_a & stream_b & wait ;;
+  seeds) seeds ;;
   ensemble) row lite0-128 configs/lite0.toml; ensemble lite0-128 ;;
   ensemble:*) ensemble "${STREAM#ensemble:}" ;;
-  *) echo "usage: $0 [a|b|all|ensemble|ensemble:ROW] [RUNS_DIR]" >&2; exit 2 ;;
+  *) echo "usage: $0 [a|b|all|seeds|ensemble|ensemble:ROW] [RUNS_DIR]" >&2; exit 2 ;;
 esac
