@@ -90,3 +90,22 @@ def test_light_copies_match_their_sources():
 
     assert CLI_METHODS == METHODS
     assert ANY_SPELLING == {**{v: "atypical" for v in POSITIVE}, **{v: "normal" for v in NEGATIVE}}
+
+
+def test_threshold_rules_table_names_each_rules_widest_miss_and_counts_rows_within_the_target():
+    from amf.training.crossval import THRESHOLD_RULES, threshold_rules_table
+
+    def domain(best: float, **at: float) -> dict:
+        keys = dict(zip(("oof", "otsu", "half", "nested"), THRESHOLD_RULES.values(), strict=True))
+        return {"best_threshold_balanced_accuracy": best, **{keys[k]: v for k, v in at.items()}}
+
+    results = {"row": {"tta": {"domains": {
+        "A": domain(0.90, oof=0.89, otsu=0.85, half=0.90, nested=0.88),
+        "B": domain(0.80, oof=0.75, otsu=0.79, half=0.78, nested=None),  # nested: no other domain chose a cut
+    }}}, "one-domain": {"tta": {"domains": {"A": domain(0.9, oof=0.9, otsu=0.9, half=0.9, nested=None)}}}}
+    header, _, row, total = threshold_rules_table(results)
+    assert header.count("widest miss") == len(THRESHOLD_RULES)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:2] == ["row", "on"]
+    assert cells[2:] == ["0.8200", "0.050 (B)", "0.8200", "0.050 (A)", "0.8400", "0.020 (B)", "0.8800", "0.020 (A)"]
+    assert [c.strip() for c in total.strip("|").split("|")][3::2] == ["0 of 1", "0 of 1", "1 of 1", "1 of 1"]

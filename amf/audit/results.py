@@ -178,14 +178,16 @@ def check_compare(ctx: Context) -> Finding:
 
 def render_block(args: str, ctx: Context, rows: dict) -> str:
     """The text of a generated block: ``crossval ROW MODE`` (its per-domain table), ``ablation`` (every row),
-    or ``compare A B`` (a paired comparison of two ``ROW:MODE``)."""
-    from amf.training.crossval import ablation_table, domain_table
+    ``thresholds`` (every row's threshold rules) or ``compare A B`` (a paired comparison of two ``ROW:MODE``)."""
+    from amf.training.crossval import ablation_table, domain_table, threshold_rules_table
 
     kind, *rest = args.split()
     if kind == "crossval" and len(rest) == 2:
         return "\n".join(domain_table(rows[rest[0]][rest[1]])) + "\n"
     if kind == "ablation" and not rest:
         return "\n".join(ablation_table(rows)) + "\n"
+    if kind == "thresholds" and not rest:
+        return "\n".join(threshold_rules_table(rows)) + "\n"
     if kind == "compare" and len(rest) >= 2 and len(rest) % 2 == 0:
         records = read_json(ctx.results / "compare.json", AmfError)
         lines = ["| A | B | Δ mean BA [95% CI] | Δ mean AUC [95% CI] |", "|---|---|---|---|"]
