@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--bf16", action="store_true", help="also this checkout with amf predict --bf16")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--note", default="", help="how the machine was kept quiet, recorded with the result")
     args = parser.parse_args(argv)
     files = sorted(PATCHES.rglob("*.png"))[: args.patches]
     if len(files) < args.patches:
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({
             "command": ["python", "tools/predict_speed.py", *(argv if argv is not None else sys.argv[1:])],
             "patches": args.patches, "folder": os.path.relpath(PATCHES, ROOT), "threads": args.threads,
-            "load_average_end": os.getloadavg(), "rows": rows}, indent=2) + "\n")
+            "load_average_end": os.getloadavg(), "note": args.note, "rows": rows}, indent=2) + "\n")
     return 0
 
 
