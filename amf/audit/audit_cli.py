@@ -100,6 +100,8 @@ def write_docs(ctx) -> int:
             print(f"rewrote {table}")
     for doc in DOCS:
         path = ctx.root / doc
+        if not path.is_file():
+            continue
         text = path.read_text()
         new = render_docs(ctx, text)
         if new != text:

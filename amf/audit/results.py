@@ -28,7 +28,7 @@ from amf.files import read_json
 #: Keys of a crossval.json entry that record how it was made, not what it measured.
 NOT_MEASURED = ("run", "folds", "tta", "precision", "bootstrap", "provenance")  # how a row was scored
 CLAIMS = Path("docs") / "claims.toml"
-DOCS = (Path("README.md"), Path("docs") / "results.md")
+DOCS = (Path("README.md"), Path("docs") / "results.md", Path("docs") / "benchmark.md")
 BLOCK = re.compile(r"<!-- amf:table (?P<args>[^>]*?) -->\n(?P<body>.*?)<!-- amf:end -->", re.S)
 
 
@@ -239,6 +239,9 @@ def claims(ctx: Context) -> list[dict]:
 def check_docs(ctx: Context, rows: dict) -> Iterator[Finding]:
     for doc in DOCS:
         path = ctx.root / doc
+        if not path.is_file():
+            yield Finding(f"results.docs.{doc}", CANNOT, f"no {path}")
+            continue
         text = path.read_text()
         blocks = list(BLOCK.finditer(text))
         bad = []

@@ -34,8 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"{CHOICES} (default auto: CUDA when it starts, else the CPU)")
     parser.add_argument("--chunk-size", type=_positive_int, default=64, help="patches per forward pass")
     parser.add_argument("--bf16", action="store_true",
-                        help="bf16 autocast: faster on CPUs with bf16 units, scores move by about 1e-3; its measured "
-                             "effect on accuracy is in docs/benchmark.md (default fp32, as the container)")
+                        help="bf16 autocast: faster on CPUs with bf16 units, scores move by up to about 2e-2; its "
+                             "measured speed and effect on accuracy are in docs/benchmark.md (default fp32, as the "
+                             "container)")
     parser.add_argument("--skip-bad", action="store_true",
                         help="predict the readable files and list the unreadable ones in <output stem>.bad.tsv")
 
