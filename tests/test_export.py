@@ -203,3 +203,23 @@ def test_export_reports_oof_quality_portable_commands_and_training_patches(run_d
     assert "training patches" not in captured.out
     notes = json.loads((tmp_path / "m.json").read_text())["extra"]["notes"]
     assert any("are among the training patches" in n for n in notes)
+
+
+def test_a_fold_limited_run_ships_the_folds_it_planned(tmp_path):
+    """One member (a distilled student, say): its out-of-fold scores and threshold come from its own fold alone."""
+    import csv
+
+    from amf.inference.spec import TTAConfig
+
+    labels = synthetic_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(ROOT / "configs" / "smoke.toml"), "--labels", str(labels), "--output",
+                 str(run), "--epochs", "1", "--no-lodo", "--fold-limit", "1", "--no-progress"]) == 0
+    assert not (run / "all" / "fold1").exists()
+    manifest = export_run(run, tmp_path / "weights", tta=TTAConfig(views=2))
+    assert len(manifest["members"]) == 1 and [m["fold"] for m in manifest["member_info"]] == ["all/fold0"]
+    with open(tmp_path / "weights" / "oof.csv", newline="") as f:
+        oof = list(csv.DictReader(f))
+    val = json.loads((run / "all" / "fold0" / "result.json").read_text())["val"]
+    assert len(oof) == manifest["oof"]["n"] == val["n"] < sum(1 for _ in open(labels)) - 1
+    assert "first 1 of 2 folds" in manifest["note"]

@@ -1,12 +1,14 @@
 """Exporting a training run's all-domains folds into a weights folder (``amf export``, :mod:`amf.training.export_cli`).
 
-The members are the best epochs of ``RUN/all/fold*/best.safetensors`` (the k-fold over all domains; the
-LODO folds only measure generalisation). The decision threshold is ONE number, chosen on the pooled
-all-domains out-of-fold (OOF) predictions with ``--threshold-method`` (default: the run's config, itself
-defaulting to maximum balanced accuracy); all three candidates (balanced accuracy, Youden's J, Otsu)
-go into the manifest. The OOF patches are rescored through the inference engine with the TTA the manifest
-ships (each by the one member that never trained on it), so the threshold is chosen on scores made the way
-the container makes them; only the averaging over five members is left out, which no OOF score can have.
+The members are the best epochs of ``RUN/all/fold*/best.safetensors`` (the k-fold over all domains; the LODO
+folds only measure generalisation). A run trained with ``--fold-limit N`` ships the N folds it planned (one
+distilled student, say): fewer members, and out-of-fold predictions of their N validation folds only. The
+decision threshold is ONE number, chosen on the pooled all-domains out-of-fold (OOF) predictions with
+``--threshold-method`` (default: the run's config, itself defaulting to maximum balanced accuracy); all three
+candidates (balanced accuracy, Youden's J, Otsu) go into the manifest. The OOF patches are rescored through
+the inference engine with the TTA the manifest ships (each by the one member that never trained on it), so the
+threshold is chosen on scores made the way the container makes them; only the averaging over five members is
+left out, which no OOF score can have.
 
 Provenance in the manifest, all of it recorded when it happened (by training in the run folder, or here):
 the training config and the config file's sha256 and text, every training job's command line with its git
@@ -66,6 +68,9 @@ def auto_note(cfg, record: dict) -> str:
         bits.append(f"trained on a {cfg.limit}-patch subset")
     if not cfg.init_weights:
         bits.append("backbone trained from random initialisation (no pretrained weights)")
+    if cfg.fold_limit:
+        bits.append(f"the first {cfg.fold_limit} of {cfg.folds} folds (fold_limit): the out-of-fold scores and the "
+                    "threshold cover their validation patches only")
     bits.append(f"{cfg.arch}@{cfg.input_size}px, {cfg.folds}-fold, data n={record['data']['n']}")
     return "; ".join(bits)
 
@@ -102,7 +107,7 @@ def export_run(
     method = threshold_method or cfg.threshold_method
     if method not in METHODS:
         raise AmfError(f"unknown threshold method {method!r}; use one of {', '.join(METHODS)}")
-    fold_dirs = run.ensemble_folds(cfg.folds)
+    fold_dirs = run.ensemble_folds(cfg.fold_limit or cfg.folds)
     unfinished = [run.fold_name(d) for d in fold_dirs if not finished(d)]
     if unfinished:
         labels = record["data"]["labels_file"]
@@ -121,7 +126,7 @@ def export_run(
         member_info.append({"fold": result["fold"], "best_epoch": result["best_epoch"], "val": result["val"]})
 
     patches = PatchCache(Path(record["images_dir"]))
-    # every training patch, once: the k folds' validation sets cover them
+    # every training patch once (the k folds' validation sets cover them), or those of the first fold_limit folds
     oof = oof_scores(members, fold_dirs, patches, tta, progress=progress, desc="export: out-of-fold")
     candidates = threshold_candidates(oof.probs, oof.labels)
     value = choose_threshold(oof.probs, oof.labels, method)
