@@ -109,3 +109,27 @@ def test_threshold_rules_table_names_each_rules_widest_miss_and_counts_rows_with
     assert cells[:2] == ["row", "on"]
     assert cells[2:] == ["0.8200", "0.050 (B)", "0.8200", "0.050 (A)", "0.8400", "0.020 (B)", "0.8800", "0.020 (A)"]
     assert [c.strip() for c in total.strip("|").split("|")][3::2] == ["0 of 1", "0 of 1", "1 of 1", "1 of 1"]
+
+
+def test_threshold_rules_table_adds_otsu_on_each_domains_own_scores_from_the_per_figure_file(tmp_path):
+    from amf.training.crossval import OWN_OTSU, threshold_rules_table
+
+    rows, by_domain = ["image,domain,label,p_atypical,threshold,class"], {}
+    for domain, shift in (("A", 0.0), ("B", -0.28)):  # B scores lower: only a cut of its own separates it
+        s = np.array([0.3 + shift + i / 100 for i in range(8)] + [0.8 + shift + i / 100 for i in range(4)])
+        y = np.array([0] * 8 + [1] * 4)
+        rows += [f"{domain}{i},{domain},{'atypical' if c else 'normal'},{p},0.5,normal" for i, (p, c) in
+                 enumerate(zip(s, y, strict=True))]
+        by_domain[domain] = mean_class_recall(s, y, otsu_threshold(s))
+    (tmp_path / "heldout_row_tta.csv").write_text("\n".join(rows) + "\n")
+    domain = {"best_threshold_balanced_accuracy": 1.0, "balanced_accuracy": 0.5, "balanced_accuracy_at_otsu": 0.5,
+              "balanced_accuracy_at_0.5": 0.5, "balanced_accuracy_at_transfer_nested": 0.5}
+    results = {"row": {"tta": {"domains": {"A": domain, "B": domain}}}}
+    header, _, row, _ = threshold_rules_table(results, tmp_path)
+    assert header.endswith(f"| {OWN_OTSU}: mean BA | {OWN_OTSU}: widest miss |")
+    mean_ba, miss = row.strip("| ").split(" | ")[-2:]
+    assert min(by_domain.values()) > 0.9
+    assert float(mean_ba) == pytest.approx(np.mean(list(by_domain.values())), abs=1e-4)
+    worst = min(by_domain, key=by_domain.get)
+    assert miss == f"{1 - by_domain[worst]:.3f} ({worst})"
+    assert "n/a | n/a" in threshold_rules_table({"other": results["row"]}, tmp_path)[2]  # no per-figure file

@@ -94,7 +94,7 @@ def write_docs(ctx) -> int:
 
     table = ctx.results / "crossval.md"
     if (ctx.results / "crossval.json").is_file():
-        new = markdown(read_json(ctx.results / "crossval.json", AmfError))
+        new = markdown(read_json(ctx.results / "crossval.json", AmfError), ctx.results)
         if not table.is_file() or table.read_text() != new:
             atomic_write_bytes(table, new.encode())
             print(f"rewrote {table}")

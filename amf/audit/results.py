@@ -143,7 +143,7 @@ def check_markdown(ctx: Context, rows: dict) -> Finding:
 
     path = ctx.results / "crossval.md"
     have = path.read_text() if path.is_file() else ""
-    want = markdown(rows)
+    want = markdown(rows, ctx.results)
     if have == want:
         return Finding("results.crossval_md", PASS, f"{path} is crossval.json rendered, byte for byte")
     line = next(i for i, (a, b) in enumerate(zip([*have.splitlines(), ""], [*want.splitlines(), ""])) if a != b)
@@ -187,7 +187,7 @@ def render_block(args: str, ctx: Context, rows: dict) -> str:
     if kind == "ablation" and not rest:
         return "\n".join(ablation_table(rows)) + "\n"
     if kind == "thresholds" and not rest:
-        return "\n".join(threshold_rules_table(rows)) + "\n"
+        return "\n".join(threshold_rules_table(rows, ctx.results)) + "\n"
     if kind == "compare" and len(rest) >= 2 and len(rest) % 2 == 0:
         records = read_json(ctx.results / "compare.json", AmfError)
         lines = ["| A | B | Δ mean BA [95% CI] | Δ mean AUC [95% CI] |", "|---|---|---|---|"]

@@ -47,7 +47,7 @@ from amf.inference.spec import TTAConfig
 from amf.provenance import git_state
 from amf.training.rescore import HeldOut, PatchCache, score_run
 from amf.training.run_folder import MEMBERSHIP, RunFolder, read_membership, write_membership_table
-from amf.training.threshold import mean_class_recall, transfer_thresholds
+from amf.training.threshold import mean_class_recall, otsu_threshold, transfer_thresholds
 
 #: Test-time augmentation modes: the shipped default views, and the plain image alone.
 MODES: dict[str, TTAConfig] = {"tta": TTAConfig(), "plain": TTAConfig(views=1)}
@@ -213,11 +213,12 @@ def run_provenance(run: Path, record: dict, scored_git: dict) -> dict:
     }
 
 
-def markdown(results: dict) -> str:
-    """An ablation table (one row per run and mode) and one leave-one-domain-out table per run and mode."""
+def markdown(results: dict, folder: Path | None = None) -> str:
+    """An ablation table (one row per run and mode), the threshold rules (with the per-figure files of
+    ``folder``, the crossval output, when given) and one leave-one-domain-out table per run and mode."""
     lines = ["## Ablation: mean over held-out domains", "", *ablation_table(results),
              "", "## Threshold rules: mean BA and the widest miss of the hindsight-best cut", "",
-             *threshold_rules_table(results)]
+             *threshold_rules_table(results, folder)]
     for run, modes in results.items():
         for mode, r in modes.items():
             lines += ["", f"## {run}, TTA {_tta_text(mode)}: each domain held out", "", *domain_table(r)]
@@ -254,17 +255,37 @@ def ablation_table(results: dict) -> list[str]:
 #: other held-out domains (nested transfer).
 THRESHOLD_RULES = {"OOF max-BA": "balanced_accuracy", "Otsu on OOF": "balanced_accuracy_at_otsu",
                    "0.5": "balanced_accuracy_at_0.5", "nested transfer": "balanced_accuracy_at_transfer_nested"}
+#: One more label-free rule, computed from the per-figure files: Otsu's cut on the held-out domain's own scores,
+#: which a new lab can choose from its own unlabelled figures (transductive: it needs many figures of the lab).
+OWN_OTSU = "Otsu on the domain's own scores"
 #: Issue 24's target: a cut within this of the hindsight-best balanced accuracy on every held-out domain.
 MISS_TARGET = 0.03
 
 
-def threshold_rules_table(results: dict) -> list[str]:
+def own_otsu_balanced_accuracy(path: Path) -> dict[str, float]:
+    """Per held-out domain of a ``heldout_<run>_<mode>.csv``: the balanced accuracy at Otsu's cut on that
+    domain's own scores (:data:`OWN_OTSU`); empty when the file is not there."""
+    if not Path(path).is_file():
+        return {}
+    d = read_heldout_csv(path)
+    out = {}
+    for domain in np.unique(d["domain"]):
+        rows = d["domain"] == domain
+        s, y = d["score"][rows], d["label"][rows]
+        out[str(domain)] = mean_class_recall(s, y, otsu_threshold(s))
+    return out
+
+
+def threshold_rules_table(results: dict, folder: Path | None = None) -> list[str]:
     """Which threshold rule transfers to a domain it never saw: for every run and mode, each rule's mean BA
     over the held-out domains and its widest miss (the hindsight-best BA minus the BA at the rule's cut, and
-    on which domain). The last line counts the rows each rule keeps within :data:`MISS_TARGET` on every domain."""
-    lines = ["| run | TTA | " + " | ".join(f"{r}: mean BA | {r}: widest miss" for r in THRESHOLD_RULES) + " |",
-             "|---|---|" + "---|---|" * len(THRESHOLD_RULES)]
-    within = dict.fromkeys(THRESHOLD_RULES, 0)
+    on which domain). With ``folder`` (the crossval output, holding each row's per-figure file) the table adds
+    :data:`OWN_OTSU`. The last line counts the rows each rule keeps within :data:`MISS_TARGET` on every
+    domain."""
+    rules = [*THRESHOLD_RULES, *([OWN_OTSU] if folder is not None else [])]
+    lines = ["| run | TTA | " + " | ".join(f"{r}: mean BA | {r}: widest miss" for r in rules) + " |",
+             "|---|---|" + "---|---|" * len(rules)]
+    within = dict.fromkeys(rules, 0)
     count = 0
     for run, modes in results.items():
         for mode, r in modes.items():
@@ -272,16 +293,23 @@ def threshold_rules_table(results: dict) -> list[str]:
             if len(domains) < 2:  # a row scored on one held-out domain has no nested transfer, no spread
                 continue
             count += 1
+            at = {rule: {name: d.get(key) for name, d in domains.items()} for rule, key in THRESHOLD_RULES.items()}
+            if folder is not None:
+                at[OWN_OTSU] = own_otsu_balanced_accuracy(Path(folder) / f"heldout_{run}_{mode}.csv")
             cells = []
-            for rule, key in THRESHOLD_RULES.items():
-                misses = {name: d["best_threshold_balanced_accuracy"] - d[key] for name, d in domains.items()
-                          if d.get(key) is not None and d.get("best_threshold_balanced_accuracy") is not None}
+            for rule in rules:
+                ba = {name: v for name, v in at[rule].items() if v is not None}
+                misses = {name: domains[name]["best_threshold_balanced_accuracy"] - v for name, v in ba.items()
+                          if domains[name].get("best_threshold_balanced_accuracy") is not None}
+                if not misses:
+                    cells.append("n/a | n/a")
+                    continue
                 worst = max(misses, key=misses.get)
-                within[rule] += max(misses.values()) <= MISS_TARGET
-                cells.append(f"{num_text(_mean(domains, key))} | {misses[worst]:.3f} ({worst})")
+                within[rule] += misses[worst] <= MISS_TARGET
+                cells.append(f"{num_text(float(np.mean(list(ba.values()))))} | {misses[worst]:.3f} ({worst})")
             lines.append(f"| {run} | {_tta_text(mode)} | " + " | ".join(cells) + " |")
     lines.append(f"| rows within {MISS_TARGET} on every domain | | "
-                 + " | ".join(f"| {within[r]} of {count}" for r in THRESHOLD_RULES) + " |")
+                 + " | ".join(f"| {within[r]} of {count}" for r in rules) + " |")
     return lines
 
 
@@ -395,7 +423,7 @@ def merge_results(output: Path, scored: dict[str, dict]) -> dict:
         for name, modes in scored.items():
             results.setdefault(name, {}).update(modes)
         write_json(path, results)
-        atomic_write_bytes(output / "crossval.md", markdown(results).encode())
+        atomic_write_bytes(output / "crossval.md", markdown(results, output).encode())
         return results
     finally:
         os.close(fd)  # releases the lock
