@@ -19,7 +19,7 @@ def predict(paths, output, weights, **kw) -> int:
     from amf.inference.predict import predict_files
 
     return predict_files([Path(p) for p in paths], Path(output), Path(weights), views=kw.get("views"), device="cpu",
-                         chunk_size=kw.get("chunk_size", 64))
+                         chunk_size=kw.get("chunk_size", 64), threshold=kw.get("threshold"))
 
 
 def test_predict_writes_every_page_in_order(tmp_path, weights, engine_for):
@@ -74,3 +74,30 @@ def test_files_decoded_ahead_come_in_order_and_a_bad_one_fails_in_its_turn(tmp_p
     stream = decoded(files[:3], ahead=1)  # a reader that stops early stops the thread too
     next(stream)
     stream.close()
+
+
+def test_predict_threshold_sets_the_cut_of_the_class_column_and_otsu_uses_the_patches_own_scores(tmp_path, weights,
+                                                                                                  capsys):
+    from skimage.filters import threshold_otsu
+
+    tif(rgb_stack(6))(tmp_path / "a.tif")
+    predict([tmp_path / "a.tif"], tmp_path / "shipped.csv", weights)
+    rows = [r.split(",") for r in (tmp_path / "shipped.csv").read_text().splitlines()[1:]]
+    p = np.array([float(r[2]) for r in rows])
+    for threshold, cut in ((float(np.median(p)), float(np.median(p))), ("otsu", threshold_otsu(p, nbins=256))):
+        predict([tmp_path / "a.tif"], tmp_path / "cut.csv", weights, threshold=threshold)
+        cut_rows = [r.split(",") for r in (tmp_path / "cut.csv").read_text().splitlines()[1:]]
+        assert [r[2] for r in cut_rows] == [r[2] for r in rows]  # the scores do not move, only the classes
+        assert [r[3] for r in cut_rows] == ["atypical" if x >= cut else "normal" for x in p]
+    err = capsys.readouterr().err
+    assert f"cut {float(threshold_otsu(p, nbins=256)):.4f}, chosen by Otsu on the scores of these 6 patches" in err
+    assert "warning: Otsu's cut on fewer than 64 patches is noisy" in err
+
+
+@pytest.mark.parametrize("value,says", [("1.5", "not a cut between 0 and 1"), ("auto", "neither 'otsu' nor a number")])
+def test_predict_refuses_a_threshold_that_is_no_cut(tmp_path, value, says, capsys):
+    from amf.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict", str(tmp_path), "--output", str(tmp_path / "p.csv"), "--threshold", value])
+    assert exit_.value.code == 2 and says in capsys.readouterr().err

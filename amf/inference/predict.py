@@ -19,6 +19,7 @@ import io
 import sys
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from amf.errors import InputError, OutputError
@@ -28,12 +29,32 @@ from amf.inference.io import IMAGE_SUFFIXES, find_images, iter_patches, patch_di
 from amf.progress import Progress, interactive
 
 COLUMNS = ("path", "page", "p_atypical", "class")
+#: ``--threshold otsu`` warns below this many patches: Otsu's cut on 64 figures of one held-out domain stayed
+#: within 0.03 of the hindsight-best in at least 90% of draws on every domain, on 16 in as few as 62%
+#: (``tools/own_cut_size.py``, ``docs/results/lodo4/own_cut_size.json``).
+OWN_CUT_MIN_PATCHES = 64
+
+
+def own_cut(probs: np.ndarray) -> float:
+    """Otsu's cut on the scores themselves (``--threshold otsu``): the cut that a lab's own unlabelled figures
+    choose, which held within 0.03 of the hindsight-best on every held-out domain where the weights' one cut did
+    not always (docs/results.md, "The threshold that transfers"). The same call as the training wing's
+    ``otsu_threshold``, so that evidence applies."""
+    try:
+        from skimage.filters import threshold_otsu
+    except ImportError:
+        raise InputError("--threshold otsu needs scikit-image (pip install scikit-image; `make` installs it)") from None
+    return float(probs[0]) if probs.min() == probs.max() else float(threshold_otsu(probs, nbins=256))
 
 
 def predict_files(paths: list[Path], output: Path, weights: Path, *, views: int | None = None, device: str = "auto",
-                  chunk_size: int = 64, skip_bad: bool = False, bf16: bool = False) -> int:
+                  chunk_size: int = 64, skip_bad: bool = False, bf16: bool = False,
+                  threshold: float | str | None = None) -> int:
     """Score every patch of ``paths`` (files, stacks, folders searched recursively) into the CSV ``output``;
-    returns the number of rows. Progress and notes go to stderr, the closing line to stdout."""
+    returns the number of rows. Progress and notes go to stderr, the closing line to stdout.
+
+    ``threshold``: the cut of the ``class`` column: the weights' own (``None``), a number, or ``"otsu"``, Otsu's
+    cut on the scores of these patches themselves (:func:`own_cut`: for many figures of one lab)."""
     manifest = pipeline.open_weights(weights)  # weights first, without torch: fails in about a second
     output = Path(output)
     if output.is_dir():
@@ -81,17 +102,34 @@ def predict_files(paths: list[Path], output: Path, weights: Path, *, views: int 
     elif not trained_on:
         print("amf predict: note: these weights do not list their training patches; in-sample patches cannot be "
               "recognised", file=sys.stderr)
+    cut = cut_for(threshold, probs, loaded.threshold)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(COLUMNS)
     for (path, page), p in zip(keys, probs.tolist(), strict=True):
-        writer.writerow((str(path), page, repr(p), pipeline.class_of(p, loaded.threshold)))
+        writer.writerow((str(path), page, repr(p), pipeline.class_of(p, cut)))
     pipeline.write_files([(output, buf.getvalue().encode())])
     print(f"{len(keys)} patch{'es' if len(keys) != 1 else ''} from {len(files)} file{'s' if len(files) != 1 else ''}"
           f" -> {output}")
     if bad:
         print(f"amf predict: {len(bad)} unreadable file(s) skipped, listed in {bad_list(output)}", file=sys.stderr)
     return len(keys)
+
+
+def cut_for(threshold: float | str | None, probs: np.ndarray, shipped: float) -> float:
+    """The cut of the ``class`` column, said on stderr when it is not the weights' own."""
+    if threshold is None:
+        return shipped
+    if threshold == "otsu":
+        cut = own_cut(probs)
+        print(f"amf predict: cut {cut:.4f}, chosen by Otsu on the scores of these {probs.size} patches (the weights' "
+              f"cut: {shipped:.4f}); meant for many figures of one lab", file=sys.stderr)
+        if probs.size < OWN_CUT_MIN_PATCHES:
+            print(f"amf predict: warning: Otsu's cut on fewer than {OWN_CUT_MIN_PATCHES} patches is noisy "
+                  "(docs/results.md, \"The threshold that transfers\")", file=sys.stderr)
+        return cut
+    print(f"amf predict: cut {float(threshold):.4f}, as given (the weights' cut: {shipped:.4f})", file=sys.stderr)
+    return float(threshold)
 
 
 def check_files(files: list[Path], skip_bad: bool = False) -> tuple[list[Path], list[int], list[tuple[Path, str]]]:

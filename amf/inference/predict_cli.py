@@ -23,6 +23,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _threshold(text: str) -> float | str:
+    if text == "otsu":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither 'otsu' nor a number") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not a cut between 0 and 1")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", type=Path, help="image files, stacks or folders")
     parser.add_argument("--output", type=Path, required=True, help="CSV to write")
@@ -37,6 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bf16 autocast: faster on CPUs with bf16 units, scores move by up to about 2e-2; its "
                              "measured speed and effect on accuracy are in docs/benchmark.md (default fp32, as the "
                              "container)")
+    parser.add_argument("--threshold", type=_threshold, default=None, metavar="otsu|CUT",
+                        help="the cut of the class column (default: the weights' own): a number, or 'otsu', "
+                             "Otsu's cut on these patches' own scores, for many figures of one lab (it warns below "
+                             "64; docs/results.md, \"The threshold that transfers\")")
     parser.add_argument("--skip-bad", action="store_true",
                         help="predict the readable files and list the unreadable ones in <output stem>.bad.tsv")
 
@@ -45,5 +61,5 @@ def run(args: argparse.Namespace) -> int:
     from amf.inference.predict import predict_files
 
     predict_files(args.paths, args.output, args.weights, views=args.views, device=args.device,
-                  chunk_size=args.chunk_size, skip_bad=args.skip_bad, bf16=args.bf16)
+                  chunk_size=args.chunk_size, skip_bad=args.skip_bad, bf16=args.bf16, threshold=args.threshold)
     return 0
