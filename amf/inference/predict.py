@@ -30,7 +30,7 @@ from amf.progress import Progress, interactive
 
 COLUMNS = ("path", "page", "p_atypical", "class")
 #: ``--threshold otsu`` warns below this many patches: Otsu's cut on 64 figures of one held-out domain stayed
-#: within 0.03 of the hindsight-best in at least 90% of draws on every domain, on 16 in as few as 62%
+#: within 0.03 of the hindsight-best in at least 91% of draws on every domain, on 16 in as few as 64%
 #: (``tools/own_cut_size.py``, ``docs/results/lodo4/own_cut_size.json``).
 OWN_CUT_MIN_PATCHES = 64
 
