@@ -121,3 +121,14 @@ def config_file(path: Path | None) -> dict | None:
 def command_line() -> list[str]:
     """The exact process command line."""
     return [sys.executable, *sys.argv]
+
+
+def write_tool_record(path: Path, script: str, argv: list[str] | None, fields: dict) -> None:
+    """A ``tools/`` script's result file: ``{"command": ["python", "tools/SCRIPT", ARGS...], **fields}`` as
+    indented JSON, its folder made. Every result records the command that made it, so a number quoted from it
+    in the docs can be made again (``argv``: the script's own arguments, ``None`` for the process's)."""
+    import json
+
+    command = ["python", f"tools/{script}", *(argv if argv is not None else sys.argv[1:])]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"command": command, **fields}, indent=2) + "\n")

@@ -13,7 +13,6 @@ Repetitions alternate their order; medians are reported, with each runtime's ses
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from amf.inference.engine import Engine, to_tensor
 from amf.inference.prepare import example_input, fold_batchnorm
 from amf.inference.tta import make_views
 from amf.inference.weights import DEFAULT_WEIGHTS, load_ensemble
+from amf.provenance import write_tool_record
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,12 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{n:12s} {row['median_s']:6.2f} s  x{row['speedup_over_graph']:.2f} over graph  build "
               f"{row['build_s']:.2f} s  max |diff| vs loop {row['max_abs_diff_vs_loop']:.1e}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "command": ["python", "tools/cpu_runtime_trial.py", *(argv if argv is not None else sys.argv[1:])],
+        write_tool_record(args.json, "cpu_runtime_trial.py", argv, {
             "patches": args.patches, "members": len(ens.members), "views": ens.tta.views, "threads": 1,
             "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__, "openvino": ov.__version__},
-            "load_average_end": os.getloadavg(), "rows": rows}, indent=2) + "\n")
+            "load_average_end": os.getloadavg(), "rows": rows})
     return 0
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import amf  # noqa: F401  (first: the environment defaults)
 from amf.bench.bench import forward_flops
 from amf.inference.model import build_classifier
-from amf.provenance import git_state
+from amf.provenance import git_state, write_tool_record
 from amf.training.config import TrainConfig
 from amf.training.crossval import mean_interval, mode_bf16
 
@@ -109,9 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{cost} GFLOP  {x['row']} [{x['mode']}]  BA {x['balanced_accuracy']:.3f} [{ba[0]:.3f}, {ba[1]:.3f}]  "
               f"AUC {x['roc_auc']:.3f} [{auc[0]:.3f}, {auc[1]:.3f}]" + ("  frontier" if x.get("on_frontier") else ""))
     if args.json:
-        args.json.write_text(json.dumps({
-            "command": ["python", "tools/frontier.py", *(argv if argv is not None else sys.argv[1:])], "git": git,
-            "results": os.path.relpath(args.results, ROOT), "rows": records}, indent=2) + "\n")
+        write_tool_record(args.json, "frontier.py", argv, {
+            "git": git, "results": os.path.relpath(args.results, ROOT), "rows": records})
     if args.plot:
         plot(records, args.plot)
     return 0

@@ -15,14 +15,13 @@ its median and 90th percentile, and the share of draws within issue 24's 0.03.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 import amf  # noqa: F401  (first: the environment defaults)
-from amf.provenance import git_state
+from amf.provenance import git_state, write_tool_record
 from amf.training.crossval import MISS_TARGET, read_heldout_csv
 from amf.training.threshold import max_balanced_accuracy_threshold, mean_class_recall, otsu_threshold
 
@@ -64,11 +63,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{domain:16s} n={n:>5s}  median miss {r['median_miss']:.3f}  90th percentile {r['p90_miss']:.3f}  "
                   f"within {MISS_TARGET}: {r['within_target']:.0%}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "command": ["python", "tools/own_cut_size.py", *(argv if argv is not None else sys.argv[1:])],
+        write_tool_record(args.json, "own_cut_size.py", argv, {
             "git": git_state(), "row": args.row, "draws": args.draws, "seed": args.seed, "miss_target": MISS_TARGET,
-            "domains": domains}, indent=2) + "\n")
+            "domains": domains})
     return 0
 
 

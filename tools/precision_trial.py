@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import sys
 import time
@@ -44,7 +43,7 @@ from amf.inference.io import read_patches
 from amf.inference.prepare import example_input, fold_batchnorm, quiet_jit
 from amf.inference.tta import make_views
 from amf.inference.weights import DEFAULT_WEIGHTS, load_ensemble
-from amf.provenance import git_state
+from amf.provenance import git_state, write_tool_record
 
 ROOT = Path(__file__).resolve().parent.parent
 STACKS = "images/stacked-histopathology-roi-cropouts"
@@ -149,13 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     for n, why in failed.items():
         print(f"{n:14s} failed: {why}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "command": ["python", "tools/precision_trial.py", *(argv if argv is not None else sys.argv[1:])],
-            "git": git, "machine": started, "stack": os.path.relpath(stack, ROOT),
-            "patches": len(patches),
+        write_tool_record(args.json, "precision_trial.py", argv, {
+            "git": git, "machine": started, "stack": os.path.relpath(stack, ROOT), "patches": len(patches),
             "members": len(ens.members), "views": ens.tta.views, "threads": 1,
-            "load_average_end": os.getloadavg(), "rows": rows, "failed": failed}, indent=2) + "\n")
+            "load_average_end": os.getloadavg(), "rows": rows, "failed": failed})
     return 0
 
 

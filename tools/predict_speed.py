@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import statistics
 import subprocess
@@ -23,6 +22,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from amf.provenance import write_tool_record
 
 ROOT = Path(__file__).resolve().parent.parent
 PATCHES = ROOT.parent / "shared" / "data" / "ami-br-midog21" / "patches"
@@ -91,11 +92,9 @@ def main(argv: list[str] | None = None) -> int:
               f"(x{row['figures_per_s'] / rows['this']['figures_per_s']:.2f} of this)  "
               f"max |diff| {row['max_abs_diff_vs_this']:.1e}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "command": ["python", "tools/predict_speed.py", *(argv if argv is not None else sys.argv[1:])],
+        write_tool_record(args.json, "predict_speed.py", argv, {
             "patches": args.patches, "folder": os.path.relpath(PATCHES, ROOT), "threads": args.threads,
-            "load_average_end": os.getloadavg(), "note": args.note, "rows": rows}, indent=2) + "\n")
+            "load_average_end": os.getloadavg(), "note": args.note, "rows": rows})
     return 0
 
 
