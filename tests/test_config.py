@@ -65,3 +65,21 @@ def test_bad_settings_are_one_line_each(changes, message):
     with pytest.raises(AmfError) as err:
         TrainConfig().replace(**changes)
     assert message in str(err.value)
+
+
+def test_a_recorded_command_keeps_the_no_flags_and_rebuilds_the_same_config(tmp_path):
+    """``--no-lodo`` (any ``--no-X`` setting) was dropped from the recorded arguments, so the audit rebuilt another
+    config from them, and ``--retrain`` would have trained another run."""
+    from amf.audit.checks import recorded_config
+    from amf.files import json_safe
+    from amf.training.run_folder import args_to_argv
+    from amf.training.train_cli import negatable_settings
+
+    argv = ["--config", "configs/lite0-crop80.toml", "--labels", "x.csv", "--output", str(tmp_path / "run"),
+            "--no-lodo", "--no-d4", "--deterministic", "--fold-limit", "1"]
+    args = parser().parse_args(argv)
+    args.config = ROOT / args.config
+    recorded = args_to_argv("train", args, negatable=negatable_settings())
+    assert "--no-lodo" in recorded and "--no-d4" in recorded and "--deterministic" in recorded
+    assert "--no-progress" not in recorded  # a plain store_true flag that was not given stays out
+    assert recorded_config(recorded, ROOT) == json_safe(build_config(args).to_dict())

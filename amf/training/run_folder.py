@@ -181,17 +181,22 @@ def load_best_state(path: Path) -> dict:
     return load_file(str(path))
 
 
-def args_to_argv(command: str, args: object, positional: tuple[str, ...] = ()) -> list[str]:
+def args_to_argv(command: str, args: object, positional: tuple[str, ...] = (),
+                 negatable: frozenset[str] = frozenset()) -> list[str]:
     """Rebuild a canonical ``python -m amf`` argument list from a parsed ``argparse.Namespace``.
 
     ``sys.argv`` is the exact process command line, but it is not this command's when ``amf.cli.main``
-    is called from Python (tests, notebooks); this form always is.
+    is called from Python (tests, notebooks); this form always is. ``negatable``: the destinations of
+    ``--X/--no-X`` flags (default None), whose False was given as ``--no-X`` and must be written so; for a
+    plain ``store_true`` flag False means "not given".
     """
     values = {k: v for k, v in vars(args).items() if k != "command"}
     out = [command, *(str(values.pop(p)) for p in positional)]
     for k, v in values.items():
         flag = "--" + k.replace("_", "-")
-        if v is True:
+        if v is False and k in negatable:
+            out.append("--no-" + k.replace("_", "-"))
+        elif v is True:
             out.append(flag)
         elif isinstance(v, (list, tuple)):
             for item in v:

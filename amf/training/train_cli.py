@@ -30,6 +30,14 @@ from amf.progress import interactive
 from amf.training.run_folder import RunFolder
 
 
+def negatable_settings() -> frozenset[str]:
+    """The settings given as ``--X/--no-X`` (the bool fields of TrainConfig): a recorded command keeps their
+    ``--no-X`` (:func:`amf.training.run_folder.args_to_argv`)."""
+    from amf.training.config import TrainConfig
+
+    return frozenset(f.name for f in dataclasses.fields(TrainConfig) if f.type == "bool")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from amf.training.config import TrainConfig
 
@@ -171,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             progress=not args.no_progress and interactive(),
             command=[sys.executable, *sys.argv],
-            arguments=args_to_argv("train", args),
+            arguments=args_to_argv("train", args, negatable=negatable_settings()),
             only=args.fold,
             world=world,
             config_path=args.config,
