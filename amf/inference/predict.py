@@ -35,18 +35,6 @@ COLUMNS = ("path", "page", "p_atypical", "class")
 OWN_CUT_MIN_PATCHES = 64
 
 
-def own_cut(probs: np.ndarray) -> float:
-    """Otsu's cut on the scores themselves (``--threshold otsu``): the cut that a lab's own unlabelled figures
-    choose, which held within 0.03 of the hindsight-best on every held-out domain where the weights' one cut did
-    not always (docs/results.md, "The threshold that transfers"). The same call as the training wing's
-    ``otsu_threshold``, so that evidence applies."""
-    try:
-        from skimage.filters import threshold_otsu
-    except ImportError:
-        raise InputError("--threshold otsu needs scikit-image (pip install scikit-image; `make` installs it)") from None
-    return float(probs[0]) if probs.min() == probs.max() else float(threshold_otsu(probs, nbins=256))
-
-
 def predict_files(paths: list[Path], output: Path, weights: Path, *, views: int | None = None, device: str = "auto",
                   chunk_size: int = 64, skip_bad: bool = False, bf16: bool = False,
                   threshold: float | str | None = None) -> int:
@@ -54,7 +42,8 @@ def predict_files(paths: list[Path], output: Path, weights: Path, *, views: int 
     returns the number of rows. Progress and notes go to stderr, the closing line to stdout.
 
     ``threshold``: the cut of the ``class`` column: the weights' own (``None``), a number, or ``"otsu"``, Otsu's
-    cut on the scores of these patches themselves (:func:`own_cut`: for many figures of one lab)."""
+    cut on the scores of these patches themselves (:func:`amf.inference.pipeline.otsu_cut`: for many figures of
+    one lab)."""
     manifest = pipeline.open_weights(weights)  # weights first, without torch: fails in about a second
     output = Path(output)
     if output.is_dir():
@@ -121,7 +110,7 @@ def cut_for(threshold: float | str | None, probs: np.ndarray, shipped: float) ->
     if threshold is None:
         return shipped
     if threshold == "otsu":
-        cut = own_cut(probs)
+        cut = pipeline.otsu_cut(probs)
         print(f"amf predict: cut {cut:.4f}, chosen by Otsu on the scores of these {probs.size} patches (the weights' "
               f"cut: {shipped:.4f}); meant for many figures of one lab", file=sys.stderr)
         if probs.size < OWN_CUT_MIN_PATCHES:

@@ -132,12 +132,10 @@ def youden_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def otsu_threshold(scores: np.ndarray) -> float:
-    from skimage.filters import threshold_otsu
+    from amf.inference.pipeline import otsu_cut  # deferred: the inference wing's readers load with it
 
     s, _ = _check(scores)
-    if s.min() == s.max():
-        return float(s[0])
-    return float(threshold_otsu(s, nbins=256))
+    return otsu_cut(s)
 
 
 def choose_threshold(scores: np.ndarray, labels: np.ndarray | None, method: str) -> float:
