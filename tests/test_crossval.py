@@ -91,10 +91,10 @@ def test_views_modes_and_transfer_thresholds(lodo_run, tmp_path):
     assert "| 2 views |" in (out / "crossval.md").read_text()
 
 
-def test_bf16_modes_score_the_same_figures_in_bf16(lodo_run, tmp_path):
+def test_bf16_modes_score_the_same_figures_in_bf16(lodo_run, tmp_path, capsys):
     """--bf16 adds <mode>-bf16 next to each mode: the same views and figures, scored in bf16 autocast, so
     --compare gives what bf16 costs with a paired interval."""
-    from amf.training.crossval import compare, mode_bf16, mode_tta
+    from amf.training.crossval import at_otsu, compare, mode_bf16, mode_tta, read_heldout_csv
 
     assert mode_tta("views3-bf16") == mode_tta("views3") and mode_bf16("tta-bf16") and not mode_bf16("tta")
     with pytest.raises(AmfError, match="unknown TTA mode"):
@@ -120,6 +120,18 @@ def test_bf16_modes_score_the_same_figures_in_bf16(lodo_run, tmp_path):
     assert "thresholds" not in own and at_a["thresholds"] == "a"
     same = compare(out / "heldout_run_plain.csv", out / "heldout_run_plain.csv", 50, thresholds="a")
     assert same["balanced_accuracy_difference"] == 0 and same["balanced_accuracy_ci95"] == [0, 0]
+    # a row at Otsu's cut on its own out-of-fold scores (what a one-member export ships) against its OOF cut:
+    # each domain's cut is the Otsu threshold crossval.json records, re-derived from the committed per-figure files
+    assert main(["crossval", "--output", str(out), "--bootstrap", "50",
+                 "--compare", "run:plain", "run:plain@otsu"]) == 0
+    at_otsu_record = json.loads((out / "compare.json").read_text())[-1]
+    assert (at_otsu_record["a"], at_otsu_record["b"]) == ("run:plain", "run:plain@otsu")
+    assert not at_otsu_record["auc_difference"]  # the same scores: AUC does not depend on the cut (nan: one class)
+    cut = at_otsu(read_heldout_csv(out / "heldout_run_plain.csv"), out / "oof_run_plain.csv")
+    for domain, d in results["plain"]["domains"].items():
+        assert np.allclose(cut["threshold"][cut["domain"] == domain], d["threshold"]["otsu"], rtol=0, atol=1e-12)
+    assert main(["crossval", "--output", str(out), "--compare", "run:plain", "run:plain@youden"]) == 2
+    assert "RUN_NAME:MODE@RULE" in capsys.readouterr().err
 
 
 def test_two_jobs_into_one_folder_keep_each_others_rows(lodo_run, tmp_path):

@@ -151,10 +151,11 @@ def check_markdown(ctx: Context, rows: dict) -> Finding:
 
 
 def _compare_one(ctx: Context, r: dict) -> str | None:
-    from amf.training.crossval import compare
+    from amf.training.crossval import compare, heldout_file
 
-    files = [ctx.results / f"heldout_{x.rpartition(':')[0]}_{x.rpartition(':')[2]}.csv" for x in (r["a"], r["b"])]
-    fresh = compare(*files, n_resamples=r["resamples"], seed=r["seed"], thresholds=r.get("thresholds", "own"))
+    (a_csv, a_rule), (b_csv, b_rule) = (heldout_file(ctx.results, x) for x in (r["a"], r["b"]))
+    fresh = compare(a_csv, b_csv, n_resamples=r["resamples"], seed=r["seed"], thresholds=r.get("thresholds", "own"),
+                    rules=(a_rule, b_rule))
     diff = list(differences({k: v for k, v in r.items() if k not in ("a", "b")},
                             {k: fresh[k] for k in r if k not in ("a", "b")}))
     return f"{r['b']} - {r['a']}: {diff[0]}" if diff else None

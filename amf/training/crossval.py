@@ -471,19 +471,62 @@ def mean_interval(path: Path, n_resamples: int = 1000, seed: int = 0) -> dict:
             "roc_auc": float(point[1]), "roc_auc_ci95": [float(low[1]), float(high[1])]}
 
 
-def compare(a_csv: Path, b_csv: Path, n_resamples: int = 1000, seed: int = 0, thresholds: str = "own") -> dict:
+#: Threshold rules a compared row can be classified by (``ROW:MODE@RULE``; no suffix: its OOF max-BA cut, as scored).
+#: ``otsu``: each domain's Otsu cut on the same out-of-fold scores, the rule a one-member export ships
+#: (``amf export --threshold-method otsu``), re-derived from the committed ``oof_<row>_<mode>.csv``.
+ROW_RULES = ("otsu",)
+
+
+def parse_row(spec: str) -> tuple[str, str, str | None]:
+    """``RUN:MODE`` or ``RUN:MODE@RULE`` (:data:`ROW_RULES`) as ``(run, mode, rule)``."""
+    row, _, rule = spec.partition("@")
+    run, sep, mode = row.rpartition(":")
+    if not sep or not run or not mode or (rule and rule not in ROW_RULES):
+        raise AmfError(f"a compared row is RUN_NAME:MODE or RUN_NAME:MODE@RULE (RULE one of {', '.join(ROW_RULES)}), "
+                       f"got {spec!r}")
+    return run, mode, rule or None
+
+
+def heldout_file(folder: Path, spec: str) -> tuple[Path, str | None]:
+    """The per-figure file of a compared row ``spec`` in a crossval folder, and its threshold rule."""
+    run, mode, rule = parse_row(spec)
+    return Path(folder) / f"heldout_{run}_{mode}.csv", rule
+
+
+def at_otsu(d: dict[str, np.ndarray], oof_csv: Path) -> dict[str, np.ndarray]:
+    """``d`` (a :func:`read_heldout_csv`) classified at each domain's Otsu cut on its out-of-fold scores."""
+    if not Path(oof_csv).is_file():
+        raise AmfError(f"{oof_csv} not found: the Otsu rule needs the row's out-of-fold scores")
+    with open(oof_csv, newline="") as f:
+        oof = list(csv.DictReader(f))
+    d = {**d, "threshold": d["threshold"].copy()}
+    for domain in np.unique(d["domain"]):
+        scores = np.array([float(r["p_atypical"]) for r in oof if r["heldout_domain"] == domain])
+        if scores.size == 0:
+            raise AmfError(f"{oof_csv} holds no out-of-fold scores for held-out domain {domain!r}")
+        d["threshold"][d["domain"] == domain] = otsu_threshold(scores)
+    d["pred"] = (d["score"] >= d["threshold"]).astype(np.int64)  # the class rule of every output
+    return d
+
+
+def compare(a_csv: Path, b_csv: Path, n_resamples: int = 1000, seed: int = 0, thresholds: str = "own",
+            rules: tuple[str | None, str | None] = (None, None)) -> dict:
     """Mean held-out BA and AUC of B minus A on the same figures, with a paired bootstrap 95% interval.
 
     ``thresholds="a"`` classifies B's scores at A's thresholds, figure for figure, instead of B's own: what a
     change of the engine alone does to a model whose threshold was chosen without it (e.g. ``--bf16`` at
-    prediction time against the fp32 threshold the weights ship with).
+    prediction time against the fp32 threshold the weights ship with). ``rules`` classifies A or B by another
+    rule of :data:`ROW_RULES` than its OOF max-BA cut (e.g. a student at the Otsu cut it ships with, against
+    its teacher at the cut the teacher ships with).
 
     The rows are compared on the held-out domains that both scored, figure for figure (a row still being
     trained may have fewer domains; ``domains`` in the result names them). Each resample draws figures with
     replacement within each domain, the same draw for both rows, so what the two rows share (the figures,
     their labels) cancels out of the interval: it measures the lever, not the sample.
     """
-    a, b = read_heldout_csv(a_csv), read_heldout_csv(b_csv)
+    a, b = (at_otsu(read_heldout_csv(path), path.with_name(path.name.replace("heldout_", "oof_", 1)))
+            if rule == "otsu" else read_heldout_csv(path)
+            for path, rule in zip((Path(a_csv), Path(b_csv)), rules, strict=True))
     shared = sorted(dom for dom in set(a["domain"]) & set(b["domain"])
                     if np.array_equal(a["image"][a["domain"] == dom], b["image"][b["domain"] == dom]))
     if not shared:

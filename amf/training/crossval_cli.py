@@ -19,7 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", nargs="*", type=Path, help="training run folders with LODO folds")
     p.add_argument("--compare", nargs=2, action="append", default=[], metavar=("A", "B"),
                    help="instead: B minus A, each RUN_NAME:MODE already scored in --output (e.g. lite0-128:plain "
-                        "lite0-128:tta), mean held-out BA and AUC with a paired bootstrap 95%% interval (repeatable)")
+                        "lite0-128:tta), mean held-out BA and AUC with a paired bootstrap 95%% interval (repeatable); "
+                        "RUN_NAME:MODE@otsu classifies that row at Otsu's cut on its out-of-fold scores instead")
     p.add_argument("--at-thresholds-of-a", action="store_true",
                    help="with --compare: classify B's scores at A's thresholds (e.g. ROW:tta ROW:tta-bf16: what "
                         "--bf16 does at prediction time, with the fp32 threshold the weights ship with)")
@@ -90,20 +91,15 @@ def run(args: argparse.Namespace) -> int:
 def compare_rows(args: argparse.Namespace) -> int:
     """``--compare``: lever effects with paired intervals, appended to ``compare.json`` in ``--output``."""
     from amf.files import read_json, write_json
-    from amf.training.crossval import compare
+    from amf.training.crossval import compare, heldout_file
 
     out = Path(args.output)
     path = out / "compare.json"
     records = read_json(path, AmfError) if path.is_file() else []
     for a, b in args.compare:
-        files = []
-        for row in (a, b):
-            run, sep, mode = row.rpartition(":")
-            if not sep or not run or not mode:
-                raise AmfError(f"--compare wants RUN_NAME:MODE, got {row!r}")
-            files.append(out / f"heldout_{run}_{mode}.csv")
+        (a_csv, a_rule), (b_csv, b_rule) = heldout_file(out, a), heldout_file(out, b)
         thresholds = "a" if args.at_thresholds_of_a else "own"
-        r = compare(*files, n_resamples=args.bootstrap or 1000, thresholds=thresholds)
+        r = compare(a_csv, b_csv, n_resamples=args.bootstrap or 1000, thresholds=thresholds, rules=(a_rule, b_rule))
         r.update(a=a, b=b)
         same = [i for i, x in enumerate(records)
                 if (x["a"], x["b"], x.get("thresholds", "own")) == (a, b, thresholds)]
