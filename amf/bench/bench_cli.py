@@ -66,7 +66,10 @@ def run(args: argparse.Namespace) -> int:
     device = default_device().type if args.device == "auto" else args.device
     args.device = device
     print(f"amf bench: device {device}", file=sys.stderr)
-    result: dict = {"machine": machine(device), "settings": {
+    from amf.provenance import git_state
+
+    # the code measured: recorded before the first measurement, so a later edit of the checkout does not show
+    result: dict = {"git": git_state(), "machine": machine(device), "settings": {
         "quick": quick, "repeats": repeats, "latency_repeats": latency_repeats, "threads": args.threads,
         "speed_threads": speed_threads, "stack_sizes": stack_sizes, "throughput_sizes": throughput_sizes,
         "device": device}}
