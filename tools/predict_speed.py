@@ -26,17 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from amf.provenance import write_tool_record
+from amf.provenance import git_state, write_tool_record
 
 ROOT = Path(__file__).resolve().parent.parent
 PATCHES = ROOT.parent / "shared" / "data" / "ami-br-midog21" / "patches"
-
-
-def git_state(checkout: Path) -> dict:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=checkout, capture_output=True, text=True).stdout.strip()
-
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
 def manifest_sha256(weights: Path) -> str:
@@ -61,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"need {args.patches} PNG patches under {PATCHES}, found {len(files)}", file=sys.stderr)
         return 2
     # name -> (checkout, weights folder, extra options)
+    states = {c: git_state(c) for c in {ROOT, *(c.resolve() for c in args.checkout)}}  # before any measurement
     contenders = {"this": (ROOT, ROOT / "weights", [])}
     contenders.update({f"checkout:{c}": (c.resolve(), (c.resolve() if args.own_weights else ROOT) / "weights", [])
                        for c in args.checkout})
@@ -98,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             for n in list(contenders) if r % 2 == 0 else list(contenders)[::-1]:
                 walls[n].append(run(n))
     rows = {n: {"checkout": str(contenders[n][0]), "weights": str(contenders[n][1]), "options": contenders[n][2],
-                "git": git_state(contenders[n][0]), "weights_sha256": manifest_sha256(contenders[n][1]),
+                "git": states[contenders[n][0]], "weights_sha256": manifest_sha256(contenders[n][1]),
                 "median_s": statistics.median(w), "figures_per_s": args.patches / statistics.median(w),
                 "max_abs_diff_vs_this": diff[n], "walls": w} for n, w in walls.items()}
     for n, row in rows.items():
