@@ -55,9 +55,13 @@ def small_weights(tmp_path_factory) -> Path:
     return _save_tiny(tmp_path_factory.mktemp("small_weights"), [ModelSpec(**MICRO_SPEC)] * 2, views=2)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def one_torch_thread():
-    """Tiny models on a shared 2-core machine: one thread is 5-10x faster than two spinning threads."""
+    """Tiny models on a shared 2-core machine: one thread is 5-10x faster than two spinning threads.
+
+    Module-scoped, so a module's shared fixtures (engines and the outputs the tests compare against) are built
+    and run at the same thread count as its tests: on some CPUs (an Intel Xeon here, not the AMD EPYC) oneDNN's
+    results differ in the last bits between one and two threads."""
     import torch
 
     n = torch.get_num_threads()

@@ -30,7 +30,7 @@ TTA = TTAConfig(views=3)
 
 
 @pytest.fixture(scope="module")
-def members():
+def members(one_torch_thread):
     """Two efficientvit_b0 whose outputs depend on their input (timm's init gives a near-constant output)."""
     return [randomize(build_classifier(ModelSpec("efficientvit_b0")), seed=s) for s in (1, 2)]
 

@@ -3,7 +3,7 @@
 Parts, each recorded as ``{"status": "ok" | "failed" | "skipped", ...}`` with what it measured:
 
 engine
-    The shipped ensemble on the bundled stack: the CPU naive loop (the reference) against the fused CUDA
+    The shipped weights on the bundled stack: the CPU naive loop (the reference) against the fused CUDA
     engine in fp32 (the container's setting) and with bf16 autocast (what it would cost in agreement):
     max |difference| and whether every class is the same. On a CPU-only machine: the CPU ``graph``
     engine against the loop, and the CUDA rows skipped.

@@ -220,10 +220,15 @@ def claim_value(ctx: Context, source: str, key: list) -> object:
 
 
 def claim_number(ctx: Context, claim: dict, key: list) -> object:
-    """One placeholder's value: the source's value at ``key``; with ``op = "difference"``, ``key`` is a pair
-    of keys and the value their difference (e.g. a threshold's gap to the hindsight-best)."""
-    if claim.get("op") == "difference":
-        return claim_value(ctx, claim["source"], key[0]) - claim_value(ctx, claim["source"], key[1])
+    """One placeholder's value: the source's value at ``key``; with ``op = "difference"`` or ``"ratio"``,
+    ``key`` is a pair of keys and the value their difference (e.g. a threshold's gap to the hindsight-best) or
+    quotient (e.g. a speed-up measured side by side)."""
+    op = claim.get("op")
+    if op in ("difference", "ratio"):
+        a, b = (claim_value(ctx, claim["source"], k) for k in key)
+        return a - b if op == "difference" else a / b
+    if op is not None:
+        raise AmfError(f"claim '{claim['id']}': unknown op {op!r} (difference or ratio)")
     return claim_value(ctx, claim["source"], key)
 
 

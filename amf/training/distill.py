@@ -9,9 +9,10 @@ The teacher's scores are a CSV with ``image`` (the path as the run's labels give
 leave-one-domain-out student ``heldout_domain``: a student fold that leaves domain D out learns only from rows
 whose ``heldout_domain`` is D, i.e. from teachers that never saw D either, so the held-out estimate stays clean.
 ``amf crossval`` writes such files (``oof_<row>_<mode>.csv``: each training-domain patch scored, with the row's
-views, by the one model of that held-out domain that did not train on it: out-of-sample soft targets). The
-shipped ``weights/oof.csv`` (no ``heldout_domain``) serves the all-domains folds. Every training patch of every
-fold must have a score; a missing one stops the run before any training, naming it.
+views, by the one model of that held-out domain that did not train on it: out-of-sample soft targets). A
+five-member export's ``weights/oof.csv`` (no ``heldout_domain``) serves the all-domains folds: the shipped student
+learned from ``docs/results/teachers/lite0-crop80-ens5_oof.csv``, the one of the ensemble shipped before it.
+Every training patch of every fold must have a score; a missing one stops the run before any training, naming it.
 """
 
 from __future__ import annotations
