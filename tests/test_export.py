@@ -12,6 +12,7 @@ from synthetic_data import write_csv
 
 from amf.cli import main
 from amf.errors import AmfError, WeightsError
+from amf.files import sha256_file
 from amf.inference.model import build_classifier
 from amf.inference.weights import load_ensemble
 from amf.training.export import export_run
@@ -223,3 +224,22 @@ def test_a_fold_limited_run_ships_the_folds_it_planned(tmp_path):
     val = json.loads((run / "all" / "fold0" / "result.json").read_text())["val"]
     assert len(oof) == manifest["oof"]["n"] == val["n"] < sum(1 for _ in open(labels)) - 1
     assert "first 1 of 2 folds" in manifest["note"]
+    # what predict and evaluate count as in-sample: the member's training patches, not its validation fold
+    with open(tmp_path / "weights" / "membership.csv", newline="") as f:
+        membership = list(csv.DictReader(f))
+    train = sorted(r["sha256"] for r in membership if r["member_0"] == "train")
+    assert manifest["data"]["patch_sha256"] == train and len(train) < len(membership)
+
+    # a student of it: its teacher's scores cover every patch, so every patch's label reached the student
+    teacher = tmp_path / "teacher.csv"
+    teacher.write_text("image,p_atypical\n" + "".join(f"{r['image']},0.5\n" for r in membership))
+    student = tmp_path / "student"
+    assert main(["train", "--config", str(ROOT / "configs" / "smoke.toml"), "--labels", str(labels), "--output",
+                 str(student), "--epochs", "1", "--no-lodo", "--fold-limit", "1", "--no-progress",
+                 "--set", "distill_weight=0.5", "--set", f"teacher_scores='{teacher}'"]) == 0
+    manifest = export_run(student, tmp_path / "student-weights", tta=TTAConfig(views=2))
+    assert manifest["data"]["patch_sha256"] == sorted(r["sha256"] for r in membership)
+    assert manifest["training"]["teacher_scores_sha256"] == sha256_file(teacher)
+    teacher.write_text(teacher.read_text().replace(",0.5\n", ",0.4\n", 1))  # changed since the student learned
+    with pytest.raises(AmfError, match="changed since the run learned from it"):
+        export_run(student, tmp_path / "again", tta=TTAConfig(views=2))

@@ -194,6 +194,23 @@ def _first_label_change(table, membership: dict, files: list[Path]) -> str:
     return f"; first rows that differ ({source}): {'; '.join(changed)}" if changed else ""
 
 
+def seen_digests(ctx: Context, membership: dict) -> list[str] | str:
+    """What the manifest's ``patch_sha256`` must be (:func:`amf.training.export.seen_patches`), from the weights'
+    ``membership.csv`` and, for a student, its teacher's scores file in the repository; or why it cannot be known."""
+    from amf.training.export import seen_patches
+
+    members = [c for c in next(iter(membership.values()), {}) if c.startswith("member_")]
+    rows = [[{"image": r["image"], "sha256": r["sha256"], "role": r[c]} for r in membership.values() if r[c]]
+            for c in members]
+    config = ctx.manifest["training"]["config"]
+    teacher = None
+    if config.get("distill_weight"):
+        teacher = ctx.root / config["teacher_scores"]
+        if not teacher.is_file() or sha256_file(teacher) != ctx.manifest["training"].get("teacher_scores_sha256"):
+            return f"the student's teacher scores {config['teacher_scores']} are not in the repository as trained on"
+    return seen_patches(rows, teacher)
+
+
 def check_patches(ctx: Context, table, membership: dict) -> Finding:
     from amf.errors import InputError
     from amf.inference.io import patch_digest, read_patches
@@ -211,9 +228,12 @@ def check_patches(ctx: Context, table, membership: dict) -> Finding:
         rec = membership.get(path)
         if rec is None or rec["sha256"] != digest:
             differ.append(path)
-    listed = sorted(r["sha256"] for r in membership.values())
+    listed = seen_digests(ctx, membership)
+    if isinstance(listed, str):
+        return Finding("data.patches", CANNOT, listed)
     if sorted(ctx.manifest["data"].get("patch_sha256", [])) != listed:
-        differ.append("the manifest's patch_sha256 list differs from membership.csv's")
+        differ.append("the manifest's patch_sha256 list differs from membership.csv's training patches"
+                      + (" and the teacher's" if ctx.manifest["training"]["config"].get("distill_weight") else ""))
     if differ:
         return Finding("data.patches", FAIL, f"{len(differ)} patch(es) differ from the recorded pixels: "
                                              f"{', '.join(differ[:3])}")

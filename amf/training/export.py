@@ -155,10 +155,12 @@ def export_run(
             "torch": record.get("torch"),
             "init_weights_sha256": record.get("init_weights_sha256"),
             "init": record.get("init"),
+            # a student's teacher scores file as training read it (the file is named in config.teacher_scores)
+            "teacher_scores_sha256": record.get("teacher_scores_sha256"),
         },
-        "data": {**record["data"], "patch_sha256": patches.digests(),
-                 "patch_sha256_note": "sha256 of each training patch's decoded pixels (amf.inference.io.patch_digest), "
-                                      "sorted: predict says how many of the patches it scores are among them"},
+        "data": {**record["data"],
+                 "patch_sha256": seen_patches(memberships, teacher_file(cfg, record)),
+                 "patch_sha256_note": SEEN_PATCHES_NOTE},
         "git_commit": git_commit(),
         "export_git": git_state(),
         "export_allow_dirty": allow_dirty,
@@ -220,6 +222,47 @@ def as_stored(member, dtype: torch.dtype):
 
 def _rows_by_image(membership: list[dict[str, str]]) -> dict[str, dict[str, str]]:
     return {row["image"]: row for row in membership}
+
+
+SEEN_PATCHES_NOTE = ("sha256 of the decoded pixels (amf.inference.io.patch_digest) of every patch whose label reached "
+                     "the weights: each member's training patches and, for a student, every patch its teacher's scores "
+                     "cover; sorted: predict says how many of the patches it scores are among them")
+
+
+def teacher_file(cfg, record: dict) -> Path | None:
+    """A student run's teacher scores file as training read it (relative paths from the run's working folder),
+    refused if it changed since; None for a run without a teacher."""
+    if not cfg.distill_weight:
+        return None
+    path = Path(cfg.teacher_scores)
+    path = path if path.is_absolute() else Path(record.get("cwd") or ".") / path
+    if not path.is_file():
+        raise AmfError(f"the run learned from {cfg.teacher_scores}, which is not at {path} now")
+    if record.get("teacher_scores_sha256") not in (None, sha256_file(path)):
+        raise AmfError(f"{path} changed since the run learned from it (sha256 differs from the run's record)")
+    return path
+
+
+def seen_patches(memberships: list[list[dict[str, str]]], teacher_scores: str | Path | None) -> list[str]:
+    """The manifest's ``patch_sha256``: the patches on which a score by these weights is in-sample, sorted.
+
+    Each member's ``train`` rows, not its validation rows (a one-fold export holds both). For a student
+    (``distill_weight``) also every patch of its teacher's scores file: a teacher's out-of-fold file scores each
+    patch its ensemble trained on, and what the teacher learned from those labels reached the student through
+    its soft targets, so a student's score on its own validation patches is not out-of-sample either.
+    """
+    from amf.training.distill import read_teacher
+
+    by_image = {r["image"]: r["sha256"] for m in memberships for r in m}
+    seen = {r["sha256"] for m in memberships for r in m if r["role"] == "train"}
+    if teacher_scores is not None:
+        images = {image for scores in read_teacher(Path(teacher_scores)).values() for image in scores}
+        unknown = sorted(images - by_image.keys())
+        if unknown:
+            raise AmfError(f"{teacher_scores}: {len(unknown)} scored patch(es) are not in the run's data, e.g. "
+                           f"{unknown[0]}: the teacher must have been trained on the student's patches")
+        seen |= {by_image[image] for image in images}
+    return sorted(seen)
 
 
 def write_oof_scores(path: Path, oof, fold_names: list[str], memberships: list[list[dict]]) -> dict:
