@@ -52,14 +52,25 @@ def test_bundled_stack_matches_expected_output(bundled_output):
 
 
 def test_shipped_weights_come_from_the_documented_config():
-    """README's reproduction command (configs/lite0-crop80.toml, --no-lodo) is what trained weights/."""
+    """README's reproduction command (its first ``amf train`` block) is what trained weights/: the settings it
+    gives are the manifest's, and its export options are the manifest's threshold rule."""
+    import shlex
+
+    from amf.audit.checks import recorded_config
+    from amf.files import json_safe
     from amf.training.config import TrainConfig
 
     manifest = read_manifest(ROOT / "weights")
-    config = TrainConfig.from_toml(ROOT / "configs" / "lite0-crop80.toml").replace(lodo=False).to_dict()
-    trained = TrainConfig.from_dict(manifest["training"]["config"]).to_dict()  # keys added since at their defaults
-    assert {k for k in config if config[k] != trained.get(k)} == set()
+    section = (ROOT / "README.md").read_text().split("### Reproducing the shipped weights")[1]
+    block = section.split("```bash")[1].split("```")[0].replace("\\\n", " ")
+    train, export = (shlex.split(line) for line in block.strip().splitlines())
+    assert train[:4] == ["python", "-m", "amf", "train"] and export[:4] == ["python", "-m", "amf", "export"]
+    documented = recorded_config(train[3:], ROOT)
+    trained = json_safe(TrainConfig.from_dict(manifest["training"]["config"]).to_dict())  # new keys at defaults
+    assert {k for k in documented if documented[k] != trained.get(k)} == set()
     assert manifest["model"]["crop"] == 80 and "configs/lite0-crop80.toml" in manifest["training"]["command"]
+    method = export[export.index("--threshold-method") + 1] if "--threshold-method" in export else None
+    assert manifest["threshold"]["method"] == f"oof_{method or documented['threshold_method']}"
 
 
 def test_bundled_output_schema(bundled_output):
