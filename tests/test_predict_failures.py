@@ -101,3 +101,15 @@ def test_predict_refuses_a_threshold_that_is_no_cut(tmp_path, value, says, capsy
     with pytest.raises(SystemExit) as exit_:
         main(["predict", str(tmp_path), "--output", str(tmp_path / "p.csv"), "--threshold", value])
     assert exit_.value.code == 2 and says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags,warns", [({"avx2", "avx512f"}, True), ({"avx512f", "avx512_bf16"}, False),
+                                         (set(), False)])
+def test_bf16_warns_on_a_cpu_without_bf16_units(tmp_path, weights, monkeypatch, capsys, flags, warns):
+    """On a CPU without bf16 units oneDNN emulates bf16, slower than fp32: --bf16 says so (not where unknown)."""
+    import amf.inference.predict as predict_module
+
+    monkeypatch.setattr(predict_module, "cpu_model_and_flags", lambda: ("a CPU", flags))
+    tif(rgb_stack(1))(tmp_path / "a.tif")
+    predict_module.predict_files([tmp_path / "a.tif"], tmp_path / "p.csv", Path(weights), device="cpu", bf16=True)
+    assert ("bf16 runs emulated, slower than the fp32 default" in capsys.readouterr().err) == warns

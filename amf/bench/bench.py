@@ -569,16 +569,10 @@ def machine(device: str) -> dict:
     import timm
     import torch
 
-    cpu, flags = platform.processor() or "", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and not flags:
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
+    from amf.devices import cpu_model_and_flags
+
+    cpu, flags = cpu_model_and_flags()
+    cpu = cpu or platform.processor() or ""
     info = {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cpu": cpu, "cpu_count": os.cpu_count(), "load_average_start": os.getloadavg(),

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from amf.devices import BF16_UNITS, cpu_model_and_flags
 from amf.errors import InputError, OutputError
 from amf.files import atomic_write_bytes
 from amf.inference import pipeline
@@ -67,6 +68,11 @@ def predict_files(paths: list[Path], output: Path, weights: Path, *, views: int 
     loaded = pipeline.load(weights, manifest, device, lambda note: print(f"amf predict: {note}", file=sys.stderr),
                            chunk_size=chunk_size, tta=tta, bf16=bf16)
     engine = loaded.engine
+    if engine.bf16 and engine.device.type == "cpu":
+        _, flags = cpu_model_and_flags()
+        if flags and not flags & set(BF16_UNITS):
+            print(f"amf predict: warning: this CPU lists none of {', '.join(BF16_UNITS)}: bf16 runs emulated, "
+                  f"slower than the fp32 default (docs/benchmark.md)", file=sys.stderr)
     print(f"amf predict: {len(files)} file(s), {sum(counts)} patch(es); {engine.n_members} member(s) x "
           f"{engine.tta.views} view(s) on {engine.device} ({engine.strategy}{', bf16' if engine.bf16 else ''})",
           file=sys.stderr)
