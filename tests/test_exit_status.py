@@ -111,7 +111,8 @@ def test_ctrl_c_stops_process_py_and_predict_with_one_line(tmp_path):
     import signal
     import time
 
-    inp = platform_input(tmp_path, {"s.tif": tif(rgb_stack(16))})
+    # ten stacks: with the one-member student a single 16-page stack can finish before the signal arrives
+    inp = platform_input(tmp_path, {f"s{i}.tif": tif(rgb_stack(16)) for i in range(10)})
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     commands = {
         "process.py": [sys.executable, "process.py", "--input", str(inp), "--output", str(tmp_path / "out")],
