@@ -2,9 +2,10 @@
 # Leave-one-domain-out ablation over the four AMi-Br domains (three MIDOG21 scanners and TUPAC16; issue 10,
 # docs/results.md): one model per held-out domain (fold 0 of the 5-fold over the other three domains), every row
 # scored on the domain it never saw. Two streams of one thread each keep both cores busy.
-#   tools/lodo_ablation.sh [a|b|all|seeds|ensemble|ensemble:ROW] [RUNS_DIR]   (default: all, runs/lodo; resumable)
+#   tools/lodo_ablation.sh [a|b|all|seeds|student-weight|ensemble|ensemble:ROW] [RUNS_DIR]   (default: all, runs/lodo)
 # `seeds` trains the shipped recipe's row and its student again with seed 1 (a new split, initialisation, sampling
 # and augmentation), so a difference between rows can be set against the spread from the seed alone.
+# `student-weight` trains the student with distill_weight 0.8 instead of 0.5, as two --fold jobs (resumable).
 # `ensemble:ROW` grows the finished one-model row ROW into ROW-ens5, all five members per held-out domain (20
 # models): a copy of ROW (its fold 0 is the same fold, same bytes) plus folds 1-4, trained as two jobs.
 # `ensemble` is `ensemble:lite0-128` (the plain recipe's five, shipped before), training lite0-128 first if it is missing.
@@ -52,6 +53,21 @@ seeds() {  # the two rows of issue 24 again with seed 1, one stream each
     --set "teacher_scores='docs/results/lodo4/oof_lite0-128-hed-strong-crop80-ens5_tta.csv'" &
   wait
 }
+student_weight() {  # the student learning more from its teachers (distill_weight 0.8), two jobs of two domains each
+  local name=lite0-128-hed-strong-crop80-distill-w08
+  [[ -f "$RUNS/$name/summary.json" ]] && return 0
+  local resume=(); [[ -f "$RUNS/$name/config.json" ]] && resume=(--resume)
+  local args=(--config configs/lite0-crop80.toml "${LABELS[@]}" --output "$RUNS/$name" "${resume[@]}" --lodo-only
+              --fold-limit 1 --threads 1 --no-progress --set distill_weight=0.8
+              --set "teacher_scores='docs/results/lodo4/oof_lite0-128-hed-strong-crop80-ens5_tta.csv'")
+  echo "$(date -u +%FT%TZ) start $name" >&2
+  "$PY" -m amf train "${args[@]}" --fold lodo/Aperio_CS2/fold0 --fold lodo/Hamamatsu_S360/fold0 \
+    >> "$RUNS/$name.a.log" 2>&1 &
+  until [[ -f "$RUNS/$name/config.json" ]]; do sleep 1; done  # the first job writes the run's config
+  "$PY" -m amf train "${args[@]}" --fold lodo/Hamamatsu_XR/fold0 --fold lodo/TUPAC16/fold0 >> "$RUNS/$name.b.log" 2>&1 &
+  wait
+  echo "$(date -u +%FT%TZ) done $name" >&2
+}
 folds() {  # NAME FOLD...: train these folds of the five-member LODO run NAME (joins the shared run folder)
   local name=$1; shift
   local args=(); for f in "$@"; do args+=(--fold "$f"); done
@@ -79,7 +95,8 @@ case $STREAM in
   b) stream_b ;;
   all) stream_a & stream_b & wait ;;
   seeds) seeds ;;
+  student-weight) student_weight ;;
   ensemble) row lite0-128 configs/lite0.toml; ensemble lite0-128 ;;
   ensemble:*) ensemble "${STREAM#ensemble:}" ;;
-  *) echo "usage: $0 [a|b|all|seeds|ensemble|ensemble:ROW] [RUNS_DIR]" >&2; exit 2 ;;
+  *) echo "usage: $0 [a|b|all|seeds|student-weight|ensemble|ensemble:ROW] [RUNS_DIR]" >&2; exit 2 ;;
 esac
