@@ -119,7 +119,10 @@ def test_ctrl_c_stops_process_py_and_predict_with_one_line(tmp_path):
         "amf predict": [sys.executable, "-m", "amf", "predict", str(inp), "--output", str(tmp_path / "out" / "p.csv")],
     }
     for name, cmd in commands.items():
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # SIGINT at its default in the child, as at a terminal: a suite started in the background (nohup, `cmd &`)
+        # passes SIGINT on ignored, and Python then never raises KeyboardInterrupt
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         time.sleep(2.5)  # in the imports, the checks or the model by now
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=120)
