@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from amf.inference.engine import Engine
-from amf.inference.io import patch_digest, read_patches
+from amf.inference.io import read_patches
 from amf.inference.spec import TTAConfig
 from amf.training.run_folder import HELDOUT, OOF, RunFolder, load_fold_model, read_predictions
 from amf.training.threshold import threshold_candidates
@@ -65,10 +65,6 @@ class PatchCache:
             if image not in self._patches:
                 self._patches[image] = read_patches(self.images_dir / image)[0]
         return np.stack([self._patches[image] for image in images])
-
-    def digests(self) -> list[str]:
-        """Sorted :func:`amf.inference.io.patch_digest` of every patch read so far."""
-        return sorted(patch_digest(p) for p in self._patches.values())
 
 
 def oof_scores(models: list, fold_dirs: list[Path], patches: PatchCache, tta: TTAConfig,
