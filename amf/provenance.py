@@ -72,8 +72,11 @@ def cpu_name() -> str:
 
 
 def environment(threads: int | None = None, device: str | None = None) -> dict:
-    """Python and the :data:`NUMERIC_PACKAGES` versions, the CPU (and GPU when one is used), the thread count."""
+    """Python and the :data:`NUMERIC_PACKAGES` versions, the CPU (and GPU when one is used), the thread count, and
+    the :func:`amf.reproducibility.machine` record that says where the same command gives the same bits."""
     import torch
+
+    from amf.reproducibility import machine
 
     packages = {}
     for name in NUMERIC_PACKAGES:
@@ -89,6 +92,7 @@ def environment(threads: int | None = None, device: str | None = None) -> dict:
         "cpu_count": _cpu_count(),
         "threads": threads if threads else torch.get_num_threads(),
         "device": device or "cpu",
+        "machine": machine(threads),
     }
     if device and device.startswith("cuda") and torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(torch.device(device))

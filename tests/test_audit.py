@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from synthetic_data import amibr_style_dataset
 
+from amf.audit import expected
 from amf.audit.context import CANNOT, FAIL, PASS, Context
 from amf.audit.runner import run_audit
 from amf.cli import main
@@ -57,10 +58,7 @@ def repo(tmp_path_factory) -> Path:
                  "--no-progress"]) == 0
     assert main(["crossval", "--output", str(results), "--compare", f"{ROW}:tta", f"{ROW}:tta", "--bootstrap",
                  "20"]) == 0
-    out = root / "out"
-    subprocess.run([sys.executable, str(root / "process.py"), "--input", str(root / "test" / "input"), "--output",
-                    str(out), "--weights", str(root / "weights")], check=True, capture_output=True)
-    shutil.copy(out / "multiple-mitotic-figure-classification.json", root / "test" / "expected_output.json")
+    expected.record(root, root / "weights", ["test_audit"])
     (root / "README.md").write_text("The row scores a mean balanced accuracy of 0.000 here.\n")
     (root / "docs" / "results.md").write_text(f"# Results\n\n<!-- amf:table crossval {ROW} tta -->\n<!-- amf:end -->\n")
     (root / "docs" / "claims.toml").write_text(
@@ -100,7 +98,8 @@ def test_the_untouched_repository_passes_every_check(repo):
     assert not failures(found), failures(found)
     assert found["threshold.rule"][0] == PASS and "exactly" in found["threshold.rule"][1]
     assert found["leakage.weights"][0] == PASS and found[f"leakage.lodo.{ROW}"][0] == PASS
-    assert found["bundled_stack"][0] == PASS and "byte for byte" in found["bundled_stack"][1]
+    assert found["bundled_stack"][0] == PASS and "bit-identical on the recording machine" in found["bundled_stack"][1]
+    assert found["bundled_stack.record"][0] == PASS
     assert found[f"results.crossval.{ROW}.tta"][0] == PASS and "re-derived" in found[f"results.crossval.{ROW}.tta"][1]
     assert found["results.docs.README.md"][0] == PASS and "1 claim" in found["results.docs.README.md"][1]
     assert found["results.docs.docs/results.md"][0] == PASS and "1 generated table" in found[
@@ -182,12 +181,87 @@ def test_a_held_out_image_in_a_models_recorded_training_membership(copy):
 
 
 def test_the_expected_output_edited(copy):
+    """Caught twice: the file is not what its record hashed (on any machine), and a run here differs from it."""
     path = copy / "test" / "expected_output.json"
     entries = json.loads(path.read_text())
     entries[2]["confidence"] = round(entries[2]["confidence"] + 1e-6, 9)
     path.write_text(json.dumps(entries))
-    detail = failures(audit(copy, "bundled_stack"))["bundled_stack"]
-    assert "page 2" in detail and "expected_output.json" in detail
+    found = failures(audit(copy, "bundled_stack"))
+    assert "expected_output.json has sha256" in found["bundled_stack.record"]
+    assert "DIFFERENT on the recording machine" in found["bundled_stack"] and "expected_output.json" in found[
+        "bundled_stack"]
+
+
+def test_the_expected_output_on_another_machine_passes_within_the_tolerance_and_fails_beyond(copy):
+    """A record from another machine: a run here is held to the tolerance, not to the bits; a changed class or a
+    difference beyond the tolerance still fails."""
+    from amf.reproducibility import TOLERANCE
+
+    record = json.loads((copy / expected.RECORD).read_text())
+    record["machine"] = {**record["machine"], "cpu": "Another CPU", "threads": 64}
+    path = copy / expected.EXPECTED
+    entries = json.loads(path.read_text())
+    entries[0]["confidence"] += TOLERANCE / 2
+    path.write_text(json.dumps(entries))
+    record["sha256"] = sha256_file(path)
+    (copy / expected.RECORD).write_text(json.dumps(record))
+    found = audit(copy, "bundled_stack")
+    assert found["bundled_stack"][0] == PASS, found["bundled_stack"]
+    assert "within 1e-05 on another machine (cpu: " in found["bundled_stack"][1] and "Another CPU recorded" in found[
+        "bundled_stack"][1] and "max |difference| 5.00e-06" in found["bundled_stack"][1]
+    entries[0]["confidence"] += TOLERANCE
+    path.write_text(json.dumps(entries))
+    record["sha256"] = sha256_file(path)
+    (copy / expected.RECORD).write_text(json.dumps(record))
+    assert "DIFFERENT on another machine" in failures(audit(copy, "bundled_stack"))["bundled_stack"]
+
+
+def test_five_tampers_at_once_are_each_named_in_one_run(copy):
+    """A member byte, a labels row, a number in docs/results.md, test/expected_output.json and the manifest's
+    threshold, all changed: one audit names each of the five files."""
+    member = copy / "weights" / "member_1.safetensors"
+    data = bytearray(member.read_bytes())
+    data[-3] ^= 0x01
+    member.write_bytes(bytes(data))
+    labels = copy / "data" / "labels.csv"
+    rows = list(csv.reader(open(labels)))
+    rows[5][2] = "False" if rows[5][2] == "True" else "True"
+    with open(labels, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    results_md = copy / "docs" / "results.md"
+    text = results_md.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| pooled"))
+    cell = row.split("|")[3].split()[0]
+    results_md.write_text(text.replace(row, row.replace(cell, f"{float(cell) + 0.001:.4f}", 1)))
+    out = copy / "test" / "expected_output.json"
+    entries = json.loads(out.read_text())
+    entries[0]["confidence"] = round(entries[0]["confidence"] + 1e-3, 9)
+    out.write_text(json.dumps(entries))
+    manifest_path = copy / "weights" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["threshold"]["value"] = round(manifest["threshold"]["value"] + 0.01, 6)
+    manifest_path.write_text(json.dumps(manifest))
+
+    failed = " | ".join(failures(audit(copy)).values())
+    for name in ("member_1.safetensors", "labels.csv", "docs/results.md", "expected_output.json", "manifest.json"):
+        assert name in failed, (name, failed)
+
+
+def test_the_tree_check_lists_every_tracked_file_that_differs(copy):
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=copy, check=True, capture_output=True)
+
+    assert audit(copy, "tree")["tree"][0] == CANNOT  # not a git checkout yet
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "miniature")
+    assert audit(copy, "tree")["tree"][0] == PASS
+    (copy / "README.md").write_text("edited\n")
+    (copy / "weights" / "manifest.json").write_text("{}")
+    (copy / "notes.txt").write_text("untracked\n")
+    detail = failures(audit(copy, "tree"))["tree"]
+    assert "2 tracked file(s) differ" in detail and "README.md" in detail and "weights/manifest.json" in detail
+    assert "1 untracked file(s)" in detail
 
 
 def test_a_dirty_training_job_and_a_foreign_commit_are_reported(copy):
@@ -232,7 +306,7 @@ def test_missing_data_cannot_be_checked_and_bad_paths_exit_2(repo, tmp_path, cap
 def test_the_command_prints_a_line_per_check_and_writes_json(repo, tmp_path, capsys):
     out = tmp_path / "audit.json"
     rc = main(["audit", "--weights", str(repo / "weights"), "--data", str(repo), "--results",
-               str(repo / "docs" / "results" / "lodo4"), "--only", "weights", "--only", "threshold", "--no-rescore",
+               str(repo / "docs" / "results" / "lodo4"), "--only", "weights", "--only", "threshold",
                "--json", str(out)])
     printed = capsys.readouterr().out
     record = json.loads(out.read_text())
@@ -249,7 +323,7 @@ def test_the_command_prints_a_line_per_check_and_writes_json(repo, tmp_path, cap
 def test_the_shipped_weights_pass_the_fast_checks():
     """The real weights/: hashes, schema, config, threshold from oof.csv, leakage, provenance, data, docs."""
     ctx = Context(ROOT / "weights", [ROOT.parent / "shared" / "data"], ROOT / "docs" / "results" / "lodo4")
-    findings = run_audit(ctx, ["weights", "data", "threshold", "leakage", "provenance"], rescore=False)
+    findings = run_audit(ctx, ["weights", "data", "threshold", "leakage", "provenance"])
     from amf.audit.results import check_docs, lodo_rows
 
     findings += list(check_docs(ctx, lodo_rows(ctx)))

@@ -7,9 +7,11 @@ committed files, the data folders given, and git; what each needs and costs is i
 - weights: member hashes, the manifest against ``amf/inference/manifest.schema.json``, the recorded config against the
   committed config file;
 - data: the fingerprint and every patch's pixel sha256, recomputed from the data folders;
-- bundled stack: ``process.py`` on ``test/input`` against ``test/expected_output.json``, byte for byte;
+- tree: every tracked file that differs from the commit being audited;
+- bundled stack: ``test/expected_output.json`` against the sha256 its machine record holds, and ``process.py`` on
+  ``test/input`` against it: bit for bit on the recording machine, within the measured tolerance elsewhere;
 - threshold: re-derived from ``weights/oof.csv`` by the recorded rule, exactly; the OOF scores rescored with
-  the shipped members;
+  the shipped members (``--full``), under the same rule as the bundled stack;
 - leakage: from recorded training memberships, for the weights and every leave-one-domain-out row;
 - provenance: recorded commits exist and hold the config and code they name; dirty trees are reported;
 - results (:mod:`amf.audit.results`): crossval.json, crossval.md and compare.json recomputed from the
@@ -36,9 +38,6 @@ from amf.provenance import ROOT, file_at
 
 #: The weights manifest's JSON schema, which lives beside the code that reads manifests.
 SCHEMA = Path(__file__).parent.parent / "inference" / "manifest.schema.json"
-#: How close a rescored out-of-fold score must be to the committed one (the engine's agreement across
-#: strategies and thread counts; the same strategy on the same machine gives the same bits).
-RESCORE_TOLERANCE = 1e-5
 #: The code a recorded commit must hold, by job: today's path first, then where it lived before the wings.
 CODE = {
     "train": ("amf/training/train.py", "amf/train.py"),
@@ -244,36 +243,59 @@ def check_patches(ctx: Context, table, membership: dict) -> Finding:
 
 
 def check_bundled_stack(ctx: Context) -> Iterator[Finding]:
-    expected = ctx.root / "test" / "expected_output.json"
+    """``bundled_stack.record``: the expected output is the one its machine record hashed (an edit is caught on any
+    machine); ``bundled_stack``: process.py run here agrees with it, bit for bit on the recording machine and
+    within the tolerance elsewhere (:func:`amf.reproducibility.agreement`)."""
+    from amf.audit import expected
+
+    path = ctx.root / expected.EXPECTED
+    _, _, problem = expected.recorded(ctx.root)
+    yield Finding("bundled_stack.record", FAIL if problem else PASS,
+                  problem or f"{expected.EXPECTED} is the output {expected.RECORD} recorded (sha256)")
     if ctx.weights.resolve() != (ctx.root / "weights").resolve():
-        yield Finding("bundled_stack", CANNOT, f"{expected} belongs to the shipped weights/, not {ctx.weights}")
+        yield Finding("bundled_stack", CANNOT, f"{path} belongs to the shipped weights/, not {ctx.weights}")
         return
-    with tempfile.TemporaryDirectory(prefix="amf-audit-") as tmp:
-        proc = subprocess.run([sys.executable, str(ctx.root / "process.py"),
-                               "--input", str(ctx.root / "test" / "input"),
-                               "--output", tmp, "--weights", str(ctx.weights)], capture_output=True, text=True)
-        out = Path(tmp) / "multiple-mitotic-figure-classification.json"
-        if proc.returncode != 0 or not out.is_file():
-            yield Finding("bundled_stack", FAIL, f"process.py exited {proc.returncode}: {proc.stderr.strip()[-300:]}")
-            return
-        got = out.read_bytes()
-    want = expected.read_bytes()
-    if got == want:
-        yield Finding("bundled_stack", PASS,
-                      f"process.py on test/input gives {expected.relative_to(ctx.root)} byte for byte")
+    try:
+        got, here = expected.run_process(ctx.root, ctx.weights)
+    except AmfError as exc:
+        yield Finding("bundled_stack", FAIL, f"{exc}; {expected.EXPECTED} left unchecked against a run")
         return
-    a, b = json.loads(got), json.loads(want)
-    diff = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-    shown = (f"page {diff}: got {a[diff] if diff < len(a) else 'nothing'}, "
-             f"expected {b[diff] if diff < len(b) else 'nothing'}")
-    yield Finding("bundled_stack", FAIL,
-                  f"process.py's output differs from {expected.relative_to(ctx.root)} at {shown}")
+    verdict = expected.compare(ctx.root, json.loads(got), here)
+    yield Finding("bundled_stack", PASS if verdict.ok else FAIL,
+                  f"process.py on test/input against {expected.EXPECTED}: {verdict.line()}")
+
+
+# -------------------------------------------------------------------------------------------------- tree
+
+
+def check_tree(ctx: Context) -> Iterator[Finding]:
+    """Every tracked file that differs from the commit being audited: what the other checks read is then not
+    what the commit holds, whatever they find."""
+    from amf.provenance import git_state
+
+    state = git_state(ctx.root)
+    if state["dirty"] is None:
+        yield Finding("tree", CANNOT, f"{ctx.root} is not a git checkout: the files cannot be held against a commit")
+        return
+    untracked = _git_lines(ctx.root, "ls-files", "--others", "--exclude-standard")
+    changed = [c for c in state["changes"] if c not in untracked]
+    also = f" ({len(untracked)} untracked file(s) beside them, not audited)" if untracked else ""
+    if changed:
+        yield Finding("tree", FAIL, f"{len(changed)} tracked file(s) differ from commit {state['commit'][:10]}: "
+                                    f"{', '.join(changed)}{also}")
+    else:
+        yield Finding("tree", PASS, f"every tracked file is as commit {state['commit'][:10]} holds it{also}")
+
+
+def _git_lines(root: Path, *args: str) -> set[str]:
+    out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+    return set(out.stdout.splitlines()) if out.returncode == 0 else set()
 
 
 # ------------------------------------------------------------------------------------------------ threshold
 
 
-def check_threshold(ctx: Context, rescore: bool = True) -> Iterator[Finding]:
+def check_threshold(ctx: Context, rescore: bool = False) -> Iterator[Finding]:
     from amf.training.threshold import choose_threshold, mean_class_recall, safe_auc
 
     path, why = recorded_file(ctx, "oof_scores")
@@ -289,7 +311,7 @@ def check_threshold(ctx: Context, rescore: bool = True) -> Iterator[Finding]:
         value = choose_threshold(scores, labels, method)
         if value != threshold["value"]:
             yield Finding("threshold.rule", FAIL, f"{threshold['method']} on {path} gives {value!r}, the manifest says "
-                                                  f"{threshold['value']!r}")
+                                                  f"{threshold['value']!r} ({ctx.weights / 'manifest.json'})")
         else:
             yield Finding("threshold.rule", PASS, f"{threshold['method']} on the {len(rows)} scores of {path} gives "
                                                   f"{value!r}, the manifest's value, exactly")
@@ -310,28 +332,41 @@ def check_threshold(ctx: Context, rescore: bool = True) -> Iterator[Finding]:
         yield rescore_oof(ctx, rows)
 
 
-def rescore_oof(ctx: Context, rows: list[dict[str, str]]) -> Finding:
-    """Each out-of-fold patch scored again by its shipped member, with the shipped views."""
+def rescored_oof(ctx: Context, rows: list[dict[str, str]]) -> np.ndarray:
+    """Each out-of-fold patch of ``rows`` (``weights/oof.csv``) scored again by its shipped member with the shipped
+    views, as export scored it (the ``batched`` strategy), in the rows' order."""
     from amf.inference.engine import Engine
     from amf.inference.io import read_patches
     from amf.inference.weights import load_ensemble
 
+    table = ctx.table()
+    ens = load_ensemble(ctx.weights)
+    out = np.zeros(len(rows))
+    for k, member in enumerate(ens.members):
+        mine = [i for i, r in enumerate(rows) if int(r["member"]) == k]
+        patches = np.stack([read_patches(table.image_dir / rows[i]["image"])[0] for i in mine])
+        out[mine] = Engine([member], ens.tta, device="cpu", strategy="batched").predict_proba(patches)
+    return out
+
+
+def rescore_oof(ctx: Context, rows: list[dict[str, str]]) -> Finding:
+    """The out-of-fold scores made again here against ``weights/oof.csv``: bit-identical on the machine that
+    exported them, within :data:`amf.reproducibility.TOLERANCE` elsewhere."""
+    from amf.reproducibility import agreement, machine, recorded_machine
+
     files = ctx.labels_files()
     if isinstance(files, str):
         return Finding("threshold.oof_scores", CANNOT, files)
-    table = ctx.table()
-    ens = load_ensemble(ctx.weights)
-    worst, n = 0.0, 0
-    for k, member in enumerate(ens.members):
-        mine = [r for r in rows if int(r["member"]) == k]
-        patches = np.stack([read_patches(table.image_dir / r["image"])[0] for r in mine])
-        probs = Engine([member], ens.tta, device="cpu", strategy="batched").predict_proba(patches)
-        worst = max(worst, float(np.max(np.abs(probs - np.array([float(r["p_atypical"]) for r in mine])))))
-        n += len(mine)
-    status = PASS if worst <= RESCORE_TOLERANCE else FAIL
-    return Finding("threshold.oof_scores", status, f"{n} out-of-fold patches rescored by their shipped member with "
-                                                   f"{ens.tta.views} views: max |difference| {worst:.2e} "
-                                                   f"(tolerance {RESCORE_TOLERANCE:.0e})")
+    try:
+        probs = rescored_oof(ctx, rows)
+    except WeightsError as exc:
+        return Finding("threshold.oof_scores", CANNOT, f"weights/oof.csv's scores left unchecked: the shipped members "
+                                                       f"cannot be loaded ({' '.join(str(exc).split())[:200]})")
+    recorded = recorded_machine(ctx.manifest.get("export_environment"))
+    verdict = agreement(probs, [float(r["p_atypical"]) for r in rows], machine(), recorded)
+    return Finding("threshold.oof_scores", PASS if verdict.ok else FAIL,
+                   f"{len(rows)} out-of-fold patches of weights/oof.csv rescored by their shipped member with "
+                   f"{ctx.manifest['tta'].get('views', 1)} views: {verdict.line()}")
 
 
 # ------------------------------------------------------------------------------------------------- leakage

@@ -32,22 +32,25 @@ DOCS = (Path("README.md"), Path("docs") / "results.md", Path("docs") / "benchmar
 BLOCK = re.compile(r"<!-- amf:table (?P<args>[^>]*?) -->\n(?P<body>.*?)<!-- amf:end -->", re.S)
 
 
-def check_results(ctx: Context) -> Iterator[Finding]:
+def check_results(ctx: Context, intervals: bool = False) -> Iterator[Finding]:
+    """``intervals``: also recompute every bootstrap interval (``amf audit --full``: minutes); without it every
+    other number is recomputed and the intervals are taken as recorded."""
     rows = lodo_rows(ctx)
     if not rows:
         yield Finding("results", CANNOT, f"no {ctx.results / 'crossval.json'}")
         return
-    yield from check_crossval(ctx, rows)
+    yield from check_crossval(ctx, rows, intervals)
     yield check_markdown(ctx, rows)
-    yield check_compare(ctx)
+    yield check_compare(ctx, intervals)
     yield from check_docs(ctx, rows)
 
 
 # ------------------------------------------------------------------------------------------ crossval.json
 
 
-def recompute(ctx: Context, row: str, mode: str, record: dict) -> tuple[dict, list[str]]:
-    """``record`` recomputed from the row's committed files; and what could not be (kept as recorded)."""
+def recompute(ctx: Context, row: str, mode: str, record: dict, intervals: bool = True) -> tuple[dict, list[str]]:
+    """``record`` recomputed from the row's committed files (its bootstrap intervals only with ``intervals``); and
+    what could not be (kept as recorded)."""
     from amf.training.crossval import evaluate_heldout, summarize_heldout
     from amf.training.rescore import HeldOut, OutOfFold
     from amf.training.threshold import threshold_candidates
@@ -76,18 +79,20 @@ def recompute(ctx: Context, row: str, mode: str, record: dict) -> tuple[dict, li
                                probs, oof, thresholds, folds, oof_count=recorded.get("oof_n", 0)))
     if oof_rows is None:
         kept = ["threshold", "otsu"]
-    ev = evaluate_heldout(heldout, method, "audit", record["bootstrap"])
+    ev = evaluate_heldout(heldout, method, "audit", record["bootstrap"] if intervals else 0)
     return summarize_heldout(heldout, ev, method), kept
 
 
-def differences(a: object, b: object, path: str = "") -> Iterator[str]:
-    """Paths where two JSON values differ (numbers by more than 1e-12)."""
+def differences(a: object, b: object, path: str = "", intervals: bool = True) -> Iterator[str]:
+    """Paths where two JSON values differ (numbers by more than 1e-12); without ``intervals``, the bootstrap
+    intervals (``*_ci95``) are left out."""
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b), key=str):
-            yield from differences(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
+            if intervals or not str(k).endswith("_ci95"):
+                yield from differences(a.get(k), b.get(k), f"{path}.{k}" if path else str(k), intervals)
     elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            yield from differences(x, y, f"{path}[{i}]")
+            yield from differences(x, y, f"{path}[{i}]", intervals)
     elif a is None and isinstance(b, float) and math.isnan(b):
         return  # an undefined number: null in the JSON, NaN when recomputed
     elif isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
@@ -95,6 +100,13 @@ def differences(a: object, b: object, path: str = "") -> Iterator[str]:
             yield f"{path}: recorded {a!r}, recomputed {b!r}"
     elif a != b:
         yield f"{path}: recorded {a!r}, recomputed {b!r}"
+
+
+def _points(x: object) -> object:
+    """``x`` without its bootstrap intervals (``*_ci95``)."""
+    if isinstance(x, dict):
+        return {k: _points(v) for k, v in x.items() if not str(k).endswith("_ci95")}
+    return [_points(v) for v in x] if isinstance(x, list) else x
 
 
 def _count_numbers(x: object) -> int:
@@ -105,29 +117,33 @@ def _count_numbers(x: object) -> int:
     return int(isinstance(x, (int, float)) and not isinstance(x, bool))
 
 
-def audit_row(ctx: Context, row: str, mode: str, record: dict) -> Finding:
+def audit_row(ctx: Context, row: str, mode: str, record: dict, intervals: bool = True) -> Finding:
     """One row and mode of crossval.json against its recomputation."""
     name = f"results.crossval.{row}.{mode}"
     if not (ctx.results / f"heldout_{row}_{mode}.csv").is_file():
         return Finding(name, FAIL, f"heldout_{row}_{mode}.csv, its per-figure file, is missing")
-    fresh, kept = recompute(ctx, row, mode, record)
+    fresh, kept = recompute(ctx, row, mode, record, intervals)
     measured = {k: v for k, v in record.items() if k not in NOT_MEASURED}
-    diff = list(differences(measured, fresh))
-    n = _count_numbers(measured)
+    diff = list(differences(measured, fresh, intervals=intervals))
+    n = _count_numbers(measured if intervals else _points(measured))
     if diff:
         return Finding(name, FAIL, f"{len(diff)} number(s) differ from the per-figure file, first {diff[0]}")
+    bounds = "" if intervals else " (bootstrap intervals as recorded: --full recomputes them)"
     if kept:
         return Finding(name, PASS, f"{n} numbers recomputed from heldout_{row}_{mode}.csv; the OOF and Otsu "
-                                   "thresholds as recorded (no committed oof file to re-derive them)")
+                                   f"thresholds as recorded (no committed oof file to re-derive them){bounds}")
     return Finding(name, PASS, f"{n} numbers recomputed, each domain's thresholds re-derived from "
-                               f"oof_{row}_{mode}.csv")
+                               f"oof_{row}_{mode}.csv{bounds}")
 
 
-def check_crossval(ctx: Context, rows: dict) -> Iterator[Finding]:
-    """Every row and mode, in parallel over the cores (each bootstrap takes seconds)."""
-    jobs = [(row, mode, record) for row, modes in rows.items() for mode, record in modes.items()]
+def check_crossval(ctx: Context, rows: dict, intervals: bool) -> Iterator[Finding]:
+    """Every row and mode; with ``intervals`` in parallel over the cores (each bootstrap takes seconds)."""
+    jobs = [(ctx, row, mode, record, intervals) for row, modes in rows.items() for mode, record in modes.items()]
+    if not intervals:
+        yield from (audit_row(*job) for job in jobs)
+        return
     with _pool() as pool:
-        yield from pool.map(audit_row, *zip(*[(ctx, *job) for job in jobs], strict=True))
+        yield from pool.map(audit_row, *zip(*jobs, strict=True))
 
 
 def _pool():
@@ -150,28 +166,32 @@ def check_markdown(ctx: Context, rows: dict) -> Finding:
     return Finding("results.crossval_md", FAIL, f"{path} line {line + 1} differs from crossval.json rendered")
 
 
-def _compare_one(ctx: Context, r: dict) -> str | None:
+def _compare_one(ctx: Context, r: dict, intervals: bool = True) -> str | None:
     from amf.training.crossval import compare, heldout_file
 
     (a_csv, a_rule), (b_csv, b_rule) = (heldout_file(ctx.results, x) for x in (r["a"], r["b"]))
-    fresh = compare(a_csv, b_csv, n_resamples=r["resamples"], seed=r["seed"], thresholds=r.get("thresholds", "own"),
-                    rules=(a_rule, b_rule))
-    diff = list(differences({k: v for k, v in r.items() if k not in ("a", "b")},
-                            {k: fresh[k] for k in r if k not in ("a", "b")}))
+    fresh = compare(a_csv, b_csv, n_resamples=r["resamples"] if intervals else 0, seed=r["seed"],
+                    thresholds=r.get("thresholds", "own"), rules=(a_rule, b_rule))
+    keys = [k for k in r if k not in ("a", "b", "resamples")]
+    diff = list(differences({k: r[k] for k in keys}, {k: fresh[k] for k in keys}, intervals=intervals))
     return f"{r['b']} - {r['a']}: {diff[0]}" if diff else None
 
 
-def check_compare(ctx: Context) -> Finding:
+def check_compare(ctx: Context, intervals: bool) -> Finding:
     path = ctx.results / "compare.json"
     if not path.is_file():
         return Finding("results.compare", CANNOT, f"no {path}")
     records = read_json(path, AmfError)
-    with _pool() as pool:
-        problems = [p for p in pool.map(_compare_one, [ctx] * len(records), records) if p]
+    if intervals:
+        with _pool() as pool:
+            problems = [p for p in pool.map(_compare_one, [ctx] * len(records), records) if p]
+    else:
+        problems = [p for p in (_compare_one(ctx, r, False) for r in records) if p]
     if problems:
         return Finding("results.compare", FAIL, f"{path}: {problems[0]}")
+    what = "with their paired bootstrap intervals" if intervals else "(their intervals as recorded: --full)"
     return Finding("results.compare", PASS,
-                   f"all {len(records)} paired comparisons recompute from the per-figure files")
+                   f"all {len(records)} paired comparisons recompute from the per-figure files {what}")
 
 
 # ------------------------------------------------------------------------------------------------- docs

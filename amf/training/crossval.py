@@ -450,14 +450,20 @@ def _mean_over_domains(d: dict[str, np.ndarray], idx: dict[str, np.ndarray]) -> 
     return float(np.mean([m["balanced_accuracy"] for m in scores])), float(np.mean(aucs)) if aucs else float("nan")
 
 
-def _bootstrap(stat, domains: dict[str, np.ndarray], n_resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _bootstrap(stat, domains: dict[str, np.ndarray], n_resamples: int, seed: int
+               ) -> tuple[np.ndarray, np.ndarray | None]:
     """``stat`` on all rows of each domain, and its 95% interval over ``n_resamples`` draws of figures with
-    replacement within each domain: ``(point, [low, high])``."""
+    replacement within each domain: ``(point, [low, high])``; no interval (None) for 0 draws."""
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(n_resamples):
         draws.append(stat({dom: rng.choice(rows, rows.size) for dom, rows in domains.items()}))
-    return np.asarray(stat(domains)), np.percentile(np.array(draws), [2.5, 97.5], axis=0)
+    return np.asarray(stat(domains)), np.percentile(np.array(draws), [2.5, 97.5], axis=0) if draws else None
+
+
+def _ci(interval: np.ndarray | None, i: int) -> list[float] | None:
+    """Statistic ``i``'s ``[low, high]`` of a :func:`_bootstrap` interval (None without one)."""
+    return None if interval is None else [float(interval[0][i]), float(interval[1][i])]
 
 
 def mean_interval(path: Path, n_resamples: int = 1000, seed: int = 0) -> dict:
@@ -465,10 +471,10 @@ def mean_interval(path: Path, n_resamples: int = 1000, seed: int = 0) -> dict:
     with a bootstrap 95% interval (figures resampled within each domain, as :func:`compare` does)."""
     d = read_heldout_csv(path)
     domains = {dom: np.flatnonzero(d["domain"] == dom) for dom in sorted(set(d["domain"]))}
-    point, (low, high) = _bootstrap(lambda idx: np.array(_mean_over_domains(d, idx)), domains, n_resamples, seed)
+    point, interval = _bootstrap(lambda idx: np.array(_mean_over_domains(d, idx)), domains, n_resamples, seed)
     return {"domains": list(domains), "resamples": n_resamples, "seed": seed,
-            "balanced_accuracy": float(point[0]), "balanced_accuracy_ci95": [float(low[0]), float(high[0])],
-            "roc_auc": float(point[1]), "roc_auc_ci95": [float(low[1]), float(high[1])]}
+            "balanced_accuracy": float(point[0]), "balanced_accuracy_ci95": _ci(interval, 0),
+            "roc_auc": float(point[1]), "roc_auc_ci95": _ci(interval, 1)}
 
 
 #: Threshold rules a compared row can be classified by (``ROW:MODE@RULE``; no suffix: its OOF max-BA cut, as scored).
@@ -539,9 +545,9 @@ def compare(a_csv: Path, b_csv: Path, n_resamples: int = 1000, seed: int = 0, th
     elif thresholds != "own":
         raise AmfError(f"thresholds must be 'own' or 'a', not {thresholds!r}")
     domains = {dom: np.flatnonzero(a["domain"] == dom) for dom in shared}
-    point, (low, high) = _bootstrap(
+    point, interval = _bootstrap(
         lambda idx: np.subtract(_mean_over_domains(b, idx), _mean_over_domains(a, idx)), domains, n_resamples, seed)
     return {"a": str(a_csv), "b": str(b_csv), "domains": shared, "resamples": n_resamples, "seed": seed,
             **({"thresholds": "a"} if thresholds == "a" else {}),
-            "balanced_accuracy_difference": float(point[0]), "balanced_accuracy_ci95": [float(low[0]), float(high[0])],
-            "auc_difference": float(point[1]), "auc_ci95": [float(low[1]), float(high[1])]}
+            "balanced_accuracy_difference": float(point[0]), "balanced_accuracy_ci95": _ci(interval, 0),
+            "auc_difference": float(point[1]), "auc_ci95": _ci(interval, 1)}
