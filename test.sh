@@ -5,8 +5,10 @@
 # engine runs fp32 with TF32 off (amf.inference.engine), so it differs from the CPU by float rounding; bf16 autocast
 # would not hold the tolerance, and is off. tools/gpu_check.sh measures the GPU's difference on a real GPU.
 #
-# With a working docker engine: builds the image and runs it as the platform does: --network none,
-# read-only /input, the GPU when there is one. Without one: runs process.py from .venv under the same
+#   ./test.sh [cu126|cu130|cpu]   the image's torch variant, with docker (default cu126)
+# With a working docker engine: builds the image and runs it as the platform does: --network none, a read-only
+# root with a tmpfs /tmp, read-only /input, the GPU when there is one (tools/verify_docker.sh does it for every variant
+# and prints what the image is). Without one: runs process.py from .venv under the same
 # conditions as far as this machine allows: a read-only copy of the input, no network (unshare -n),
 # HF_HUB_OFFLINE=1, an unwritable HOME, and an unprivileged user when the interpreter is reachable by one.
 set -euo pipefail
@@ -19,12 +21,13 @@ mkdir -p "$OUTPUT"
 chmod 777 "$OUTPUT"
 
 if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
-    "$SCRIPT_DIR/build.sh"
+    VARIANT="${1:-cu126}"
+    "$SCRIPT_DIR/build.sh" "$VARIANT"
     GPU=()
     if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then GPU=(--gpus all); fi
-    docker run --rm "${GPU[@]}" --network none --shm-size 1g \
+    docker run --rm "${GPU[@]}" --network none --read-only --tmpfs /tmp --shm-size 1g \
         --volume "$SCRIPT_DIR/test/input:/input:ro" --volume "$OUTPUT:/output" \
-        "$IMAGE"
+        "$IMAGE:$VARIANT"
 else
     echo "test.sh: no docker engine here; running process.py locally under container-like conditions"
     PY="$SCRIPT_DIR/.venv/bin/python"
@@ -49,17 +52,4 @@ else
     (cd "$SCRIPT_DIR" && "${RUN[@]}" "$PY" process.py --input "$WORK/input" --output "$OUTPUT")
 fi
 
-python3 - "$OUTPUT/multiple-mitotic-figure-classification.json" "$SCRIPT_DIR/test/expected_output.json" "$SCRIPT_DIR" <<'PY'
-import json, sys
-sys.path.insert(0, sys.argv[3])
-from amf.reproducibility import TOLERANCE  # plain Python: the module loads torch only to record a machine
-got, want = (json.load(open(p)) for p in sys.argv[1:3])
-assert isinstance(got, list) and len(got) == len(want), f"{len(got)} entries, expected {len(want)}"
-for i, (g, w) in enumerate(zip(got, want)):
-    assert set(g) == {"class", "confidence"}, f"entry {i}: keys {sorted(g)}"
-    assert isinstance(g["confidence"], float), f"entry {i}: confidence {g['confidence']!r} is not a JSON float"
-    assert g["class"] == w["class"], f"entry {i}: class {g['class']}, expected {w['class']}"
-    assert abs(g["confidence"] - w["confidence"]) <= TOLERANCE, f"entry {i}: confidence {g['confidence']}, expected {w['confidence']} (tolerance {TOLERANCE:.0e})"
-worst = max(abs(g["confidence"] - w["confidence"]) for g, w in zip(got, want))
-print(f"test.sh: OK, {len(got)} entries match test/expected_output.json (classes equal, max |difference| {worst:.1e}, tolerance {TOLERANCE:.0e})")
-PY
+python3 "$SCRIPT_DIR/tools/compare_output.py" "$OUTPUT/multiple-mitotic-figure-classification.json"

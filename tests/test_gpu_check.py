@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from amf.reproducibility import TOLERANCE
+
 pytestmark = pytest.mark.slow  # runs tools/gpu_check.sh
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,9 +21,10 @@ def test_gpu_check_runs_the_cpu_parts_and_marks_the_gpu_parts_skipped(tmp_path):
     assert proc.returncode == 0, proc.stderr + proc.stdout
     report = json.loads(out.read_text())
     assert report["failed"] == []
-    for name in ("engine", "process", "cuda_fallback"):
+    for name in ("engine", "process", "cuda_fallback", "fault_fallback"):
         assert report[name]["status"] == "ok", report[name]
-    assert report["process"]["max_abs_diff"] <= 1e-4 and report["engine"]["cpu_graph"]["classes_equal"]
+    assert report["process"]["max_abs_diff"] <= TOLERANCE and report["engine"]["cpu_graph"]["classes_equal"]
+    assert len(report["fault_fallback"]["stderr"]) == 1
     assert len(report["cuda_fallback"]["cuda_lines"]) == 1 and report["cuda_fallback"]["stderr"] == []
     if not torch.cuda.is_available():
         assert report["skipped"] == ["bench", "train"]

@@ -144,7 +144,7 @@ def test_a_cuda_start_failure_falls_back_to_the_cpu_in_one_line(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     lines = [line for line in proc.stdout.splitlines() if "CUDA" in line]
-    assert len(lines) == 1 and lines[0].startswith("process.py: CUDA could not start (")
+    assert len(lines) == 1 and lines[0].startswith("process.py: CUDA cannot start (")
     assert lines[0].endswith("; running on the CPU")
     plain = run_process(ROOT / "test" / "input", tmp_path / "plain")  # the same machine, no CUDA pretended
     assert (tmp_path / OUTPUT_NAME).read_bytes() == (tmp_path / "plain" / OUTPUT_NAME).read_bytes()

@@ -8,11 +8,15 @@ engine
     max |difference| and whether every class is the same. On a CPU-only machine: the CPU ``graph``
     engine against the loop, and the CUDA rows skipped.
 process
-    ``process.py`` on the bundled stack (on the GPU where there is one) against
-    ``test/expected_output.json``: classes equal, max |difference| within test.sh's 1e-4.
+    ``process.py`` on the bundled stack (on the GPU where there is one) against ``test/expected_output.json``:
+    classes equal, max |difference| within :data:`amf.reproducibility.TOLERANCE`; and its start-up line, which on
+    a GPU names the device, the NVIDIA driver and the CUDA versions.
 cuda_fallback
     ``process.py`` told a GPU exists while none is visible: exit 0, one line saying so (stdout, with the
     job's log; stderr stays for errors), the same JSON.
+fault_fallback
+    ``process.py`` with a CUDA error injected in every forward pass after start-up (``tests/faults.py``): exit 0,
+    one line on stderr naming the error, the stack rerun on the CPU and the expected JSON within the tolerance.
 bench
     ``python -m amf bench`` throughput and engine-speed rows on CUDA (fused against the naive loop,
     patches/s, peak GPU memory). Skipped without a GPU.
@@ -38,8 +42,10 @@ import numpy as np
 import torch
 
 import amf  # noqa: F401  (first: its environment defaults, offline and passive threads, must precede torch)
+from amf.devices import nvidia_driver
 from amf.inference.challenge import INTERFACE, OUTPUT_NAME
 from amf.provenance import ROOT
+from amf.reproducibility import TOLERANCE
 
 STACK_INPUT = ROOT / "test" / "input"
 
@@ -90,11 +96,30 @@ def process_check(tmp: Path) -> dict:
     if proc.returncode != 0:
         return {"status": "failed", "returncode": proc.returncode, "stderr": proc.stderr[-2000:]}
     got = json.loads((tmp / "process" / OUTPUT_NAME).read_text())
+    diff, same = _against_expected(got)
+    start = next((line for line in proc.stdout.splitlines() if "running on" in line), "")
+    named = not torch.cuda.is_available() or ("NVIDIA driver" in start and "built for CUDA" in start)
+    return {"status": "ok" if same and diff <= TOLERANCE and named else "failed", "classes_equal": same,
+            "max_abs_diff": diff, "start_line": start, "stdout": proc.stdout.strip().splitlines(),
+            "stderr": proc.stderr.strip().splitlines()}
+
+
+def _against_expected(got: list[dict]) -> tuple[float, bool]:
     want = json.loads((ROOT / "test" / "expected_output.json").read_text())
     diff = max(abs(a["confidence"] - b["confidence"]) for a, b in zip(got, want, strict=True))
-    same = [a["class"] for a in got] == [b["class"] for b in want]
-    return {"status": "ok" if same and diff <= 1e-4 else "failed", "classes_equal": same, "max_abs_diff": diff,
-            "stdout": proc.stdout.strip().splitlines(), "stderr": proc.stderr.strip().splitlines()}
+    return diff, [a["class"] for a in got] == [b["class"] for b in want]
+
+
+def fault_fallback_check(tmp: Path) -> dict:
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "faults.py"), "error", "--input", str(STACK_INPUT),
+                           "--output", str(tmp / "fault")], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    out = {"returncode": proc.returncode, "stderr": proc.stderr.strip().splitlines(),
+           "start_line": next((line for line in proc.stdout.splitlines() if "running on" in line), "")}
+    if proc.returncode != 0:
+        return {"status": "failed", **out}
+    diff, same = _against_expected(json.loads((tmp / "fault" / OUTPUT_NAME).read_text()))
+    ok = len(out["stderr"]) == 1 and "CUDA error" in out["stderr"][0] and same and diff <= TOLERANCE
+    return {"status": "ok" if ok else "failed", "max_abs_diff": diff, "classes_equal": same, **out}
 
 
 def cuda_fallback_check(tmp: Path) -> dict:
@@ -107,10 +132,8 @@ def cuda_fallback_check(tmp: Path) -> dict:
     out = {"returncode": proc.returncode, "cuda_lines": lines, "stderr": proc.stderr.strip().splitlines()}
     if proc.returncode != 0:
         return {"status": "failed", **out}
-    got = json.loads((tmp / "fallback" / OUTPUT_NAME).read_text())
-    want = json.loads((ROOT / "test" / "expected_output.json").read_text())
-    diff = max(abs(a["confidence"] - b["confidence"]) for a, b in zip(got, want, strict=True))
-    ok = len(lines) == 1 and "running on the CPU" in lines[0] and not out["stderr"] and diff <= 1e-4
+    diff, same = _against_expected(json.loads((tmp / "fallback" / OUTPUT_NAME).read_text()))
+    ok = len(lines) == 1 and "running on the CPU" in lines[0] and not out["stderr"] and same and diff <= TOLERANCE
     return {"status": "ok" if ok else "failed", "max_abs_diff": diff, **out}
 
 
@@ -159,13 +182,14 @@ def main(out_path: Path) -> int:
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "torch": torch.__version__, "torch_cuda": torch.version.cuda, "cuda_available": cuda,
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
-        "driver": _driver() if cuda else None,
+        "driver": nvidia_driver(),
     }
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         report["engine"] = part(engine_check, cuda)
         report["process"] = part(process_check, tmp)
         report["cuda_fallback"] = part(cuda_fallback_check, tmp)
+        report["fault_fallback"] = part(fault_fallback_check, tmp)
         report["bench"] = part(bench_check, tmp) if cuda else skipped
         report["train"] = part(train_check, tmp) if cuda else skipped
     report["skipped"] = [k for k, v in report.items() if isinstance(v, dict) and v.get("status") == "skipped"]
@@ -174,15 +198,6 @@ def main(out_path: Path) -> int:
     out_path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out_path}; failed: {report['failed'] or 'none'}; skipped: {report['skipped'] or 'none'}")
     return 1 if report["failed"] else 0
-
-
-def _driver() -> str | None:
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 if __name__ == "__main__":

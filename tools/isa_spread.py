@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                               "weights/oof.csv": (manifest.get("export_environment") or {}).get("machine")
                               or manifest.get("export_environment", {}).get("cpu")},
         "oof_patches": len(oof_file),
+        "settings_count": len(runs),
         "settings": {name: {"caps": SETTINGS[name][0], "threads": SETTINGS[name][1],
                             "machine": r["machine"]} for name, r in runs.items()},
         "against_recorded": recorded,

@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
           f"{len(cannot)} could not be checked here{scope}")
     if args.json is not None:
         write_json(args.json, {"findings": [f.to_dict() for f in findings], "passed": not failed, "full": args.full,
-                               "cannot_check": len(cannot), "seconds": seconds, "environment": environment(),
+                               "cannot_check": len(cannot), "seconds": seconds,
+                               "minutes_total": round(sum(seconds.values()) / 60, 1), "environment": environment(),
                                "git": git_state(), "command": portable_command(args_to_argv("audit", args))})
     return 1 if failed or (args.strict and cannot) else 0
 

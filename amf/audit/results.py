@@ -28,7 +28,7 @@ from amf.files import read_json
 #: Keys of a crossval.json entry that record how it was made, not what it measured.
 NOT_MEASURED = ("run", "folds", "tta", "precision", "bootstrap", "provenance")  # how a row was scored
 CLAIMS = Path("docs") / "claims.toml"
-DOCS = (Path("README.md"), Path("docs") / "results.md", Path("docs") / "benchmark.md")
+DOCS = (Path("README.md"), Path("docs") / "results.md", Path("docs") / "benchmark.md", Path("docs") / "audit.md")
 BLOCK = re.compile(r"<!-- amf:table (?P<args>[^>]*?) -->\n(?P<body>.*?)<!-- amf:end -->", re.S)
 
 

@@ -61,11 +61,11 @@ def run(args: argparse.Namespace) -> int:
     stack_sizes = int_list(args.stack_sizes or ("1,16" if quick else "1,16,128"))
     throughput_sizes = int_list(args.throughput_sizes or ("16" if quick else "16,256,4096"))
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    from amf.inference.engine import default_device
+    from amf.devices import resolve
 
-    device = default_device().type if args.device == "auto" else args.device
-    args.device = device
-    print(f"amf bench: device {device}", file=sys.stderr)
+    resolved, line = resolve(args.device)
+    device = args.device = str(resolved)
+    print(f"amf bench: {line}", file=sys.stderr)
     from amf.provenance import git_state
 
     # the code measured: recorded before the first measurement, so a later edit of the checkout does not show

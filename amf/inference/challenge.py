@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -159,7 +160,8 @@ def run(
     for k, job in enumerate(jobs):
         with _context(job, k, len(jobs)):
             counts.append(count_pages(job.stack))
-    loaded = pipeline.load(weights_dir, manifest, device, lambda note: say(f"process.py: {note}"))
+    loaded = pipeline.load(weights_dir, manifest, device, lambda note: say(f"process.py: {note}"),
+                           warn=lambda note: print(f"process.py: warning: {note}", file=sys.stderr))
     results: list[tuple[Path, list[dict]]] = []
     for k, (job, n) in enumerate(zip(jobs, counts)):
         with _context(job, k, len(jobs)):

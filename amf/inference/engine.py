@@ -70,32 +70,9 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def start_device(requested: torch.device | str | None = None) -> tuple[torch.device, str | None]:
-    """The device to run on, and one line to report when a CUDA build of torch cannot use a GPU.
-
-    A requested device is taken as given. Otherwise CUDA is started for real (a first allocation), not
-    only asked about: an old driver, a missing device or a failing start all end on the CPU, with the
-    reason in one line, and the same probabilities (the CPU path is the reference). A CPU build of torch
-    says nothing: it never meant to use a GPU.
-    """
-    if requested is not None:
-        return torch.device(requested), None
-    if torch.version.cuda is None:
-        return torch.device("cpu"), None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            if torch.cuda.is_available():
-                torch.zeros(1, device="cuda")
-                return torch.device("cuda"), None
-            warned = next((str(w.message) for w in caught), "")  # e.g. "The NVIDIA driver ... is too old"
-            if not warned:
-                return torch.device("cpu"), "no CUDA device; running on the CPU"
-            reason = warned
-        except Exception as exc:  # noqa: BLE001 - any failure to start CUDA means: run on the CPU
-            reason = str(exc) or type(exc).__name__
-    reason = " ".join(reason.split())[:200]
-    return torch.device("cpu"), f"CUDA could not start ({reason}); running on the CPU"
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether a failure is the device running out of memory (which a smaller batch may avoid)."""
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
 def default_strategy(device: torch.device | str, bf16: bool = False) -> Strategy:
@@ -115,9 +92,10 @@ class Engine:
         device: default CUDA when available, else CPU.
         strategy: see the module docstring; default ``fused`` on CUDA, ``graph`` on CPU.
         chunk_size: patches read and augmented at a time.
-        bf16: bf16 autocast, opt-in (default off everywhere). It moves confidences by about 1e-3, more than
-            the 1e-4 that ``test.sh`` holds the container to, so a class near the threshold can flip; its
-            measured effect on the LODO figures and its speed are in ``docs/benchmark.md``. On a CPU it needs
+        bf16: bf16 autocast, opt-in (default off everywhere). It moves confidences by far more than the tolerance
+            ``test.sh`` holds the container to (:data:`amf.reproducibility.TOLERANCE`), so a class near the
+            threshold can flip; its measured effect on the LODO figures and its speed are in
+            ``docs/benchmark.md``. On a CPU it needs
             an eager strategy (default ``batched``), not ``graph``. In fp32 on CUDA, TF32 is turned off, so
             the GPU computes what the CPU computes, to float rounding.
         sub_batch: images per forward pass and member (default 32 on CPU, 128 on CUDA).
@@ -164,8 +142,8 @@ class Engine:
         self.device = torch.device(device) if device is not None else default_device()
         on_cuda = self.device.type == "cuda"
         self.strategy = strategy or default_strategy(self.device, bool(bf16))
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if self.strategy not in RUNNERS:
+            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(RUNNERS)}")
         if self.strategy == "graph" and on_cuda:
             raise ValueError("the graph strategy is for CPUs; on CUDA use fused or batched")
         if self.strategy == "graph" and bf16:
@@ -192,6 +170,18 @@ class Engine:
     def chunk_size(self, value: int) -> None:
         k = self.patches_per_forward
         self._chunk_size = -(-int(value) // k) * k
+
+    def halve_batch(self) -> bool:
+        """Half the patches per forward pass (after the device ran out of memory), down to one; False when it is one
+        already. The scores then move by float rounding only: a patch's forward pass holds fewer others."""
+        if self.patches_per_forward == 1:
+            return False
+        self.patches_per_forward //= 2
+        self.sub_batch = self.patches_per_forward * self.tta.views
+        self.chunk_size = self.chunk_size  # whole forward passes again
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return True
 
     def describe(self) -> dict:
         """The settings that decide speed, for logs and the benchmark's JSON."""
@@ -352,7 +342,8 @@ def warn_unfolded(prepared: list) -> None:
                       stacklevel=3)
 
 
-#: Strategy name -> its implementation (the module docstring says when each is used).
+#: Strategy name -> its implementation (the module docstring says when each is used): the engine's one registry of
+#: strategies, where a test can put a runner that fails on purpose (tests/faults.py).
 RUNNERS: dict[str, type[_Runner]] = {"loop": _Loop, "batched": _Batched, "graph": _Graphs, "fused": _Fused}
 
 

@@ -66,6 +66,7 @@ def predict_files(paths: list[Path], output: Path, weights: Path, *, views: int 
 
     tta = None if views is None else dataclasses.replace(TTAConfig(**manifest["tta"]), views=views)
     loaded = pipeline.load(weights, manifest, device, lambda note: print(f"amf predict: {note}", file=sys.stderr),
+                           warn=lambda note: print(f"amf predict: warning: {note}", file=sys.stderr),
                            chunk_size=chunk_size, tta=tta, bf16=bf16)
     engine = loaded.engine
     if engine.bf16 and engine.device.type == "cpu":

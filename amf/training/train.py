@@ -69,9 +69,9 @@ import numpy as np
 import torch
 from timm.utils import ModelEmaV3
 
+from amf.devices import resolve
 from amf.errors import AmfError
 from amf.files import atomic_write_bytes, json_safe, sha256_file, write_json
-from amf.inference.engine import default_device
 from amf.inference.io import patch_digest
 from amf.inference.model import Classifier, build_classifier
 from amf.inference.tta import train_augment
@@ -120,16 +120,6 @@ def atomic_torch_save(obj: dict, path: Path) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(Path(path), buf.getvalue())
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """``--device``: ``auto`` (or None) is the engine's default; an explicit CUDA device must exist."""
-    if device in (None, "auto"):
-        return default_device()
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise AmfError("--device cuda requested but CUDA is not available")
-    return dev
 
 
 def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -636,7 +626,7 @@ def train_run(
     which is where the export reads the commands that produced the members.
     """
     output = Path(output)
-    dev = device_for(world, resolve_device(device))
+    dev = device_for(world, resolve(device)[0])
     table = read_datasets(data_sources(labels_file, images_dir), columns)  # validates every row first
     table = limit_table(table, cfg.limit, cfg.seed)
     fp = fingerprint(table)

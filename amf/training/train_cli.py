@@ -167,7 +167,10 @@ def run(args: argparse.Namespace) -> int:
 
     world = distributed.start(args.device)
     if world.main:
-        print(f"amf train: device {args.device}, {cfg.threads or 'default'} thread(s) per process", file=sys.stderr)
+        from amf.devices import resolve
+
+        print(f"amf train: {resolve(args.device)[1]}, {cfg.threads or 'default'} thread(s) per process",
+              file=sys.stderr)
     try:
         summary = train_run(
             cfg,

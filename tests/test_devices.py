@@ -1,0 +1,103 @@
+"""amf.devices.resolve: the device every command runs on, and the one line that says which and why; and what a GPU
+that fails after start-up costs a job (nothing but time), provoked here through the engine's strategy registry
+(tests/faults.py) on a machine without one."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from amf.devices import nvidia_driver, resolve
+from amf.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+OUTPUT_NAME = "multiple-mitotic-figure-classification.json"
+no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU-side wording: this machine has a GPU")
+
+
+def test_cpu_is_said_plainly():
+    device, line = resolve("cpu")
+    assert device.type == "cpu" and line == "running on the CPU (--device cpu)"
+
+
+@no_gpu
+def test_auto_without_a_gpu_says_why_in_one_line():
+    device, line = resolve("auto")
+    assert device.type == "cpu" and "\n" not in line
+    if torch.version.cuda is None:
+        assert line == f"running on the CPU (torch {torch.__version__} is a CPU build)"
+    else:
+        assert line.startswith("CUDA cannot start (") and line.endswith("; running on the CPU")
+        assert f"torch built for CUDA {torch.version.cuda}" in line
+        assert ("NVIDIA driver " in line) == (nvidia_driver() is not None)
+
+
+@no_gpu
+def test_an_explicit_gpu_that_cannot_start_is_an_error_not_a_fallback():
+    with pytest.raises(InputError, match=r"--device cuda: (CUDA cannot start|this torch .* is a CPU build)"):
+        resolve("cuda")
+
+
+@pytest.mark.parametrize("text, version", [
+    ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 01:15:15 UTC 2023\n", "535.104.05"),
+    ("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  570.86.15  Release Build  (dvs-builder@U16)\n",
+     "570.86.15"),
+    ("garbage\n", None),
+])
+def test_the_driver_version_is_read_as_the_kernel_reports_it(tmp_path, text, version):
+    path = tmp_path / "version"
+    path.write_text(text)
+    assert nvidia_driver(path) == version
+    assert nvidia_driver(tmp_path / "missing") is None
+
+
+def run_with_fault(kind: str, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "tests" / "faults.py"), kind, "--input",
+                           str(ROOT / "test" / "input"), "--output", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory) -> list[dict]:
+    """process.py on the bundled stack with no fault: the CPU's JSON."""
+    out = tmp_path_factory.mktemp("plain")
+    proc = subprocess.run([sys.executable, str(ROOT / "process.py"), "--input", str(ROOT / "test" / "input"),
+                           "--output", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads((out / OUTPUT_NAME).read_text())
+
+
+def same_within_tolerance(got: list[dict], want: list[dict]) -> None:
+    from amf.reproducibility import TOLERANCE
+
+    assert [g["class"] for g in got] == [w["class"] for w in want]
+    assert max(abs(g["confidence"] - w["confidence"]) for g, w in zip(got, want, strict=True)) <= TOLERANCE
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind, what", [("error", "scoring"), ("build", "building the engine")])
+def test_a_device_error_after_start_up_reruns_the_stack_on_the_cpu(tmp_path, plain, kind, what):
+    proc = run_with_fault(kind, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"process.py: warning: {what} failed on cpu (RuntimeError: CUDA error: ")
+    assert lines[0].endswith("; running on the CPU instead")
+    got = json.loads((tmp_path / OUTPUT_NAME).read_text())
+    assert got == plain  # the CPU's engine, from the start: the same bits as a run without the fault
+
+
+@pytest.mark.slow
+def test_out_of_memory_halves_the_forward_passes_before_it_falls_back(tmp_path, plain):
+    proc = run_with_fault("oom", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    # 4 patches x 8 views per forward pass on the CPU: 32 and 16 images run out, 8 fit
+    assert lines == ["process.py: warning: out of memory on cpu; scoring again with 2 patch(es) per forward pass",
+                     "process.py: warning: out of memory on cpu; scoring again with 1 patch(es) per forward pass"]
+    same_within_tolerance(json.loads((tmp_path / OUTPUT_NAME).read_text()), plain)

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# For a machine with a docker engine: build each torch variant, print what the image is (user, entrypoint, working
+# directory, size, base digest), run it the way the platform does (--network none, a read-only root with a tmpfs
+# /tmp, a read-only /input, an unprivileged user, the GPU when there is one) and compare its JSON with
+# test/expected_output.json within amf.reproducibility.TOLERANCE (tools/compare_output.py).
+#   tools/verify_docker.sh [VARIANT ...]   (default: cu126 cpu; cu130 needs a driver >= 580 to use the GPU)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "verify_docker: no docker engine here" >&2; exit 2; }
+IMAGE="${IMAGE:-midog25-t2-amf}"
+VARIANTS=("$@")
+[[ ${#VARIANTS[@]} -gt 0 ]] || VARIANTS=(cu126 cpu)
+GPU=()
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
+  GPU=(--gpus all)
+  echo "verify_docker: GPU $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1)"
+fi
+failed=0
+for variant in "${VARIANTS[@]}"; do
+  echo "=== $variant"
+  ./build.sh "$variant"
+  docker image inspect "$IMAGE:$variant" --format \
+    'user={{.Config.User}} entrypoint={{json .Config.Entrypoint}} workdir={{.Config.WorkingDir}} size={{.Size}} bytes'
+  echo "base: $(grep -m1 '^FROM' Dockerfile | sed 's/.*FROM //')"
+  out=$(mktemp -d); chmod 777 "$out"
+  start=$(date +%s)
+  if docker run --rm "${GPU[@]}" --network none --read-only --tmpfs /tmp --shm-size 1g \
+      --volume "$PWD/test/input:/input:ro" --volume "$out:/output" "$IMAGE:$variant" 2>"$out.stderr"; then
+    echo "ran in $(( $(date +%s) - start )) s; stderr: $(wc -l <"$out.stderr") line(s)"
+    cat "$out.stderr"
+    python3 tools/compare_output.py "$out/multiple-mitotic-figure-classification.json" --label "verify_docker $variant" \
+      || failed=1
+  else
+    echo "verify_docker $variant: the container failed:"; cat "$out.stderr"; failed=1
+  fi
+  rm -rf "$out" "$out.stderr"
+done
+exit $failed
