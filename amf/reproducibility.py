@@ -126,6 +126,15 @@ def machine_differences(here: dict | None, recorded: dict | None) -> list[str]:
     return out + ([f"not recorded: {', '.join(missing)}"] if missing else [])
 
 
+def describe(record: dict | None) -> str:
+    """One line naming a machine: CPU, ISA caps in force, threads, torch."""
+    if not record:
+        return "an unrecorded machine"
+    caps = ", ".join(f"{k}={v}" for k, v in record.get("caps", {}).items() if v)
+    return (f"{record.get('cpu', '?')} ({record.get('aten_capability', '?')}"
+            f"{', ' + caps if caps else ''}), {record.get('threads', '?')} thread(s), torch {record.get('torch', '?')}")
+
+
 @dataclass(frozen=True)
 class Agreement:
     """Scores made here against recorded ones: the verdict, the largest |difference|, the entries whose class
