@@ -84,8 +84,8 @@ def copy(repo, tmp_path) -> Path:
     return tmp_path / "repo"
 
 
-def audit(root: Path, *only: str) -> dict[str, tuple[str, str]]:
-    findings = run_audit(context(root), list(only) or None)
+def audit(root: Path, *only: str, full: bool = False) -> dict[str, tuple[str, str]]:
+    findings = run_audit(context(root), list(only) or None, full=full)
     return {f.check: (f.status, f.detail) for f in findings}
 
 
@@ -150,7 +150,8 @@ def test_one_out_of_fold_score_changed(copy):
     manifest = json.loads((copy / "weights" / "manifest.json").read_text())  # a forger updates the hash too
     manifest["files"]["oof_scores"]["sha256"] = sha256_file(path)
     (copy / "weights" / "manifest.json").write_text(json.dumps(manifest))
-    assert "max |difference|" in failures(audit(copy, "threshold"))["threshold.oof_scores"]
+    assert "threshold.oof_scores" not in audit(copy, "threshold")  # the rescoring is --full's
+    assert "DIFFERENT" in failures(audit(copy, "threshold", full=True))["threshold.oof_scores"]
 
 
 def test_the_manifest_threshold_changed(copy):

@@ -196,8 +196,9 @@ def read_patches(path: Path) -> np.ndarray:
     return np.stack(patches)
 
 
-def find_images(paths: list[Path]) -> list[Path]:
-    """Expand files and folders (recursively, sorted) into the image files they hold.
+def find_images(paths: list[Path], others: list[Path] | None = None) -> list[Path]:
+    """Expand files and folders (recursively, sorted) into the image files they hold; the other files found in the
+    folders are added to ``others`` (when given), so a caller can say what it skipped.
 
     In a folder, every entry with an image suffix counts, so a broken link or unreadable file named
     ``x.tif`` is reported when read instead of being skipped silently.
@@ -205,7 +206,10 @@ def find_images(paths: list[Path]) -> list[Path]:
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and not f.is_dir()))
+            entries = sorted(f for f in p.rglob("*") if not f.is_dir())
+            found.extend(f for f in entries if f.suffix.lower() in IMAGE_SUFFIXES)
+            if others is not None:
+                others.extend(f for f in entries if f.suffix.lower() not in IMAGE_SUFFIXES)
         elif p.is_file():
             found.append(p)
         else:

@@ -461,7 +461,7 @@ def _bootstrap(stat, domains: dict[str, np.ndarray], n_resamples: int, seed: int
     return np.asarray(stat(domains)), np.percentile(np.array(draws), [2.5, 97.5], axis=0) if draws else None
 
 
-def _ci(interval: np.ndarray | None, i: int) -> list[float] | None:
+def _bounds(interval: np.ndarray | None, i: int) -> list[float] | None:
     """Statistic ``i``'s ``[low, high]`` of a :func:`_bootstrap` interval (None without one)."""
     return None if interval is None else [float(interval[0][i]), float(interval[1][i])]
 
@@ -473,8 +473,8 @@ def mean_interval(path: Path, n_resamples: int = 1000, seed: int = 0) -> dict:
     domains = {dom: np.flatnonzero(d["domain"] == dom) for dom in sorted(set(d["domain"]))}
     point, interval = _bootstrap(lambda idx: np.array(_mean_over_domains(d, idx)), domains, n_resamples, seed)
     return {"domains": list(domains), "resamples": n_resamples, "seed": seed,
-            "balanced_accuracy": float(point[0]), "balanced_accuracy_ci95": _ci(interval, 0),
-            "roc_auc": float(point[1]), "roc_auc_ci95": _ci(interval, 1)}
+            "balanced_accuracy": float(point[0]), "balanced_accuracy_ci95": _bounds(interval, 0),
+            "roc_auc": float(point[1]), "roc_auc_ci95": _bounds(interval, 1)}
 
 
 #: Threshold rules a compared row can be classified by (``ROW:MODE@RULE``; no suffix: its OOF max-BA cut, as scored).
@@ -549,5 +549,5 @@ def compare(a_csv: Path, b_csv: Path, n_resamples: int = 1000, seed: int = 0, th
         lambda idx: np.subtract(_mean_over_domains(b, idx), _mean_over_domains(a, idx)), domains, n_resamples, seed)
     return {"a": str(a_csv), "b": str(b_csv), "domains": shared, "resamples": n_resamples, "seed": seed,
             **({"thresholds": "a"} if thresholds == "a" else {}),
-            "balanced_accuracy_difference": float(point[0]), "balanced_accuracy_ci95": _ci(interval, 0),
-            "auc_difference": float(point[1]), "auc_ci95": _ci(interval, 1)}
+            "balanced_accuracy_difference": float(point[0]), "balanced_accuracy_ci95": _bounds(interval, 0),
+            "auc_difference": float(point[1]), "auc_ci95": _bounds(interval, 1)}
