@@ -185,3 +185,12 @@ def test_a_labels_file_without_a_domain_column_is_one_domain_and_says_so(tmp_pat
     ami = write_csv(tmp_path / "ami.csv", ["patch", "majority_atypical"],
                     [[n, str("atypical" in n)] for n in names])  # AMi-Br's columns, less the scanner
     assert set(read_flat(preds, ami).domain) == {"all"}
+
+
+def test_without_weights_the_in_sample_check_is_said_to_be_skipped(tmp_path, capsys):
+    labels = amibr_labels(tmp_path / "data")
+    names = ["patches/normal/n2.png", "patches/atypical/a1.png", "patches/atypical/a2.png", "patches/normal/n1.png"]
+    preds = predictions(tmp_path / "p.csv", [str(tmp_path / "data" / n) for n in names])
+    assert main(["evaluate", "--predictions", str(preds), "--labels", str(labels), "--weights",
+                 str(tmp_path / "nowhere"), "--output", str(tmp_path / "m.json"), "--bootstrap", "0"]) == 0
+    assert "note: no weights at " in capsys.readouterr().err

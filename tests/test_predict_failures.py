@@ -165,3 +165,16 @@ def test_the_view_spread_is_the_standard_deviation_of_the_member_and_view_scores
                                 for m in ens.members for v in range(ens.tta.views)])
         assert np.allclose(mean, each.mean(0).numpy(), atol=1e-6), strategy
         assert np.allclose(spread, each.std(0, correction=0).numpy(), atol=1e-6), strategy
+
+
+def test_patches_that_are_not_128_rgb_are_counted_in_one_warning(tmp_path, weights, capsys):
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.full((512, 512, 3), 120, np.uint8)).save(tmp_path / "in" / "big.png")
+    Image.fromarray(np.full((64, 64), 90, np.uint8)).save(tmp_path / "in" / "small_gray.png")
+    Image.fromarray(rgb_stack(1)[0]).save(tmp_path / "in" / "fine.png")
+    predict([tmp_path / "in"], tmp_path / "p.csv", weights)
+    err = capsys.readouterr().err
+    assert ("warning: 2 of 3 patches are not 128 x 128 RGB: 1 cropped to their centre (larger), 1 padded with black "
+            "(smaller), 1 converted to RGB; nothing is rescaled") in err
+    predict([tmp_path / "in" / "fine.png"], tmp_path / "q.csv", weights)
+    assert "not 128 x 128" not in capsys.readouterr().err

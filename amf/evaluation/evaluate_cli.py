@@ -120,8 +120,12 @@ def run(args: argparse.Namespace) -> int:
             raise EvaluationError("use either --predictions/--labels or --input/--ground-truth, not both")
         columns = {role: getattr(args, f"{role}_column", None) for role in ("image", "label", "domain")}
         weights = getattr(args, "weights", None) or default_weights()
+        have_weights = (Path(weights) / "manifest.json").is_file()
+        if not have_weights:
+            print(f"amf evaluate: note: no weights at {weights}: whether the scored patches are among the weights' "
+                  "training patches is not checked (--weights names the folder)", file=sys.stderr)
         figures = read_flat(args.predictions, args.labels, getattr(args, "allow_missing", False), columns,
-                            weights if (Path(weights) / "manifest.json").is_file() else None,
+                            weights if have_weights else None,
                             allow_unlabelled=getattr(args, "allow_unlabelled", False))
         for note in figures.notes:
             if note.startswith(WARNING):
@@ -139,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
 
         hint = "No error gallery: give --stacks DIR, the folder of the input stacks, to see the figures."
         known = ()
-        if flat_mode and (Path(weights) / "manifest.json").is_file():  # amf predict's class column: the weights' cut
+        if flat_mode and have_weights:  # amf predict's class column: the weights' cut
             known = (float(read_json(Path(weights) / "manifest.json", EvaluationError)["threshold"]["value"]),)
         report = write_report(evaluation, args.report, figure_loader(figures, flat_mode, args.stacks), hint, known)
         print(f"wrote {report}")

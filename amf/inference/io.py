@@ -147,6 +147,22 @@ def to_patch(page: np.ndarray, size: int = PATCH_SIZE) -> np.ndarray:
     return fit_to_patch(to_rgb_uint8(page), size)
 
 
+def page_changes(page: np.ndarray, size: int = PATCH_SIZE) -> tuple[str, ...]:
+    """What :func:`to_patch` does to a page beyond reading it: ``cropped`` (larger than ``size``: only its centre
+    is kept), ``padded`` (smaller: black around it), ``converted`` (not RGB uint8). Nothing is ever rescaled, so a
+    page at another size or magnification than the training patches' is scored as it comes.
+
+    >>> page_changes(np.zeros((128, 128, 3), np.uint8))
+    ()
+    >>> page_changes(np.zeros((512, 512), np.uint16))
+    ('cropped', 'converted')
+    """
+    h, w = page.shape[:2]
+    return tuple(name for name, happens in (
+        ("cropped", h > size or w > size), ("padded", h < size or w < size),
+        ("converted", page.dtype != np.uint8 or page.ndim != 3 or page.shape[2] != 3)) if happens)
+
+
 # --------------------------------------------------------------------------------------------------
 # files
 
@@ -180,10 +196,17 @@ def patch_digest(patch: np.ndarray) -> str:
 
 def iter_patches(path: Path) -> Iterator[np.ndarray]:
     """:func:`iter_pages` through :func:`to_patch`; a page that is no image is an error naming the page."""
+    for patch, _ in iter_fitted(path):
+        yield patch
+
+
+def iter_fitted(path: Path) -> Iterator[tuple[np.ndarray, tuple[str, ...]]]:
+    """Each page as a patch, with what fitting it took (:func:`page_changes`); a page that is no image is an error
+    naming the page."""
     path = Path(path)
     for i, page in enumerate(iter_pages(path)):
         try:
-            yield to_patch(page)
+            yield to_patch(page), page_changes(page)
         except InputError as exc:
             raise InputError(f"{path}: page {i}: {exc}") from None
 

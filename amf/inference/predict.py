@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from amf.devices import BF16_UNITS, cpu_model_and_flags
 from amf.errors import InputError, OutputError
 from amf.files import atomic_write_bytes
 from amf.inference import api, pipeline
-from amf.inference.io import IMAGE_SUFFIXES, find_images, iter_patches, patch_digest
+from amf.inference.io import IMAGE_SUFFIXES, find_images, iter_fitted, patch_digest
 from amf.progress import Progress, interactive
 
 COLUMNS = ("path", "page", "p_atypical", "class", "view_sd")
@@ -167,7 +168,8 @@ def cut_for(threshold: float | str | None, probs: np.ndarray, shipped: float) ->
 
 
 def check_files(files: list[Path], skip_bad: bool = False) -> tuple[list[Path], list[int], list[tuple[Path, str]]]:
-    """Decode every file once before any model work: ``(readable files, their page counts, bad files)``.
+    """Decode every file once before any model work: ``(readable files, their page counts, bad files)``; pages that
+    are not 128 x 128 RGB are counted in one warning on stderr, by what was done to them.
 
     Structure alone (:func:`amf.inference.io.count_pages`) misses a PNG whose pixel data is cut short; decoding
     every page (the same reader checks the structure on the way) costs little next to the model. The pages
@@ -175,9 +177,11 @@ def check_files(files: list[Path], skip_bad: bool = False) -> tuple[list[Path], 
     Without ``skip_bad`` the first bad file raises its one-line :class:`InputError`.
     """
     good, counts, bad = [], [], []
+    changed: Counter[str] = Counter()
     for path in tqdm(files, desc="checking inputs", unit="file", leave=False, disable=not interactive()):
         try:
-            n = sum(1 for _ in iter_patches(path))
+            changes = [change for _, change in iter_fitted(path)]
+            n = len(changes)
         except InputError as exc:
             if not skip_bad:
                 raise
@@ -185,6 +189,15 @@ def check_files(files: list[Path], skip_bad: bool = False) -> tuple[list[Path], 
             continue
         good.append(path)
         counts.append(n)
+        changed.update(c for page in changes for c in page)
+        changed["any"] += sum(bool(page) for page in changes)
+    if changed["any"]:
+        said = {"cropped": "cropped to their centre (larger)", "padded": "padded with black (smaller)",
+                "converted": "converted to RGB"}
+        print(f"amf predict: warning: {changed['any']} of {sum(counts)} patches are not 128 x 128 RGB: "
+              + ", ".join(f"{changed[k]} {v}" for k, v in said.items() if changed[k])
+              + "; nothing is rescaled, and the model saw 128 px crops at about 0.25 µm/px (40x): scores of "
+                "patches at another size or scale are not what its evaluation measured", file=sys.stderr)
     return good, counts, bad
 
 
