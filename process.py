@@ -34,10 +34,10 @@ def main() -> int:
     try:
         from amf.errors import AmfError
         from amf.inference.challenge import run
-        from amf.inference.weights import DEFAULT_WEIGHTS
+        from amf.inference.weights import default_weights
 
         try:
-            run(args.input, args.output, args.weights or DEFAULT_WEIGHTS)
+            run(args.input, args.output, args.weights or default_weights())
         except AmfError as exc:
             print(f"process.py: error: {' '.join(str(exc).split())}", file=sys.stderr)
             return 2

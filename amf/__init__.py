@@ -18,3 +18,11 @@ __version__ = "0.1.0"
 #   it costs little.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def load(*args, **kwargs):
+    """The shipped (or named) weights, verified and loaded for scoring: :func:`amf.inference.api.load`. Imported
+    here on first call, so ``import amf`` stays free of torch."""
+    from amf.inference.api import load as _load
+
+    return _load(*args, **kwargs)

@@ -34,16 +34,21 @@ def main(argv: list[str] | None = None) -> int:
         prog=prog, description="Atypical vs normal mitotic figures (MIDOG 2025 Track 2): train, export, predict, "
         "evaluate, crossval, bench and audit. Each command has its own --help.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Only the chosen sub-command's module is imported; the others just get a help line.
     chosen = next((a for a in argv if not a.startswith("-")), None)
-    modules = {}
+    modules, parsers = {}, {}
     for name, (module_name, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        parsers[name] = p = sub.add_parser(name, help=help_text, description=help_text)
         if name == chosen:
             modules[name] = importlib.import_module(module_name)
             modules[name].add_arguments(p)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if args.command is None:  # `amf` alone: the commands, not an error
+        parser.print_help()
+        return 2
+    if unknown:  # said by the sub-command's parser, with its own usage line
+        parsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(modules[args.command].run(args) or 0)
     except AmfError as exc:

@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["amf.inference.tta", "amf.inference.stain", "amf.training.threshold", "amf.inference.io",
-           "amf.training.splits", "amf.training.distributed"]
+           "amf.training.splits", "amf.training.distributed", "amf.inference.api", "amf.evaluation.gallery"]
 
 
 @pytest.mark.parametrize("name", MODULES)

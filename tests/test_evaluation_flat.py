@@ -168,3 +168,29 @@ def test_named_columns_and_any_label_spelling(tmp_path, capsys):
                  "--bootstrap", "0"]) == 0
     with pytest.raises(EvaluationError, match=r"no column\(s\) \['nope'\]"):
         read_flat(preds, labels, columns={"image": "nope", "label": "y", "domain": "site"})
+
+
+def test_a_labels_file_without_a_domain_column_is_one_domain_and_says_so(tmp_path, capsys):
+    """A plain filename,label CSV: the columns named, no domain: every figure in one domain, 'all', said once."""
+    names = ["patches/atypical/a1.png", "patches/normal/n1.png", "patches/normal/n2.png", "patches/atypical/a2.png"]
+    labels = write_csv(tmp_path / "plain.csv", ["filename", "label"],
+                       [[n, "atypical" if "atypical" in n else "normal"] for n in names])
+    preds = predictions(tmp_path / "p.csv", [str(tmp_path / n) for n in names])
+    assert main(["evaluate", "--predictions", str(preds), "--labels", str(labels), "--image-column", "filename",
+                 "--label-column", "label", "--output", str(tmp_path / "m.json")]) == 0
+    out = capsys.readouterr().out
+    assert "has no domain column: every figure is scored as one domain, 'all' (--domain-column names one)" in out
+    figs = read_flat(preds, labels, columns={"image": "filename", "label": "label"})
+    assert set(figs.domain) == {"all"} and len(figs) == 4
+    ami = write_csv(tmp_path / "ami.csv", ["patch", "majority_atypical"],
+                    [[n, str("atypical" in n)] for n in names])  # AMi-Br's columns, less the scanner
+    assert set(read_flat(preds, ami).domain) == {"all"}
+
+
+def test_without_weights_the_in_sample_check_is_said_to_be_skipped(tmp_path, capsys):
+    labels = amibr_labels(tmp_path / "data")
+    names = ["patches/normal/n2.png", "patches/atypical/a1.png", "patches/atypical/a2.png", "patches/normal/n1.png"]
+    preds = predictions(tmp_path / "p.csv", [str(tmp_path / "data" / n) for n in names])
+    assert main(["evaluate", "--predictions", str(preds), "--labels", str(labels), "--weights",
+                 str(tmp_path / "nowhere"), "--output", str(tmp_path / "m.json"), "--bootstrap", "0"]) == 0
+    assert "note: no weights at " in capsys.readouterr().err

@@ -108,7 +108,9 @@ def test_a_missing_weights_folder_names_the_option(tmp_path, capsys):
     assert "--weights DIR" in err and "AMF_WEIGHTS" in err
 
 
-def test_progress_in_a_log_is_a_line_per_tenth_with_plural_units(capsys):
+def test_progress_in_a_log_is_a_line_per_tenth_with_rate_time_left_and_a_total(capsys):
+    import re
+
     from amf.progress import Progress
 
     progress = Progress(20, "amf predict", "patch")
@@ -116,4 +118,41 @@ def test_progress_in_a_log_is_a_line_per_tenth_with_plural_units(capsys):
         progress.update()
     progress.close()
     lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 9 and lines[0].startswith("amf predict: 2 of 20 patches (10%)")
+    assert len(lines) == 11 and lines[0].startswith("amf predict: 2 of 20 patches (10%), ")
+    assert lines[9].startswith("amf predict: 20 of 20 patches (100%), ")
+    for line in lines[:10]:
+        assert re.search(r", [\d,.]+ patch/s, [\d.]+ s so far, [\d.]+ s left$", line), line
+    assert re.fullmatch(r"amf predict: 20 patches in \d+\.\d s", lines[10]), lines[10]
+
+
+def test_amf_alone_lists_the_commands(capsys):
+    assert main([]) == 2
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("train", "predict", "evaluate", "audit"))
+
+
+def test_an_unknown_flag_is_said_by_its_subcommand(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["predict", "x.png", "--output", "p.csv", "--frobnicate"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: " in err and " predict " in err.splitlines()[0] and "unrecognized arguments: --frobnicate" in err
+
+
+def test_predict_help_gives_examples(capsys):
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    out = capsys.readouterr().out
+    assert "examples:" in out and "--output -" in out and "--threads" in out
+
+
+@pytest.mark.parametrize("value", ["on", "1", "yes"])
+def test_a_graph_cache_switch_word_is_refused_not_made_a_folder(tmp_path, monkeypatch, value):
+    from amf.errors import InputError
+    from amf.inference.loading import graph_cache_dir
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AMF_GRAPH_CACHE", value)
+    with pytest.raises(InputError, match=f"AMF_GRAPH_CACHE={value}: name the cache folder, or 'off'"):
+        graph_cache_dir()
+    assert not (tmp_path / value).exists()

@@ -28,7 +28,7 @@ def test_predict_writes_every_page_in_order(tmp_path, weights, engine_for):
     Image.fromarray(rgb_stack(1, 90, 150)[0]).save(tmp_path / "in" / "b.png")
     assert predict([tmp_path / "in"], tmp_path / "p.csv", weights, chunk_size=2) == 4
     rows = (tmp_path / "p.csv").read_text().splitlines()
-    assert rows[0] == "path,page,p_atypical,class" and len(rows) == 5
+    assert rows[0] == "path,page,p_atypical,class,view_sd" and len(rows) == 5
     assert [r.split(",")[1] for r in rows[1:]] == ["0", "1", "2", "0"]
     engine, _ = engine_for
     expected = engine.predict_proba(read_patches(tmp_path / "in" / "a.tif"))
@@ -113,3 +113,68 @@ def test_bf16_warns_on_a_cpu_without_bf16_units(tmp_path, weights, monkeypatch, 
     tif(rgb_stack(1))(tmp_path / "a.tif")
     predict_module.predict_files([tmp_path / "a.tif"], tmp_path / "p.csv", Path(weights), device="cpu", bf16=True)
     assert ("bf16 runs emulated, slower than the fp32 default" in capsys.readouterr().err) == warns
+
+
+def test_the_output_format_follows_the_suffix_and_a_folder_skips_non_images_aloud(tmp_path, weights, capsys):
+    import csv
+    import json
+
+    (tmp_path / "in").mkdir()
+    tif(rgb_stack(3))(tmp_path / "in" / "a.tif")
+    (tmp_path / "in" / "notes.txt").write_text("not an image\n")
+    predict([tmp_path / "in"], tmp_path / "p.csv", weights)
+    assert "skipped 1 file that is not an image: notes.txt" in capsys.readouterr().out
+    with open(tmp_path / "p.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    predict([tmp_path / "in"], tmp_path / "p.jsonl", weights)
+    lines = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    predict([tmp_path / "in"], tmp_path / "p.json", weights)
+    listed = json.loads((tmp_path / "p.json").read_text())
+    assert lines == listed and len(listed) == 3
+    assert [float(r["p_atypical"]) for r in table] == [r["p_atypical"] for r in listed]
+    assert all(r["view_sd"] >= 0 and set(r) == {"path", "page", "p_atypical", "class", "view_sd"} for r in listed)
+    with pytest.raises(OutputError, match=r"unknown format '\.txt'.*\.csv.*\.jsonl.*\.json.*- for CSV on stdout"):
+        predict([tmp_path / "in"], tmp_path / "p.txt", weights)
+    assert not (tmp_path / "p.txt").exists()
+
+
+def test_output_dash_writes_csv_to_stdout_and_the_summary_to_stderr(tmp_path, weights, capsysbinary):
+    tif(rgb_stack(2))(tmp_path / "a.tif")
+    predict([tmp_path / "a.tif"], "-", weights)
+    out, err = capsysbinary.readouterr()
+    rows = out.decode().splitlines()
+    assert rows[0] == "path,page,p_atypical,class,view_sd" and len(rows) == 3
+    assert b"2 patches from 1 file -> stdout" in err
+
+
+def test_the_view_spread_is_the_standard_deviation_of_the_member_and_view_scores(weights):
+    """What the engine reports beside the mean, against the scores computed one member and one view at a time."""
+    import torch
+
+    from amf.inference.engine import Engine
+    from amf.inference.tta import make_view
+    from amf.inference.weights import load_ensemble
+
+    ens = load_ensemble(weights)
+    patches = rgb_stack(5)
+    for strategy in ("loop", "batched", "graph"):
+        mean, spread = Engine(ens.members, ens.tta, device="cpu", strategy=strategy).predict(patches)
+        images = torch.from_numpy(patches).permute(0, 3, 1, 2).float() / 255
+        with torch.inference_mode():
+            each = torch.stack([torch.sigmoid(m(make_view(images, ens.tta, v))).double()
+                                for m in ens.members for v in range(ens.tta.views)])
+        assert np.allclose(mean, each.mean(0).numpy(), atol=1e-6), strategy
+        assert np.allclose(spread, each.std(0, correction=0).numpy(), atol=1e-6), strategy
+
+
+def test_patches_that_are_not_128_rgb_are_counted_in_one_warning(tmp_path, weights, capsys):
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.full((512, 512, 3), 120, np.uint8)).save(tmp_path / "in" / "big.png")
+    Image.fromarray(np.full((64, 64), 90, np.uint8)).save(tmp_path / "in" / "small_gray.png")
+    Image.fromarray(rgb_stack(1)[0]).save(tmp_path / "in" / "fine.png")
+    predict([tmp_path / "in"], tmp_path / "p.csv", weights)
+    err = capsys.readouterr().err
+    assert ("warning: 2 of 3 patches are not 128 x 128 RGB: 1 cropped to their centre (larger), 1 padded with black "
+            "(smaller), 1 converted to RGB; nothing is rescaled") in err
+    predict([tmp_path / "in" / "fine.png"], tmp_path / "q.csv", weights)
+    assert "not 128 x 128" not in capsys.readouterr().err

@@ -27,13 +27,13 @@ from amf.bench.bench import rows_over, side_by_side, synthetic_patches
 from amf.inference.engine import Engine, to_tensor
 from amf.inference.prepare import example_input, fold_batchnorm
 from amf.inference.tta import make_views
-from amf.inference.weights import DEFAULT_WEIGHTS, load_ensemble
+from amf.inference.weights import default_weights, load_ensemble
 from amf.provenance import write_tool_record
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    parser.add_argument("--weights", type=Path, default=default_weights())
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--patches", type=int, default=16)
     parser.add_argument("--json", type=Path)

@@ -42,7 +42,7 @@ from amf.inference.engine import Engine, to_tensor
 from amf.inference.io import read_patches
 from amf.inference.prepare import example_input, fold_batchnorm, quiet_jit
 from amf.inference.tta import make_views
-from amf.inference.weights import DEFAULT_WEIGHTS, load_ensemble
+from amf.inference.weights import default_weights, load_ensemble
 from amf.provenance import git_state, write_tool_record
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,7 +91,7 @@ def bf16_graph(member: torch.nn.Module) -> Callable:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    parser.add_argument("--weights", type=Path, default=default_weights())
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--stack", type=Path, help="a multi-page TIFF (default: the real sample stack, if present)")

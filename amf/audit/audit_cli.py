@@ -44,7 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def check(args: argparse.Namespace) -> None:
     if not args.weights.is_dir():
-        raise AmfError(f"--weights {args.weights} is not a folder")
+        raise AmfError(f"--weights {args.weights} is not a folder (amf audit checks a clone of the repository, its "
+                       "weights, docs and history: run it there, or name the weights with --weights)")
     for d in args.data or []:
         if not d.is_dir():
             raise AmfError(f"--data {d} is not a folder")

@@ -21,12 +21,13 @@ import sys
 from pathlib import Path
 
 from amf.errors import EvaluationError
+from amf.files import read_json
 from amf.evaluation.analysis import evaluate
 from amf.evaluation.flat import read_flat
 from amf.evaluation.output import metrics_document, write_json_atomic
 from amf.evaluation.platform import DEFAULT_GROUND_TRUTH, DEFAULT_INPUT, read_platform
 from amf.evaluation.summary import WARNING, summary
-from amf.inference.weights import DEFAULT_WEIGHTS
+from amf.inference.weights import default_weights
 
 DEFAULT_OUTPUT = Path("/output/metrics.json")
 
@@ -118,9 +119,13 @@ def run(args: argparse.Namespace) -> int:
         if args.input is not None or args.ground_truth is not None:
             raise EvaluationError("use either --predictions/--labels or --input/--ground-truth, not both")
         columns = {role: getattr(args, f"{role}_column", None) for role in ("image", "label", "domain")}
-        weights = getattr(args, "weights", None) or DEFAULT_WEIGHTS
+        weights = getattr(args, "weights", None) or default_weights()
+        have_weights = (Path(weights) / "manifest.json").is_file()
+        if not have_weights:
+            print(f"amf evaluate: note: no weights at {weights}: whether the scored patches are among the weights' "
+                  "training patches is not checked (--weights names the folder)", file=sys.stderr)
         figures = read_flat(args.predictions, args.labels, getattr(args, "allow_missing", False), columns,
-                            weights if (Path(weights) / "manifest.json").is_file() else None,
+                            weights if have_weights else None,
                             allow_unlabelled=getattr(args, "allow_unlabelled", False))
         for note in figures.notes:
             if note.startswith(WARNING):
@@ -137,7 +142,10 @@ def run(args: argparse.Namespace) -> int:
         from amf.evaluation.report import write_report  # matplotlib only when a report is asked for
 
         hint = "No error gallery: give --stacks DIR, the folder of the input stacks, to see the figures."
-        report = write_report(evaluation, args.report, figure_loader(figures, flat_mode, args.stacks), hint)
+        known = ()
+        if flat_mode and have_weights:  # amf predict's class column: the weights' cut
+            known = (float(read_json(Path(weights) / "manifest.json", EvaluationError)["threshold"]["value"]),)
+        report = write_report(evaluation, args.report, figure_loader(figures, flat_mode, args.stacks), hint, known)
         print(f"wrote {report}")
     # Last, so that metrics.json exists only when every step, the report included, has succeeded.
     write_json_atomic(args.output, metrics_document(evaluation))

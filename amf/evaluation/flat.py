@@ -31,7 +31,7 @@ from __future__ import annotations
 import csv
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePath
 
 from amf.errors import AmfError, EvaluationError
@@ -50,7 +50,7 @@ class LabelFormat:
     name: str
     image: str
     label: str
-    domain: str
+    domain: str | None  # None: the file has no domain column, and every figure is one domain
     classes: dict[str, str]  # label value (lower case) -> "normal" / "atypical"
 
 
@@ -58,6 +58,10 @@ LABEL_FORMATS = (
     LabelFormat("AMi-Br", "patch", "majority_atypical", "scanner", {"true": "atypical", "false": "normal"}),
     LabelFormat("MIDOG25", "image_id", "majority", "Tumor", {"amf": "atypical", "nmf": "normal"}),
 )
+
+
+#: The domain of every figure of a labels CSV without a domain column.
+ONE_DOMAIN = "all"
 
 
 @dataclass(frozen=True)
@@ -97,17 +101,20 @@ ANY_SPELLING = {**{v: "atypical" for v in ("true", "amf", "atypical", "1", "1.0"
 
 def read_labels(path: Path, image: str | None = None, label: str | None = None,
                 domain: str | None = None) -> list[Label]:
-    """Labels in file order, with their format recognised from the header, or from the columns named."""
+    """Labels in file order, with their format recognised from the header, or from the columns named. Without a
+    domain column (none named, none of the known ones there) every figure is one domain, :data:`ONE_DOMAIN`."""
     columns, rows = _read_csv(path, "labels CSV")
     if image or label or domain:
         base = max(LABEL_FORMATS, key=lambda f: sum(c in columns for c in (f.image, f.label, f.domain)))
-        fmt = LabelFormat("named columns", image or base.image, label or base.label, domain or base.domain,
-                          ANY_SPELLING)
-        absent = [c for c in (fmt.image, fmt.label, fmt.domain) if c not in columns]
+        fmt = LabelFormat("named columns", image or base.image, label or base.label,
+                          domain or (base.domain if base.domain in columns else None), ANY_SPELLING)
+        absent = [c for c in (fmt.image, fmt.label, fmt.domain) if c is not None and c not in columns]
         if absent:
             raise EvaluationError(f"labels CSV {path}: no column(s) {absent}; its columns are {columns}")
     else:
         fmt = next((f for f in LABEL_FORMATS if {f.image, f.label, f.domain} <= set(columns)), None)
+        fmt = fmt or next((replace(f, domain=None) for f in LABEL_FORMATS if {f.image, f.label} <= set(columns)),
+                          None)
     if fmt is None:
         expected = "; ".join(f"{f.name}: {f.image}, {f.label}, {f.domain}" for f in LABEL_FORMATS)
         raise EvaluationError(f"labels CSV {path}: unknown format, its columns are {columns}; expected {expected}, "
@@ -115,7 +122,8 @@ def read_labels(path: Path, image: str | None = None, label: str | None = None,
     folder = Path(path).resolve().parent
     labels = []
     for line, row in enumerate(rows, start=2):
-        written, value, domain = row[fmt.image], row[fmt.label], row[fmt.domain]
+        written, value = row[fmt.image], row[fmt.label]
+        domain = row[fmt.domain] if fmt.domain is not None else ONE_DOMAIN
         if not written or value is None or domain is None:
             raise EvaluationError(f"labels CSV {path}, line {line}: empty image, label or domain")
         if value.strip().lower() not in fmt.classes:
@@ -234,11 +242,15 @@ def read_flat(predictions_csv: Path, labels_csv: Path, allow_missing: bool = Fal
     left out with ``allow_missing``, predictions without a label with ``allow_unlabelled``; both counted in
     the figures' notes)."""
     labels = read_labels(labels_csv, **(columns or {}))
+    one = {label.domain for label in labels} == {ONE_DOMAIN} and not (columns or {}).get("domain")
     predictions, unlabelled = match(labels, read_predictions(predictions_csv), allow_missing, allow_unlabelled)
     kept = [(label, p) for label, p in zip(labels, predictions, strict=True) if p is not None]
     left_out = len(labels) - len(kept)
     notes = (f"{left_out} of {len(labels)} labelled figures had no prediction and were left out "
              f"(--allow-missing): scored {len(kept)}",) if left_out else ()
+    if one:
+        notes += (f"{labels_csv} has no domain column: every figure is scored as one domain, {ONE_DOMAIN!r} "
+                  "(--domain-column names one)",)
     if unlabelled:
         notes += (f"{unlabelled} prediction(s) match no label and were left out (--allow-unlabelled): scored "
                   f"{len(kept)}",)

@@ -39,14 +39,22 @@ def select(labels: np.ndarray, calls: np.ndarray, scores: np.ndarray, thresholds
             right[np.argsort(distance[right], kind="stable")][:near])
 
 
-def infer_threshold(scores: np.ndarray, calls: np.ndarray) -> float | None:
-    """The cut the calls follow (the lowest score called atypical), or None when no single cut explains them."""
+def infer_threshold(scores: np.ndarray, calls: np.ndarray, known: tuple[float, ...] = ()) -> float | None:
+    """The cut the calls follow: the first of the ``known`` cuts (the weights' threshold) that explains them, else
+    the lowest score called atypical; None when no single cut explains them.
+
+    >>> infer_threshold(np.array([0.2, 0.41, 0.6]), np.array([0, 1, 1]), known=(0.4025,))
+    0.4025
+    >>> infer_threshold(np.array([0.2, 0.41, 0.6]), np.array([0, 1, 1]))
+    0.41
+    """
     atypical, normal = scores[calls == 1], scores[calls == 0]
     if not atypical.size:
         return None
     if normal.size and normal.max() >= atypical.min():
         return None
-    return float(atypical.min())
+    low = normal.max() if normal.size else -np.inf
+    return next((float(c) for c in known if low < c <= atypical.min()), float(atypical.min()))
 
 
 def _font(size: int):

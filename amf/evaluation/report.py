@@ -132,12 +132,12 @@ def _markdown_table(rows: list[dict[str, str]]) -> list[str]:
 
 
 def write_report(evaluation: Evaluation, folder: Path, load: Callable[[int], np.ndarray | None] | None = None,
-                 gallery_hint: str = "") -> Path:
+                 gallery_hint: str = "", known_cuts: tuple[float, ...] = ()) -> Path:
     """Write roc.png, confusion_*.png, domains.csv and report.md into ``folder``; return report.md.
 
     With ``load`` (figure index -> its patch), also the error gallery in ``folder/gallery``
-    (:mod:`amf.evaluation.gallery`), each figure shown at the cut its calls follow; without it, report.md
-    says how to get one (``gallery_hint``)."""
+    (:mod:`amf.evaluation.gallery`), each figure shown at the cut its calls follow (``known_cuts``, the weights'
+    threshold, first); without it, report.md says how to get one (``gallery_hint``)."""
     folder = Path(folder)
     gallery = None
     try:
@@ -153,7 +153,7 @@ def write_report(evaluation: Evaluation, folder: Path, load: Callable[[int], np.
             writer.writeheader()
             writer.writerows(rows)
         if load is not None:
-            gallery = write_figures_gallery(evaluation, folder / "gallery", load)
+            gallery = write_figures_gallery(evaluation, folder / "gallery", load, known_cuts)
         report = folder / "report.md"
         text = _markdown(evaluation, rows, confusion_files)
         text += ("\n## The figures it got wrong\n\n" + (
@@ -165,12 +165,13 @@ def write_report(evaluation: Evaluation, folder: Path, load: Callable[[int], np.
     return report
 
 
-def write_figures_gallery(evaluation: Evaluation, folder: Path, load: Callable[[int], np.ndarray | None]) -> Path:
+def write_figures_gallery(evaluation: Evaluation, folder: Path, load: Callable[[int], np.ndarray | None],
+                          known_cuts: tuple[float, ...] = ()) -> Path:
     """The error gallery of the evaluated figures, each at the single cut its calls follow (where one does)."""
     from amf.evaluation.gallery import infer_threshold, write_gallery
 
     figs = evaluation.figures
-    cut = infer_threshold(figs.score, figs.y_pred)
+    cut = infer_threshold(figs.score, figs.y_pred, known_cuts)
     names = [f"{path} (page {page})" if page else str(path) for path, page in figs.where] or \
         [f"figure {i}" for i in range(len(figs))]
     return write_gallery(folder, names, figs.y_true, figs.y_pred, figs.score, figs.domain,

@@ -41,14 +41,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from amf.errors import AmfError, InputError, OutputError
 from amf.files import read_json
-from amf.inference import pipeline
+from amf.inference import api, pipeline
 from amf.inference.io import STACK_SUFFIXES, count_pages
-from amf.inference.pipeline import class_of
-from amf.inference.weights import DEFAULT_WEIGHTS
+from amf.inference.weights import default_weights
 
 INTERFACE = "stacked-histopathology-roi-cropouts"
 OUTPUT_NAME = "multiple-mitotic-figure-classification.json"
@@ -127,10 +124,10 @@ def find_jobs(input_dir: Path, output_dir: Path) -> list[Job]:
     return [Job(s, output_dir / s.stem / OUTPUT_NAME) for s in stacks]
 
 
-def classify(probs: np.ndarray, threshold: float) -> list[dict]:
-    """The challenge's records: the class by :func:`~amf.inference.pipeline.class_of`, confidence = P(atypical) as
-    a Python float."""
-    return [{"class": class_of(p, threshold), "confidence": float(p)} for p in probs.tolist()]
+def records_of(scored: api.Predictions) -> list[dict]:
+    """The challenge's records: the class at the weights' threshold, confidence = P(atypical) as a Python float."""
+    return [{"class": c, "confidence": float(p)} for p, c in zip(scored.p_atypical.tolist(), scored.classes,
+                                                                   strict=True)]
 
 
 def encode_records(records: list[dict]) -> bytes:
@@ -145,7 +142,7 @@ def encode_records(records: list[dict]) -> bytes:
 def run(
     input_dir: Path,
     output_dir: Path,
-    weights_dir: Path = DEFAULT_WEIGHTS,
+    weights_dir: Path | None = None,
     *,
     device: str | None = None,
     say: Callable[[str], None] = print,
@@ -153,6 +150,7 @@ def run(
     """The whole container job (see the module docstring for the order of checks); returns the jobs done.
     ``say`` gets the progress lines (one per stack, then the total)."""
     started = time.perf_counter()
+    weights_dir = default_weights() if weights_dir is None else weights_dir
     manifest = pipeline.open_weights(weights_dir)
     jobs = find_jobs(input_dir, output_dir)
     pipeline.check_output_dir(output_dir)
@@ -160,13 +158,13 @@ def run(
     for k, job in enumerate(jobs):
         with _context(job, k, len(jobs)):
             counts.append(count_pages(job.stack))
-    loaded = pipeline.load(weights_dir, manifest, device, lambda note: say(f"process.py: {note}"),
-                           warn=lambda note: print(f"process.py: warning: {note}", file=sys.stderr))
+    model = api.load(weights_dir, device or "auto", manifest=manifest, say=lambda note: say(f"process.py: {note}"),
+                     warn=lambda note: print(f"process.py: warning: {note}", file=sys.stderr))
     results: list[tuple[Path, list[dict]]] = []
     for k, (job, n) in enumerate(zip(jobs, counts)):
         with _context(job, k, len(jobs)):
-            probs = pipeline.predict(loaded, [job.stack], n)
-        results.append((job.output, classify(probs, loaded.threshold)))
+            scored = model.predict_files([job.stack], n)
+        results.append((job.output, records_of(scored)))
     pipeline.write_files([(path, encode_records(records)) for path, records in results])
     for job, (_, records) in zip(jobs, results):
         n_atypical = sum(r["class"] == "atypical" for r in records)

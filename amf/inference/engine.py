@@ -214,19 +214,22 @@ class Engine:
                 torch.set_num_threads(threads)
             torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
 
-    @torch.inference_mode()
     def predict_proba(self, patches: np.ndarray | Iterable[np.ndarray]) -> np.ndarray:
         """P(atypical) for ``(N, 128, 128, 3)`` uint8 patches (an array, or an iterable of single patches)."""
+        return self.predict(patches)[0]
+
+    @torch.inference_mode()
+    def predict(self, patches: np.ndarray | Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """P(atypical) of each patch, and the standard deviation of the scores it was averaged from (every member's
+        every view): a patch the views disagree on is one to look at twice."""
         with self._torch_settings():
-            out = [self._chunk_proba(chunk) for chunk in _chunks(patches, self.chunk_size)]
-        probs = np.concatenate(out) if out else np.zeros(0)
+            out = [self._runner.proba(to_tensor(chunk).to(self.device), self)
+                   for chunk in _chunks(patches, self.chunk_size)]
+        probs, spread = (np.concatenate(x) for x in zip(*out)) if out else (np.zeros(0), np.zeros(0))
         if not np.all(np.isfinite(probs)):
             bad = np.flatnonzero(~np.isfinite(probs))[:5].tolist()
             raise OutputError(f"the model produced NaN or inf for patches {bad}: refusing to write it")
-        return probs
-
-    def _chunk_proba(self, chunk: np.ndarray) -> np.ndarray:
-        return self._runner.proba(to_tensor(chunk).to(self.device), self)
+        return probs, spread
 
 
 # --- the strategies: members in memory -> (K, B) logits of a batch of views ----------------------------------
@@ -247,20 +250,22 @@ class _Runner:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def proba(self, images: torch.Tensor, engine: Engine) -> np.ndarray:
-        """P(atypical) of a chunk of patches: all views of ``k`` patches per forward pass, patch-major, so a
-        patch sits at the same place in the same forward whatever the chunk size."""
+    def proba(self, images: torch.Tensor, engine: Engine) -> tuple[np.ndarray, np.ndarray]:
+        """P(atypical) of a chunk of patches and the spread of its members' and views' scores: all views of ``k``
+        patches per forward pass, patch-major, so a patch sits at the same place in the same forward whatever the
+        chunk size."""
         k, v = engine.patches_per_forward, engine.tta.views
-        out = []
+        out, spread = [], []
         for group, n in _padded(images, k):  # k patches (the last group padded with black ones)
             views = make_views(group, engine.tta)  # (V * k, 3, H, W), view-major
             views = views.view(v, k, *views.shape[1:]).transpose(0, 1).reshape(k * v, *views.shape[1:])
             x = views.contiguous(memory_format=self.memory_format)
             with torch.autocast(engine.device.type, dtype=torch.bfloat16, enabled=engine.bf16):
                 logits = self.forward(x).float()  # (K, k * V), patch-major
-            probs = torch.sigmoid(logits).double()
-            out.append(probs.view(engine.n_members, k, v)[:, :n].mean(dim=(0, 2)))
-        return torch.cat(out).cpu().numpy()
+            probs = torch.sigmoid(logits).double().view(engine.n_members, k, v)[:, :n]
+            out.append(probs.mean(dim=(0, 2)))
+            spread.append(probs.permute(1, 0, 2).reshape(n, -1).std(dim=1, correction=0))
+        return torch.cat(out).cpu().numpy(), torch.cat(spread).cpu().numpy()
 
 
 class _Loop(_Runner):
@@ -271,8 +276,9 @@ class _Loop(_Runner):
     def __init__(self, members: list[nn.Module], device: torch.device, prepared: bool = False):
         self.members = members
 
-    def proba(self, images: torch.Tensor, engine: Engine) -> np.ndarray:
+    def proba(self, images: torch.Tensor, engine: Engine) -> tuple[np.ndarray, np.ndarray]:
         total = torch.zeros(images.shape[0], dtype=torch.float64, device=images.device)
+        squares = torch.zeros_like(total)
         step = self.batch_size
         for member in self.members:
             for v in range(engine.tta.views):
@@ -280,8 +286,12 @@ class _Loop(_Runner):
                     view = make_view(images[start : start + step], engine.tta, v)
                     with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=engine.bf16):
                         logits = member(view)
-                    total[start : start + step] += torch.sigmoid(logits.float()).double()
-        return (total / (len(self.members) * engine.tta.views)).cpu().numpy()
+                    p = torch.sigmoid(logits.float()).double()
+                    total[start : start + step] += p
+                    squares[start : start + step] += p * p
+        n = len(self.members) * engine.tta.views
+        mean = total / n
+        return mean.cpu().numpy(), (squares / n - mean * mean).clamp(min=0).sqrt().cpu().numpy()
 
 
 class _Batched(_Runner):

@@ -147,6 +147,22 @@ def to_patch(page: np.ndarray, size: int = PATCH_SIZE) -> np.ndarray:
     return fit_to_patch(to_rgb_uint8(page), size)
 
 
+def page_changes(page: np.ndarray, size: int = PATCH_SIZE) -> tuple[str, ...]:
+    """What :func:`to_patch` does to a page beyond reading it: ``cropped`` (larger than ``size``: only its centre
+    is kept), ``padded`` (smaller: black around it), ``converted`` (not RGB uint8). Nothing is ever rescaled, so a
+    page at another size or magnification than the training patches' is scored as it comes.
+
+    >>> page_changes(np.zeros((128, 128, 3), np.uint8))
+    ()
+    >>> page_changes(np.zeros((512, 512), np.uint16))
+    ('cropped', 'converted')
+    """
+    h, w = page.shape[:2]
+    return tuple(name for name, happens in (
+        ("cropped", h > size or w > size), ("padded", h < size or w < size),
+        ("converted", page.dtype != np.uint8 or page.ndim != 3 or page.shape[2] != 3)) if happens)
+
+
 # --------------------------------------------------------------------------------------------------
 # files
 
@@ -180,10 +196,17 @@ def patch_digest(patch: np.ndarray) -> str:
 
 def iter_patches(path: Path) -> Iterator[np.ndarray]:
     """:func:`iter_pages` through :func:`to_patch`; a page that is no image is an error naming the page."""
+    for patch, _ in iter_fitted(path):
+        yield patch
+
+
+def iter_fitted(path: Path) -> Iterator[tuple[np.ndarray, tuple[str, ...]]]:
+    """Each page as a patch, with what fitting it took (:func:`page_changes`); a page that is no image is an error
+    naming the page."""
     path = Path(path)
     for i, page in enumerate(iter_pages(path)):
         try:
-            yield to_patch(page)
+            yield to_patch(page), page_changes(page)
         except InputError as exc:
             raise InputError(f"{path}: page {i}: {exc}") from None
 
@@ -196,8 +219,9 @@ def read_patches(path: Path) -> np.ndarray:
     return np.stack(patches)
 
 
-def find_images(paths: list[Path]) -> list[Path]:
-    """Expand files and folders (recursively, sorted) into the image files they hold.
+def find_images(paths: list[Path], others: list[Path] | None = None) -> list[Path]:
+    """Expand files and folders (recursively, sorted) into the image files they hold; the other files found in the
+    folders are added to ``others`` (when given), so a caller can say what it skipped.
 
     In a folder, every entry with an image suffix counts, so a broken link or unreadable file named
     ``x.tif`` is reported when read instead of being skipped silently.
@@ -205,7 +229,10 @@ def find_images(paths: list[Path]) -> list[Path]:
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and not f.is_dir()))
+            entries = sorted(f for f in p.rglob("*") if not f.is_dir())
+            found.extend(f for f in entries if f.suffix.lower() in IMAGE_SUFFIXES)
+            if others is not None:
+                others.extend(f for f in entries if f.suffix.lower() not in IMAGE_SUFFIXES)
         elif p.is_file():
             found.append(p)
         else:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from amf.errors import WeightsError
+from amf.errors import InputError, WeightsError
 from amf.files import sha256_file, write_json
 from amf.inference.engine import Engine, Strategy, default_device, default_strategy
 from amf.inference.prepare import example_input, freeze_members, optimize_graphs, quiet_jit
@@ -46,12 +46,19 @@ class LoadedEngine:
 
 
 def graph_cache_dir() -> Path | None:
-    """``$AMF_GRAPH_CACHE`` (``off`` disables), else ``$XDG_CACHE_HOME/amf/graphs`` or ``~/.cache/amf/graphs``."""
+    """``$AMF_GRAPH_CACHE`` (a folder; ``off`` disables), else ``$XDG_CACHE_HOME/amf/graphs`` or
+    ``~/.cache/amf/graphs``. A switch word that is not a folder (``on``, ``yes``, ``1``) is refused: it would
+    otherwise make a folder of that name."""
     value = os.environ.get("AMF_GRAPH_CACHE", "")
     if value.lower() in ("0", "off", "no", "false", "none"):
         return None
-    if value:
-        return Path(value)
+    if value.lower() in ("1", "on", "yes", "true"):
+        raise InputError(f"AMF_GRAPH_CACHE={value}: name the cache folder, or 'off' (unset: "
+                         f"{default_graph_cache()})")
+    return Path(value) if value else default_graph_cache()
+
+
+def default_graph_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "amf" / "graphs"
 
 
@@ -171,8 +178,12 @@ def _write_cache_entry(entry: Path, frozen: list[torch.jit.ScriptModule]) -> Non
         os.replace(tmp, entry)
         tmp = None
     except Exception as exc:
-        log.warning(f"amf: graph cache not written to {entry} ({type(exc).__name__}: {exc}); the next start "
-                    "builds the graphs again")
+        if isinstance(exc, OSError) and entry.parent == default_graph_cache() and not os.environ.get("AMF_GRAPH_CACHE"):
+            # nobody asked for a cache here (a read-only home, a container's user): the run is simply uncached
+            log.debug(f"amf: no graph cache ({entry.parent} is not writable: {exc.strerror or exc})")
+        else:
+            log.warning(f"amf: graph cache not written to {entry} ({type(exc).__name__}: {exc}); the next start "
+                        "builds the graphs again")
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -119,8 +119,9 @@ def load(weights_dir: Path, manifest: dict, device: str | None, say: Callable[[s
 
 
 def predict(model: Model, files: Sequence[Path], pages: int,
-            on_patch: Callable[[Path, int, np.ndarray], None] | None = None) -> np.ndarray:
-    """P(atypical) of every page of ``files``, in order, as one stream (small files still fill large batches).
+            on_patch: Callable[[Path, int, np.ndarray], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """P(atypical) of every page of ``files``, in order, as one stream (small files still fill large batches), and
+    the spread of the scores each was averaged from (:meth:`amf.inference.engine.Engine.predict`).
 
     ``pages``: how many the files were counted to hold; any other number of results is an :class:`InputError`.
     ``on_patch(path, page, patch)`` sees each patch once, as the engine pulls it (a progress bar, the row keys).
@@ -142,7 +143,7 @@ def predict(model: Model, files: Sequence[Path], pages: int,
 
     while True:
         try:
-            probs = model.engine.predict_proba(stream())
+            probs, spread = model.engine.predict(stream())
             break
         except AmfError:
             raise
@@ -157,7 +158,7 @@ def predict(model: Model, files: Sequence[Path], pages: int,
     if probs.shape != (pages,):
         where = f"{files[0]}: " if len(files) == 1 else ""
         raise InputError(f"{where}{probs.size} pages decoded but {pages} counted: refusing a partial result")
-    return probs
+    return probs, spread
 
 
 def decoded(files: Sequence[Path], ahead: int = 256) -> Iterator[tuple[Path, int, np.ndarray]]:

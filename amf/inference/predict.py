@@ -14,9 +14,10 @@ the bad files are listed instead in ``<output stem>.bad.tsv`` (path, reason) and
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
+import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -25,50 +26,83 @@ from tqdm import tqdm
 from amf.devices import BF16_UNITS, cpu_model_and_flags
 from amf.errors import InputError, OutputError
 from amf.files import atomic_write_bytes
-from amf.inference import pipeline
-from amf.inference.io import IMAGE_SUFFIXES, find_images, iter_patches, patch_digest
+from amf.inference import api, pipeline
+from amf.inference.io import IMAGE_SUFFIXES, find_images, iter_fitted, patch_digest
 from amf.progress import Progress, interactive
 
-COLUMNS = ("path", "page", "p_atypical", "class")
-#: ``--threshold otsu`` warns below this many patches: Otsu's cut on 64 figures of one held-out domain stayed
-#: within 0.03 of the hindsight-best in at least 91% of draws on every domain, on 16 in as few as 64%
-#: (``tools/own_cut_size.py``, ``docs/results/lodo4/own_cut_size.json``).
+COLUMNS = ("path", "page", "p_atypical", "class", "view_sd")
+#: ``--output`` formats by suffix; ``-`` writes CSV to stdout.
+FORMATS = {".csv": "CSV", ".jsonl": "JSON lines, one object per patch", ".json": "one JSON list of objects"}
+#: ``--threshold otsu`` warns below this many patches (docs/results.md, "The threshold that transfers", the
+#: measurement of how many figures of one lab Otsu's cut needs).
 OWN_CUT_MIN_PATCHES = 64
+
+
+def output_format(output: Path) -> str:
+    """The format ``--output`` asks for, by its suffix (``-``: CSV on stdout); any other suffix is refused with the
+    choices, before any work."""
+    if str(output) == "-":
+        return ".csv"
+    suffix = Path(output).suffix.lower()
+    if suffix not in FORMATS:
+        choices = "; ".join(f"{k} ({v})" for k, v in FORMATS.items())
+        raise OutputError(f"--output {output}: unknown format {suffix or '(no suffix)'!r}; name a file ending in "
+                          f"{choices}, or - for CSV on stdout")
+    return suffix
+
+
+def encode(rows: list[dict], fmt: str) -> bytes:
+    """The rows in ``fmt``: floats as Python writes them (``repr``: the exact double)."""
+    if fmt == ".csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        writer.writerows([r["path"], r["page"], repr(r["p_atypical"]), r["class"], repr(r["view_sd"])] for r in rows)
+        return buf.getvalue().encode()
+    records = [{k: r[k] for k in COLUMNS} for r in rows]
+    if fmt == ".jsonl":
+        return "".join(json.dumps(r) + "\n" for r in records).encode()
+    return (json.dumps(records, indent=1) + "\n").encode()
 
 
 def predict_files(paths: list[Path], output: Path, weights: Path, *, views: int | None = None, device: str = "auto",
                   chunk_size: int = 64, skip_bad: bool = False, bf16: bool = False,
-                  threshold: float | str | None = None) -> int:
-    """Score every patch of ``paths`` (files, stacks, folders searched recursively) into the CSV ``output``;
-    returns the number of rows. Progress and notes go to stderr, the closing line to stdout.
+                  threshold: float | str | None = None, threads: int | None = None) -> int:
+    """Score every patch of ``paths`` (files, stacks, folders searched recursively) into ``output`` (CSV, JSON lines
+    or JSON by its suffix; ``-``: CSV on stdout); returns the number of rows. Progress and notes go to stderr, the
+    closing line to stdout (to stderr when the rows go to stdout).
 
     ``threshold``: the cut of the ``class`` column: the weights' own (``None``), a number, or ``"otsu"``, Otsu's
     cut on the scores of these patches themselves (:func:`amf.inference.pipeline.otsu_cut`: for many figures of
     one lab)."""
     manifest = pipeline.open_weights(weights)  # weights first, without torch: fails in about a second
     output = Path(output)
-    if output.is_dir():
-        raise OutputError(f"--output {output} is a folder; name the CSV file to write")
-    pipeline.check_output_dir(output.parent)
-    files = find_images(paths)
+    to_stdout = str(output) == "-"
+    if not to_stdout and output.is_dir():
+        raise OutputError(f"--output {output} is a folder; name the file to write")
+    fmt = output_format(output)
+    if not to_stdout:
+        pipeline.check_output_dir(output.parent)
+    others: list[Path] = []
+    files = find_images(paths, others)
     if not files:
         raise InputError(f"no image files in {', '.join(map(str, paths))} (accepted: "
                          f"{', '.join(IMAGE_SUFFIXES)}, any case)")
     files, counts, bad = check_files(files, skip_bad=skip_bad)
-    if bad:
+    if bad and not to_stdout:
         output.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(bad_list(output), "".join(f"{p}\t{why}\n" for p, why in bad).encode())
+    elif bad:
+        for p, why in bad:
+            print(f"amf predict: skipped {p}: {why}", file=sys.stderr)
     if not files:
-        raise InputError(f"none of the {len(bad)} input file(s) could be read; see {bad_list(output)}"
-                         if bad else "no readable image files")
+        raise InputError(f"none of the {len(bad)} input file(s) could be read"
+                         + (f"; see {bad_list(output)}" if bad and not to_stdout else ""))
     # torch and the engine load only now, once every input file has decoded: a bad file fails in a second
-    from amf.inference.spec import TTAConfig
-
-    tta = None if views is None else dataclasses.replace(TTAConfig(**manifest["tta"]), views=views)
-    loaded = pipeline.load(weights, manifest, device, lambda note: print(f"amf predict: {note}", file=sys.stderr),
-                           warn=lambda note: print(f"amf predict: warning: {note}", file=sys.stderr),
-                           chunk_size=chunk_size, tta=tta, bf16=bf16)
-    engine = loaded.engine
+    model = api.load(weights, device, views=views, threads=threads, bf16=bf16, chunk_size=chunk_size,
+                     manifest=manifest, say=lambda note: print(f"amf predict: {note}", file=sys.stderr),
+                     warn=lambda note: print(f"amf predict: warning: {note}", file=sys.stderr))
+    engine = model.model.engine
     if engine.bf16 and engine.device.type == "cpu":
         _, flags = cpu_model_and_flags()
         if flags and not flags & set(BF16_UNITS):
@@ -77,39 +111,44 @@ def predict_files(paths: list[Path], output: Path, weights: Path, *, views: int 
     print(f"amf predict: {len(files)} file(s), {sum(counts)} patch(es); {engine.n_members} member(s) x "
           f"{engine.tta.views} view(s) on {engine.device} ({engine.strategy}{', bf16' if engine.bf16 else ''})",
           file=sys.stderr)
-    keys: list[tuple[Path, int]] = []
     trained_on = set(manifest.get("data", {}).get("patch_sha256") or ())
     seen_in_training: list[bool] = []
     progress = Progress(sum(counts), "amf predict", "patch")
 
     def seen(path: Path, page: int, patch) -> None:
         """The engine pulls patches a chunk at a time, so the count follows the model's work."""
-        keys.append((path, page))
         seen_in_training.append(patch_digest(patch) in trained_on)
         progress.update()
 
     try:
-        probs = pipeline.predict(loaded, files, sum(counts), on_patch=seen)
+        scored = model.predict_files(files, sum(counts), on_patch=seen)
     finally:
         progress.close()
+    n = len(scored)
     if sum(seen_in_training):
-        print(f"amf predict: warning: {sum(seen_in_training)} of {len(keys)} patches are among the weights' training "
+        print(f"amf predict: warning: {sum(seen_in_training)} of {n} patches are among the weights' training "
               "patches (same pixels): scores on them are in-sample, not an estimate for new data", file=sys.stderr)
     elif not trained_on:
         print("amf predict: note: these weights do not list their training patches; in-sample patches cannot be "
               "recognised", file=sys.stderr)
-    cut = cut_for(threshold, probs, loaded.threshold)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for (path, page), p in zip(keys, probs.tolist(), strict=True):
-        writer.writerow((str(path), page, repr(p), pipeline.class_of(p, cut)))
-    pipeline.write_files([(output, buf.getvalue().encode())])
-    print(f"{len(keys)} patch{'es' if len(keys) != 1 else ''} from {len(files)} file{'s' if len(files) != 1 else ''}"
-          f" -> {output}")
-    if bad:
+    cut = cut_for(threshold, scored.p_atypical, model.threshold)
+    rows = [{**r, "class": pipeline.class_of(r["p_atypical"], cut)} for r in scored.rows()]
+    data = encode(rows, fmt)
+    if to_stdout:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        pipeline.write_files([(output, data)])
+    summary = (f"{n} patch{'es' if n != 1 else ''} from {len(files)} file{'s' if len(files) != 1 else ''}"
+               f" -> {'stdout' if to_stdout else output}")
+    if others:
+        names = ", ".join(p.name for p in others[:3]) + (", ..." if len(others) > 3 else "")
+        one = len(others) == 1
+        summary += f"; skipped {len(others)} file{'' if one else 's'} that {'is' if one else 'are'} not an image: {names}"
+    print(summary, file=sys.stderr if to_stdout else sys.stdout)
+    if bad and not to_stdout:
         print(f"amf predict: {len(bad)} unreadable file(s) skipped, listed in {bad_list(output)}", file=sys.stderr)
-    return len(keys)
+    return n
 
 
 def cut_for(threshold: float | str | None, probs: np.ndarray, shipped: float) -> float:
@@ -129,7 +168,8 @@ def cut_for(threshold: float | str | None, probs: np.ndarray, shipped: float) ->
 
 
 def check_files(files: list[Path], skip_bad: bool = False) -> tuple[list[Path], list[int], list[tuple[Path, str]]]:
-    """Decode every file once before any model work: ``(readable files, their page counts, bad files)``.
+    """Decode every file once before any model work: ``(readable files, their page counts, bad files)``; pages that
+    are not 128 x 128 RGB are counted in one warning on stderr, by what was done to them.
 
     Structure alone (:func:`amf.inference.io.count_pages`) misses a PNG whose pixel data is cut short; decoding
     every page (the same reader checks the structure on the way) costs little next to the model. The pages
@@ -137,9 +177,11 @@ def check_files(files: list[Path], skip_bad: bool = False) -> tuple[list[Path], 
     Without ``skip_bad`` the first bad file raises its one-line :class:`InputError`.
     """
     good, counts, bad = [], [], []
+    changed: Counter[str] = Counter()
     for path in tqdm(files, desc="checking inputs", unit="file", leave=False, disable=not interactive()):
         try:
-            n = sum(1 for _ in iter_patches(path))
+            changes = [change for _, change in iter_fitted(path)]
+            n = len(changes)
         except InputError as exc:
             if not skip_bad:
                 raise
@@ -147,6 +189,15 @@ def check_files(files: list[Path], skip_bad: bool = False) -> tuple[list[Path], 
             continue
         good.append(path)
         counts.append(n)
+        changed.update(c for page in changes for c in page)
+        changed["any"] += sum(bool(page) for page in changes)
+    if changed["any"]:
+        said = {"cropped": "cropped to their centre (larger)", "padded": "padded with black (smaller)",
+                "converted": "converted to RGB"}
+        print(f"amf predict: warning: {changed['any']} of {sum(counts)} patches are not 128 x 128 RGB: "
+              + ", ".join(f"{changed[k]} {v}" for k, v in said.items() if changed[k])
+              + "; nothing is rescaled, and the model saw 128 px crops at about 0.25 µm/px (40x): scores of "
+                "patches at another size or scale are not what its evaluation measured", file=sys.stderr)
     return good, counts, bad
 
 

