@@ -6,7 +6,8 @@ import importlib
 import pytest
 
 MODULES = ["amf.inference.tta", "amf.inference.stain", "amf.training.threshold", "amf.inference.io",
-           "amf.training.splits", "amf.training.distributed", "amf.inference.api", "amf.evaluation.gallery"]
+           "amf.training.splits", "amf.training.distributed", "amf.inference.api", "amf.evaluation.gallery",
+           "amf.evaluation.reliability"]
 
 
 @pytest.mark.parametrize("name", MODULES)

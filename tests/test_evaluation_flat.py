@@ -194,3 +194,24 @@ def test_without_weights_the_in_sample_check_is_said_to_be_skipped(tmp_path, cap
     assert main(["evaluate", "--predictions", str(preds), "--labels", str(labels), "--weights",
                  str(tmp_path / "nowhere"), "--output", str(tmp_path / "m.json"), "--bootstrap", "0"]) == 0
     assert "note: no weights at " in capsys.readouterr().err
+
+
+def test_the_report_gives_calibration_and_the_error_rate_by_view_spread(tmp_path):
+    """amf predict's view_sd reaches the report: the error rate per quarter of the spread, calmest first."""
+    import csv
+
+    labels = amibr_labels(tmp_path / "data")
+    names = ["patches/normal/n2.png", "patches/atypical/a1.png", "patches/atypical/a2.png", "patches/normal/n1.png"]
+    preds = predictions(tmp_path / "p.csv", [str(tmp_path / "data" / n) for n in names])
+    rows = list(csv.reader(open(preds)))
+    rows[0].append("view_sd")
+    for row, sd in zip(rows[1:], ["0.01", "0.02", "0.30", "0.04"], strict=True):
+        row.append(sd)
+    with open(preds, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    assert sorted(read_flat(preds, labels).spread.tolist()) == [0.01, 0.02, 0.04, 0.3]  # in the labels order
+    assert main(["evaluate", "--predictions", str(preds), "--labels", str(labels), "--output",
+                 str(tmp_path / "m.json"), "--report", str(tmp_path / "report"), "--bootstrap", "20"]) == 0
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "Expected calibration error" in md and (tmp_path / "report" / "reliability.png").is_file()
+    assert "## Which calls to look at twice" in md and md.count("| 1 |") + md.count("| 0 |") >= 4

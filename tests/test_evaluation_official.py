@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def test_report_files(samples, tmp_path):
     report = write_report(ev, tmp_path / "report")
     folder = report.parent
     names = {"report.md", "roc.png", "domains.csv", "confusion_overall.png", "confusion_domain_1.png",
-             "confusion_domain_6.png"}
+             "confusion_domain_6.png", "reliability.png"}
     assert names <= {p.name for p in folder.iterdir()}
     width, height = png_size(folder / "roc.png")
     assert 400 <= width <= 2000 and 400 <= height <= 2000
@@ -79,5 +80,8 @@ def test_report_files(samples, tmp_path):
     for name in names - {"report.md"}:
         assert f"({name})" in md, f"report.md does not link {name}"
     assert "0.7315" in md and "best threshold" in md.lower() and "not valid JSON" in md
+    assert re.search(r"Expected calibration error \(ECE, 10 equal-width bins of P\(atypical\)\): \*\*0\.\d{3}\*\* "
+                     r"\[0\.\d{3}, 0\.\d{3}\]", md)
+    assert "Which calls to look at twice" not in md  # the platform's JSON carries no view spread
     rows = (folder / "domains.csv").read_text().splitlines()
     assert rows[0].startswith("domain,figures,atypical") and len(rows) == 4

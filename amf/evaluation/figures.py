@@ -24,6 +24,8 @@ class Figures:
     ``source`` is one line saying where the figures came from and ``notes`` carries what the reader
     noticed but did not refuse (for example ground-truth stacks no job covered), for the report.
     ``where`` names each figure's image and page (a file path, or a stack name), for the error gallery.
+    ``spread`` is each figure's spread of member and view scores, where the predictions carry it (``amf predict``'s
+    ``view_sd``), for the report's "which calls to look at twice".
     """
 
     y_true: np.ndarray
@@ -33,6 +35,7 @@ class Figures:
     source: str
     notes: tuple[str, ...] = field(default=())
     where: tuple[tuple[str, int], ...] = field(default=())
+    spread: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         sizes = {len(self.y_true), len(self.y_pred), len(self.score), len(self.domain)}
@@ -53,6 +56,7 @@ class Figures:
         source: str,
         notes: tuple[str, ...] = (),
         where: list[tuple[str, int]] | None = None,
+        spread: list[float] | None = None,
     ) -> Figures:
         """Build from validated class names ("normal"/"atypical"), scores and domains."""
         return cls(
@@ -63,6 +67,7 @@ class Figures:
             source=source,
             notes=notes,
             where=tuple(where or ()),
+            spread=None if spread is None else np.array(spread, dtype=np.float64),
         )
 
     def __len__(self) -> int:

@@ -80,6 +80,7 @@ class Prediction:
     page: int
     cls: str
     score: float
+    spread: float | None = None  # view_sd, where the CSV has it
 
 
 def _read_csv(path: Path, what: str) -> tuple[list[str], list[dict[str, str]]]:
@@ -160,7 +161,11 @@ def read_predictions(path: Path) -> list[Prediction]:
             raise EvaluationError(f"{at}: p_atypical must be finite, got {row['p_atypical']!r}")
         if row["class"] not in CLASS_IDS:
             raise EvaluationError(f"{at}: class must be 'normal' or 'atypical', got {row['class']!r}")
-        predictions.append(Prediction(line, row["path"], page, row["class"], score))
+        try:
+            spread = float(row["view_sd"]) if row.get("view_sd") not in (None, "") else None
+        except ValueError:
+            raise EvaluationError(f"{at}: view_sd must be a number, got {row['view_sd']!r}") from None
+        predictions.append(Prediction(line, row["path"], page, row["class"], score, spread))
     keys = Counter((Path(p.path).resolve(), p.page) for p in predictions)
     duplicated = [k for k, n in keys.items() if n > 1]
     if duplicated:
@@ -269,4 +274,5 @@ def read_flat(predictions_csv: Path, labels_csv: Path, allow_missing: bool = Fal
         source=f"predictions {predictions_csv}, labels {labels_csv}",
         notes=notes,
         where=[(p.path, p.page) for _, p in kept],
+        spread=[p.spread for _, p in kept] if all(p.spread is not None for _, p in kept) else None,
     )

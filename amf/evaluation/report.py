@@ -155,7 +155,7 @@ def write_report(evaluation: Evaluation, folder: Path, load: Callable[[int], np.
         if load is not None:
             gallery = write_figures_gallery(evaluation, folder / "gallery", load, known_cuts)
         report = folder / "report.md"
-        text = _markdown(evaluation, rows, confusion_files)
+        text = _markdown(evaluation, rows, confusion_files) + _reliability(evaluation, folder)
         text += ("\n## The figures it got wrong\n\n" + (
             f"The error gallery, per domain: [{gallery.relative_to(folder)}]({gallery.relative_to(folder)}).\n"
             if gallery is not None else f"{gallery_hint or 'No error gallery: the images were not at hand.'}\n"))
@@ -163,6 +163,43 @@ def write_report(evaluation: Evaluation, folder: Path, load: Callable[[int], np.
     except OSError as exc:
         raise OutputError(f"cannot write the report into {folder}: {exc}") from None
     return report
+
+
+def _reliability(evaluation: Evaluation, folder: Path) -> str:
+    """The report's calibration section (reliability.png, the ECE with its interval) and, where the predictions
+    carry each figure's score spread, its error rate by spread."""
+    import matplotlib.pyplot as plt
+
+    from amf.evaluation.reliability import calibration, error_by_spread
+
+    figs = evaluation.figures
+    cal = calibration(figs.y_true, figs.score, evaluation.n_resamples, evaluation.seed)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], color="0.7", linestyle="--", label="perfectly calibrated")
+    seen = cal.counts > 0
+    ax.plot(cal.mean_confidence[seen], cal.fraction_atypical[seen], marker="o", label="these figures")
+    ax.set(xlabel="confidence = P(atypical), bin mean", ylabel="fraction atypical", xlim=(0, 1), ylim=(0, 1),
+           title=f"Reliability (ECE {cal.ece:.3f})")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(folder / "reliability.png", dpi=120)
+    plt.close(fig)
+    interval = "" if cal.ece_ci95 is None else f" [{cal.ece_ci95[0]:.3f}, {cal.ece_ci95[1]:.3f}]"
+    text = ["", "## Can the confidence be read as a probability", "",
+            f"Expected calibration error (ECE, {len(cal.counts)} equal-width bins of P(atypical)): "
+            f"**{cal.ece:.3f}**{interval}: the figures' confidences are, on average over the bins, that far from "
+            "how often the figures in their bin are atypical. The threshold is not a probability of one half: the "
+            "weights' cut is chosen for balanced accuracy, so a well-ranked but shifted confidence still classifies "
+            "well.", "", "![Reliability diagram](reliability.png)", ""]
+    if figs.spread is not None:
+        rows = error_by_spread(figs.y_true, figs.y_pred, figs.spread)
+        text += ["## Which calls to look at twice", "",
+                 "Each figure's score is the mean over its members' test-time views (`view_sd`: their standard "
+                 "deviation). By quarter of that spread, calmest first:", "",
+                 "| view spread | figures | wrong | error rate |", "|---|---|---|---|",
+                 *(f"| {r['spread_from']:.3f} to {r['spread_to']:.3f} | {r['n']} | {r['errors']} | "
+                   f"{r['error_rate']:.1%} |" for r in rows), ""]
+    return "\n".join(text)
 
 
 def write_figures_gallery(evaluation: Evaluation, folder: Path, load: Callable[[int], np.ndarray | None],
