@@ -28,7 +28,8 @@ from amf.files import read_json
 #: Keys of a crossval.json entry that record how it was made, not what it measured.
 NOT_MEASURED = ("run", "folds", "tta", "precision", "bootstrap", "provenance")  # how a row was scored
 CLAIMS = Path("docs") / "claims.toml"
-DOCS = (Path("README.md"), Path("docs") / "results.md", Path("docs") / "benchmark.md", Path("docs") / "audit.md")
+DOCS = (Path("README.md"), Path("docs") / "results.md", Path("docs") / "results-log.md", Path("docs") / "benchmark.md",
+        Path("docs") / "audit.md")
 BLOCK = re.compile(r"<!-- amf:table (?P<args>[^>]*?) -->\n(?P<body>.*?)<!-- amf:end -->", re.S)
 
 
@@ -198,13 +199,17 @@ def check_compare(ctx: Context, intervals: bool) -> Finding:
 
 
 def render_block(args: str, ctx: Context, rows: dict) -> str:
-    """The text of a generated block: ``crossval ROW MODE`` (its per-domain table), ``ablation`` (every row),
+    """The text of a generated block: ``crossval ROW MODE`` (its per-domain table), ``headline ROW MODE`` (the short
+    table of the README: each held-out domain's balanced accuracy at Otsu's cut, the shipped rule, and AUC),
+    ``ablation`` (every row),
     ``thresholds`` (every row's threshold rules) or ``compare A B`` (a paired comparison of two ``ROW:MODE``)."""
     from amf.training.crossval import ablation_table, domain_table, threshold_rules_table
 
     kind, *rest = args.split()
     if kind == "crossval" and len(rest) == 2:
         return "\n".join(domain_table(rows[rest[0]][rest[1]])) + "\n"
+    if kind == "headline" and len(rest) == 2:
+        return "\n".join(headline_table(rows[rest[0]][rest[1]])) + "\n"
     if kind == "ablation" and not rest:
         return "\n".join(ablation_table(rows)) + "\n"
     if kind == "thresholds" and not rest:
@@ -220,6 +225,17 @@ def render_block(args: str, ctx: Context, rows: dict) -> str:
                          f"| {_signed(r['auc_difference'], r['auc_ci95'])} |")
         return "\n".join(lines) + "\n"
     raise AmfError(f"unknown generated block 'amf:table {args}'")
+
+
+def headline_table(record: dict) -> list[str]:
+    lines = ["| held-out domain | figures (atypical) | balanced accuracy | ROC AUC |", "|---|---|---|---|"]
+    for domain, d in record["domains"].items():
+        lines.append(f"| {domain} | {d['n']} ({d['atypical']}) | {d['balanced_accuracy_at_otsu']:.3f} | "
+                     f"{d['roc_auc']:.3f} |")
+    m = record["mean"]
+    lines.append(f"| **mean of the {len(record['domains'])} domains** | | **{m['balanced_accuracy_at_otsu']:.3f}** | "
+                 f"**{m['roc_auc']:.3f}** |")
+    return lines
 
 
 def _signed(x: float, ci: list[float]) -> str:
