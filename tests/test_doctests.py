@@ -7,7 +7,7 @@ import pytest
 
 MODULES = ["amf.inference.tta", "amf.inference.stain", "amf.training.threshold", "amf.inference.io",
            "amf.training.splits", "amf.training.distributed", "amf.inference.api", "amf.evaluation.gallery",
-           "amf.evaluation.reliability"]
+           "amf.evaluation.reliability", "amf.inference.otsu"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -133,3 +133,26 @@ def test_threshold_rules_table_adds_otsu_on_each_domains_own_scores_from_the_per
     worst = min(by_domain, key=by_domain.get)
     assert miss == f"{1 - by_domain[worst]:.3f} ({worst})"
     assert "n/a | n/a" in threshold_rules_table({"other": results["row"]}, tmp_path)[2]  # no per-figure file
+
+
+def test_otsu_in_numpy_is_scikit_images_on_every_committed_set_of_out_of_fold_scores():
+    """amf.inference.otsu (no scikit-image needed) gives threshold_otsu(scores, nbins=256) exactly: the shipped
+    weights' oof.csv, the teacher's, and every held-out domain's OOF scores of every LODO row."""
+    import csv
+    from pathlib import Path
+
+    from skimage.filters import threshold_otsu
+
+    from amf.inference.otsu import otsu_cut
+
+    root = Path(__file__).resolve().parents[1]
+    files = [root / "weights" / "oof.csv", root / "docs" / "results" / "teachers" / "lite0-crop80-ens5_oof.csv",
+             *sorted((root / "docs" / "results" / "lodo4").glob("oof_*.csv"))]
+    sets = 0
+    for path in files:
+        rows = list(csv.DictReader(open(path, newline="")))
+        for domain in sorted({r.get("heldout_domain") for r in rows}, key=str):
+            p = np.array([float(r["p_atypical"]) for r in rows if r.get("heldout_domain") == domain])
+            assert otsu_cut(p) == float(threshold_otsu(p, nbins=256)), (path.name, domain)
+            sets += 1
+    assert sets > 100

@@ -205,17 +205,6 @@ def class_of(p: float, threshold: float) -> str:
     return ATYPICAL if p >= threshold else NORMAL
 
 
-def otsu_cut(scores: np.ndarray) -> float:
-    """Otsu's cut on a set of scores (scikit-image's, 256 bins; their one value when all are equal): the rule of
-    the weights' ``oof_otsu`` threshold and of ``amf predict --threshold otsu``, in one place so that the
-    evidence measured with one applies to the other."""
-    try:
-        from skimage.filters import threshold_otsu
-    except ImportError:
-        raise InputError("Otsu's cut needs scikit-image (pip install scikit-image; `make` installs it)") from None
-    return float(scores[0]) if scores.min() == scores.max() else float(threshold_otsu(scores, nbins=256))
-
-
 def write_files(payloads: Sequence[tuple[Path, bytes]]) -> None:
     """Write every ``(path, data)`` or none: all go to temporary files first, then are renamed into place.
 

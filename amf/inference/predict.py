@@ -28,6 +28,7 @@ from amf.errors import InputError, OutputError
 from amf.files import atomic_write_bytes
 from amf.inference import api, pipeline
 from amf.inference.io import IMAGE_SUFFIXES, find_images, iter_fitted, patch_digest
+from amf.inference.otsu import otsu_cut
 from amf.progress import Progress, interactive
 
 COLUMNS = ("path", "page", "p_atypical", "class", "view_sd")
@@ -73,7 +74,7 @@ def predict_files(paths: list[Path], output: Path, weights: Path, *, views: int 
     closing line to stdout (to stderr when the rows go to stdout).
 
     ``threshold``: the cut of the ``class`` column: the weights' own (``None``), a number, or ``"otsu"``, Otsu's
-    cut on the scores of these patches themselves (:func:`amf.inference.pipeline.otsu_cut`: for many figures of
+    cut on the scores of these patches themselves (:func:`amf.inference.otsu.otsu_cut`: for many figures of
     one lab)."""
     manifest = pipeline.open_weights(weights)  # weights first, without torch: fails in about a second
     output = Path(output)
@@ -156,7 +157,7 @@ def cut_for(threshold: float | str | None, probs: np.ndarray, shipped: float) ->
     if threshold is None:
         return shipped
     if threshold == "otsu":
-        cut = pipeline.otsu_cut(probs)
+        cut = otsu_cut(probs)
         print(f"amf predict: cut {cut:.4f}, chosen by Otsu on the scores of these {probs.size} patches (the weights' "
               f"cut: {shipped:.4f}); meant for many figures of one lab", file=sys.stderr)
         if probs.size < OWN_CUT_MIN_PATCHES:

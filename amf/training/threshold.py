@@ -11,8 +11,8 @@ Three candidates are computed and all are recorded in the exported manifest:
   Note J = 2 * BA - 1, so it optimises the *same* objective as ``balanced_accuracy``; it differs only in
   tie-breaking (the first maximum along the ROC curve, i.e. the highest such cut) and is kept because it
   is the name clinicians know. Also placed half-way to the next lower distinct score.
-* ``otsu``: label-free, ``skimage.filters.threshold_otsu`` on the scores (what arXiv 2509.02589 used on
-  the test scores). A single challenge stack holds only 16 patches, too few for Otsu at test time, so we
+* ``otsu``: label-free, Otsu's cut on the scores (:func:`amf.inference.otsu.otsu_cut`, scikit-image's
+  ``threshold_otsu`` in numpy; what arXiv 2509.02589 used on the test scores). A single challenge stack holds only 16 patches, too few for Otsu at test time, so we
   compute it once on the OOF scores instead and ship the resulting number.
 
 The exported threshold is one number. By default it is chosen on the all-domains OOF predictions; but the
@@ -132,7 +132,7 @@ def youden_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def otsu_threshold(scores: np.ndarray) -> float:
-    from amf.inference.pipeline import otsu_cut  # deferred: the inference wing's readers load with it
+    from amf.inference.otsu import otsu_cut
 
     s, _ = _check(scores)
     return otsu_cut(s)
