@@ -34,6 +34,11 @@ ALLOWED = {
 }
 
 
+#: The package itself (``amf/__init__.py``) is the notebook's door: ``amf.load`` hands on to the inference wing's
+#: API, imported when called, so ``import amf`` loads no torch. That one import runs upwards by design.
+FACADE = {("amf", "amf.inference.api")}
+
+
 def wing(module: str) -> str:
     parts = module.split(".")
     return parts[1] if len(parts) > 2 and parts[1] in ALLOWED else "core"
@@ -58,6 +63,8 @@ def test_wings_import_downwards_only():
     for path in sorted((ROOT / "amf").rglob("*.py")):
         module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
         for imported in amf_imports(path):
+            if (module, imported) in FACADE:
+                continue
             if wing(imported) != wing(module) and wing(imported) not in ALLOWED[wing(module)]:
                 wrong.append(f"{module} ({wing(module)}) imports {imported} ({wing(imported)})")
     assert not wrong, "\n".join(wrong)
