@@ -103,9 +103,6 @@ from amf.training.sampling import epoch_indices
 from amf.training.splits import Fold, domain_slugs, make_folds
 from amf.training.threshold import choose_threshold, mean_class_recall, safe_auc, threshold_candidates
 
-# cuBLAS needs this before CUDA starts for deterministic matmuls; harmless on CPU.
-os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-
 
 # --------------------------------------------------------------------------------------------- helpers
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import tomllib
 from pathlib import Path
@@ -165,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from amf.training import distributed
 
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS: set before CUDA starts
     world = distributed.start(args.device)
     if world.main:
         from amf.devices import resolve
