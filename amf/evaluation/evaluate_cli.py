@@ -21,12 +21,12 @@ import sys
 from pathlib import Path
 
 from amf.errors import EvaluationError
-from amf.files import read_json
 from amf.evaluation.analysis import evaluate
 from amf.evaluation.flat import read_flat
 from amf.evaluation.output import metrics_document, write_json_atomic
 from amf.evaluation.platform import DEFAULT_GROUND_TRUTH, DEFAULT_INPUT, read_platform
 from amf.evaluation.summary import WARNING, summary
+from amf.files import read_json
 from amf.inference.weights import default_weights
 
 DEFAULT_OUTPUT = Path("/output/metrics.json")

@@ -47,7 +47,6 @@ def expected_calibration_error(y_true: np.ndarray, score: np.ndarray) -> float:
     0.05
     """
     b = _bins(score)
-    n = np.bincount(b, minlength=BINS)
     conf = np.bincount(b, weights=score, minlength=BINS)
     pos = np.bincount(b, weights=y_true, minlength=BINS)
     return float(np.abs(conf - pos).sum() / len(score))

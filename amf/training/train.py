@@ -103,7 +103,6 @@ from amf.training.sampling import epoch_indices
 from amf.training.splits import Fold, domain_slugs, make_folds
 from amf.training.threshold import choose_threshold, mean_class_recall, safe_auc, threshold_candidates
 
-
 # --------------------------------------------------------------------------------------------- helpers
 
 
