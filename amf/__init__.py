@@ -13,9 +13,8 @@ __version__ = "0.1.0"
 # Environment defaults, here because every entry point (process.py, ``python -m amf``, a notebook) imports
 # this package before torch or timm load, and both read them only once, when they load:
 # - never the network: timm would otherwise try the Hugging Face hub for pretrained weights;
-# - idle OpenMP threads sleep instead of spinning. On shared or oversubscribed cores spinning made a 16-page
-#   stack 2-3x slower (33 s vs 14 s measured side by side) and 2-thread training 3-10x slower; on idle cores
-#   it costs little.
+# - idle OpenMP threads sleep instead of spinning: on shared or oversubscribed cores spinning made stacks and
+#   training several times slower (docs/benchmark.md); on idle cores it costs little.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

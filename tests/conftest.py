@@ -12,6 +12,20 @@ if str(ROOT) not in sys.path:  # plain `pytest` (not `python -m pytest`) from an
     sys.path.insert(0, str(ROOT))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` skip, saying why, where no CUDA device starts."""
+    if not any(item.get_closest_marker("gpu") for item in items):
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (none here)")
+    for item in items:
+        if item.get_closest_marker("gpu"):
+            item.add_marker(skip)
+
+
 # --- reliability tests (test_io, test_reliability, test_container_conditions, test_fuzz_reader) ---------
 
 

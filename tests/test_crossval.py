@@ -2,17 +2,19 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from synthetic_data import amibr_style_dataset
-from test_train import SMOKE
 
 from amf.cli import main
 from amf.errors import AmfError
 from amf.training.run_folder import RunFolder, read_predictions
 from amf.training.threshold import threshold_candidates
 from amf.training.train import TrainConfig, train_run
+
+SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.toml"
 
 pytestmark = pytest.mark.slow  # trains and cross-validates
 

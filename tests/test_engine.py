@@ -290,3 +290,14 @@ def test_an_engine_leaves_the_process_settings_as_it_found_them(members):
     assert torch.get_num_threads() == before
     engine.predict_proba(synthetic_patches(3))
     assert torch.get_num_threads() == before and engine.describe()["threads"] == wanted
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("strategy", ["fused", "batched"])
+def test_the_gpu_gives_the_cpu_loops_numbers_within_the_tolerance(members, patches, outputs, strategy):
+    """fp32 with TF32 off on CUDA: the CPU's reference numbers to float rounding, every class the same."""
+    from amf.reproducibility import TOLERANCE
+
+    mean, spread = Engine(members, TTA, device="cuda", strategy=strategy).predict(patches)
+    assert np.max(np.abs(mean - outputs["loop"])) <= TOLERANCE
+    assert np.all(spread >= 0)

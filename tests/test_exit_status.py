@@ -60,21 +60,29 @@ def test_amf_predict_fails_with_one_line(tmp_path, weights):
     assert not (tmp_path / "o").exists()
 
 
+def signal_once_started(proc: subprocess.Popen, stream, sig: int) -> str:
+    """Send ``sig`` as soon as the run says which device it runs on (amf.devices.resolve's line): past the imports
+    and the checks, before the model has scored anything, however fast the machine. Returns what it read."""
+    read = ""
+    for line in stream:
+        read += line
+        if "running on" in line:
+            break
+    proc.send_signal(sig)
+    return read
+
+
 def test_sigterm_stops_cleanly(tmp_path, weights):
     """SIGTERM (the platform's stop) mid-run: exit 143, one line, nothing in the output folder."""
     import signal
-    import time
 
     inp = platform_input(tmp_path, {"s.tif": good()})
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "process.py", "--input", str(inp), "--output", str(tmp_path / "out"),
                              "--weights", str(weights)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)  # in the imports or the checks by now; the handler is set before either
-    proc.send_signal(signal.SIGTERM)
+    signal_once_started(proc, proc.stdout, signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
-    if proc.returncode == 0:
-        pytest.skip("the run finished before SIGTERM arrived")
     assert proc.returncode == 143, (proc.returncode, stderr)
     assert stderr.splitlines() == ["process.py: error: stopped by SIGTERM; no result was written"]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
@@ -109,7 +117,6 @@ def test_predict_checks_every_file_first_and_skip_bad_lists_the_bad_ones(tmp_pat
 def test_ctrl_c_stops_process_py_and_predict_with_one_line(tmp_path):
     """SIGINT mid-run: exit 130, one line on stderr, no traceback, nothing in the output folder."""
     import signal
-    import time
 
     # ten stacks: with the one-member student a single 16-page stack can finish before the signal arrives
     inp = platform_input(tmp_path, {f"s{i}.tif": tif(rgb_stack(16)) for i in range(10)})
@@ -123,11 +130,9 @@ def test_ctrl_c_stops_process_py_and_predict_with_one_line(tmp_path):
         # passes SIGINT on ignored, and Python then never raises KeyboardInterrupt
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        time.sleep(2.5)  # in the imports, the checks or the model by now
-        proc.send_signal(signal.SIGINT)
+        said = signal_once_started(proc, proc.stdout if name == "process.py" else proc.stderr, signal.SIGINT)
         _, stderr = proc.communicate(timeout=120)
-        if proc.returncode == 0:
-            pytest.skip(f"{name} finished before SIGINT arrived")
+        stderr = said + stderr if name == "amf predict" else stderr
         assert proc.returncode == 130, (name, proc.returncode, stderr)
         lines = [ln for ln in stderr.splitlines() if not ln.startswith("amf predict: ") or "interrupted" in ln]
         assert len(lines) == 1 and "interrupted" in lines[0] and "Traceback" not in stderr, stderr  # beside the

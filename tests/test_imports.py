@@ -24,7 +24,10 @@ def loggers():
             out[name] = [repr(h) for h in lg.handlers] + [lg.level, lg.propagate, lg.disabled]
     return out
 env, logs, threads = dict(os.environ), loggers(), torch.get_num_threads()
-flags = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.are_deterministic_algorithms_enabled())
+def flags():
+    return [torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+            torch.are_deterministic_algorithms_enabled()]
+before = flags()
 import amf
 names = sorted(m.name for m in pkgutil.walk_packages(amf.__path__, "amf.") if not m.name.endswith("__main__"))
 for name in names:
@@ -35,8 +38,7 @@ print(json.dumps({
     "env": {k: [env.get(k), v] for k, v in os.environ.items() if env.get(k) != v},
     "loggers": sorted(n for n in set(logs) & set(after) if logs[n] != after[n]),
     "threads": [threads, torch.get_num_threads()],
-    "flags": [list(flags), [torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
-                            torch.are_deterministic_algorithms_enabled()]],
+    "flags": [before, flags()],
 }))
 """
 

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from flat_data import amibr_labels, predictions
 from synthetic_data import amibr_style_dataset
-from test_evaluation_flat import amibr_labels, predictions
 
 from amf.cli import main
 

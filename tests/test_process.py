@@ -132,6 +132,7 @@ def test_container_test_script():
     proc = subprocess.run(["bash", str(ROOT / "test.sh")], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "test.sh: OK, 16 entries match" in proc.stdout
+    assert "graph cache" not in proc.stdout + proc.stderr  # an unwritable HOME nobody asked to cache in: silent
 
 
 def test_a_cuda_start_failure_falls_back_to_the_cpu_in_one_line(tmp_path):

@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     out = {name: {"n": int(mask.sum()), **calibration(y[mask], p[mask], args.resamples).to_dict()}
            for name, mask in scopes.items()}
     write_tool_record(args.results / f"calibration_{args.row}_{args.mode}.json", "calibration.py", argv,
-                      {"git": git_state(), "source": str(source.relative_to(ROOT)) if source.is_relative_to(ROOT) else str(source), "resamples": args.resamples,
+                      {"git": git_state(), "resamples": args.resamples,
+                       "source": str(source.relative_to(ROOT)) if source.is_relative_to(ROOT) else str(source),
                        "seed": 0, "scopes": out})
     for name, r in out.items():
         print(f"{name}: n {r['n']}, ECE {r['ece']:.3f} [{r['ece_ci95'][0]:.3f}, {r['ece_ci95'][1]:.3f}]")

@@ -63,8 +63,9 @@ def recorded(root: Path) -> tuple[list[dict], dict | None, str]:
     entry = json.loads((root / RECORD).read_text())
     digest = sha256_file(root / EXPECTED)
     if digest != entry.get("sha256"):
+        recorded = str(entry.get("sha256"))[:12]
         return entries, entry.get("machine"), (f"{EXPECTED} has sha256 {digest[:12]}..., {RECORD} recorded "
-                                               f"{str(entry.get('sha256'))[:12]}...: it was edited after it was written")
+                                               f"{recorded}...: it was edited after it was written")
     return entries, entry.get("machine"), ""
 
 

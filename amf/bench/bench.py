@@ -158,38 +158,41 @@ def engine_speed(weights: Path, device: str, thread_counts: list[int], repeats: 
     out: dict = {"patches": n, "default": default, "strategies": strategies, "by_threads": {},
                  "gflop_per_call": flops / 1e9, "gflop_per_patch": flops / n / 1e9}
     previous = torch.get_num_threads()
-    for threads in thread_counts:
-        torch.set_num_threads(threads)
-        engines, build = {}, {}
-        for s in strategies:
-            t = time.perf_counter()
-            engines[s] = Engine(ensemble.members, ensemble.tta, device=device, strategy=s.removesuffix(BF16),
-                                bf16=s.endswith(BF16))
-            build[s] = time.perf_counter() - t
-        reference = engines["loop"].predict_proba(patches)
-        max_diff = {}
-        for s, e in engines.items():  # warm-up, and the equivalence check on these patches
-            max_diff[s] = float(np.abs(e.predict_proba(patches) - reference).max())
-        times: dict[str, list[tuple[float, float]]] = {s: [] for s in strategies}
-        for r in range(repeats):
-            order = strategies if r % 2 == 0 else strategies[::-1]
-            for s in order:
-                times[s].append(_time(lambda e=engines[s]: e.predict_proba(patches), device))
-        peak = matmul_peak_gflops(threads)
-        loop_wall = statistics.median(w for w, _ in times["loop"])
-        loop_cpu = statistics.median(c for _, c in times["loop"])
-        rows = {}
-        for s in strategies:
-            wall = statistics.median(w for w, _ in times[s])
-            cpu = statistics.median(c for _, c in times[s])
-            rows[s] = {"wall_s": wall, "cpu_s": cpu, "speedup_wall": loop_wall / wall, "speedup_cpu": loop_cpu / cpu,
-                       "build_s": build[s], "max_abs_diff_vs_loop": max_diff[s],
-                       "gflops_per_s": flops / wall / 1e9, "gflops_per_s_per_thread": flops / wall / 1e9 / threads,
-                       "fraction_of_matmul_peak": flops / wall / 1e9 / peak, "walls": [w for w, _ in times[s]]}
-        out["by_threads"][str(threads)] = {"matmul_peak_gflops": peak, **rows}
-        say("  threads %d: " % threads + ", ".join(
-            f"{s} {r['wall_s']:.2f} s (x{r['speedup_wall']:.2f})" for s, r in rows.items()))
-    torch.set_num_threads(previous)
+    try:
+        for threads in thread_counts:
+            torch.set_num_threads(threads)
+            engines, build = {}, {}
+            for s in strategies:
+                t = time.perf_counter()
+                engines[s] = Engine(ensemble.members, ensemble.tta, device=device, strategy=s.removesuffix(BF16),
+                                    bf16=s.endswith(BF16))
+                build[s] = time.perf_counter() - t
+            reference = engines["loop"].predict_proba(patches)
+            max_diff = {}
+            for s, e in engines.items():  # warm-up, and the equivalence check on these patches
+                max_diff[s] = float(np.abs(e.predict_proba(patches) - reference).max())
+            times: dict[str, list[tuple[float, float]]] = {s: [] for s in strategies}
+            for r in range(repeats):
+                order = strategies if r % 2 == 0 else strategies[::-1]
+                for s in order:
+                    times[s].append(_time(lambda e=engines[s]: e.predict_proba(patches), device))
+            peak = matmul_peak_gflops(threads)
+            loop_wall = statistics.median(w for w, _ in times["loop"])
+            loop_cpu = statistics.median(c for _, c in times["loop"])
+            rows = {}
+            for s in strategies:
+                wall = statistics.median(w for w, _ in times[s])
+                cpu = statistics.median(c for _, c in times[s])
+                rows[s] = {"wall_s": wall, "cpu_s": cpu, "speedup_wall": loop_wall / wall,
+                           "speedup_cpu": loop_cpu / cpu,
+                           "build_s": build[s], "max_abs_diff_vs_loop": max_diff[s],
+                           "gflops_per_s": flops / wall / 1e9, "gflops_per_s_per_thread": flops / wall / 1e9 / threads,
+                           "fraction_of_matmul_peak": flops / wall / 1e9 / peak, "walls": [w for w, _ in times[s]]}
+            out["by_threads"][str(threads)] = {"matmul_peak_gflops": peak, **rows}
+            say("  threads %d: " % threads + ", ".join(
+                f"{s} {r['wall_s']:.2f} s (x{r['speedup_wall']:.2f})" for s, r in rows.items()))
+    finally:
+        torch.set_num_threads(previous)
     return out
 
 

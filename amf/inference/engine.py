@@ -10,19 +10,18 @@ compute that same number (equal to within 1e-5 in fp32; ``tests/test_engine.py``
     Per member, one TorchScript graph, traced once for the architecture and then frozen with that
     member's weights (``torch.jit.freeze``: batch norm folded into the convolutions) and passed through
     ``torch.jit.optimize_for_inference`` (oneDNN convolutions with the activation fused in, weights
-    pre-packed). Built in memory from the verified weights when the engine is made (about 2 s for five
-    efficientvit_b0 on two cores), or read back from :func:`amf.inference.loading.load_engine`'s cache of frozen graphs.
-    On 2 cores, 5 x efficientvit_b0 x 8 views, 16 patches: 1.97x faster than ``loop`` with one thread,
-    2.18x with two (``docs/benchmark.md``).
+    pre-packed). Built in memory from the verified weights when the engine is made, or read back from
+    :func:`amf.inference.loading.load_engine`'s cache of frozen graphs. The fastest on CPUs (docs/benchmark.md,
+    "Engine speed", measured against ``loop`` side by side).
 ``batched``
     Per member, eager PyTorch, batch norm folded into the convolutions, channels_last, all views of
-    a few patches per forward pass. No trace; 1.55x (one thread) and 1.74x (two) faster than ``loop``.
+    a few patches per forward pass. No trace; faster than ``loop``, slower than ``graph`` (docs/benchmark.md).
 ``fused`` (CUDA default)
     All members in one forward: ``torch.func.stack_module_state`` + ``functional_call`` + ``vmap``, all
     views in the same batch, channels_last, fp32 (bf16 autocast only when asked for; timm's LiteMLA keeps
     its attention in fp32 by itself). On CPU, vmap turns the members
-    into grouped convolutions and measured slower than the loop itself (0.74x with one thread, 0.92x with
-    two), so it is never the CPU default.
+    into grouped convolutions and measured slower than the loop itself (docs/benchmark.md), so it is never the CPU
+    default.
 
 Determinism: a test-time view depends on the view index only (``amf.inference.tta``). Every forward pass holds the
 views of ``k = sub_batch // views`` consecutive patches of the stack, patch-major, the last group padded
@@ -54,9 +53,9 @@ from amf.inference.tta import make_view, make_views
 Strategy = Literal["loop", "batched", "graph", "fused"]
 STRATEGIES: tuple[str, ...] = ("loop", "batched", "graph", "fused")
 
-#: Images per forward pass (``views x patches`` flattened). 32 was fastest on 2 CPU cores (16: -10%,
-#: 64: -10%, 128: -40%: larger batches fall out of the caches). On CUDA the fused forward holds K x 128
-#: images of activations: 8 views x 16 patches per member keeps 5 efficientvit_l2 at 256 px near 6 GiB.
+#: Images per forward pass (``views x patches`` flattened): on CPUs the size that measured fastest (larger batches
+#: fall out of the caches), on CUDA one that keeps the paper's largest ensemble within a 16 GB GPU (docs/benchmark.md,
+#: "Engine speed" and "Largest paper ensemble on a 16 GB GPU").
 CPU_SUB_BATCH = 32
 CUDA_SUB_BATCH = 128
 

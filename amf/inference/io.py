@@ -547,13 +547,26 @@ def _check_mha_extent(path: Path, n_values: int) -> None:
                          "the file is truncated")
 
 
+@contextmanager
+def _sitk_quiet() -> Iterator[None]:
+    """SimpleITK's warnings off for one call (its switch is process-wide): a bad file is our one-line error."""
+    import SimpleITK as sitk
+
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
+
 def _iter_mha(path: Path, decode: bool, notes: list[str]) -> Iterator[np.ndarray | None]:
     import SimpleITK as sitk
 
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
-    reader.ReadImageInformation()
+    with _sitk_quiet():
+        reader.ReadImageInformation()
     dim, size, comps = reader.GetDimension(), list(reader.GetSize()), reader.GetNumberOfComponents()
     if dim == 2:
         (w, h), n = size, 1
@@ -571,13 +584,17 @@ def _iter_mha(path: Path, decode: bool, notes: list[str]) -> Iterator[np.ndarray
         yield from (None for _ in range(n))
         return
     if dim == 2:
-        yield sitk.GetArrayFromImage(reader.Execute())
+        with _sitk_quiet():
+            image = reader.Execute()
+        yield sitk.GetArrayFromImage(image)
         return
     for start in range(0, n, MHA_BLOCK):
         k = min(MHA_BLOCK, n - start)
         reader.SetExtractIndex([0, 0, start])
         reader.SetExtractSize([w, h, k])
-        block = sitk.GetArrayFromImage(reader.Execute())  # (k, H, W[, C])
+        with _sitk_quiet():
+            image = reader.Execute()
+        block = sitk.GetArrayFromImage(image)  # (k, H, W[, C])
         if block.shape[0] != k:
             raise InputError(f"{path}: read {block.shape[0]} pages at page {start}, expected {k}")
         yield from block

@@ -145,7 +145,8 @@ def predict_files(paths: list[Path], output: Path, weights: Path, *, views: int 
     if others:
         names = ", ".join(p.name for p in others[:3]) + (", ..." if len(others) > 3 else "")
         one = len(others) == 1
-        summary += f"; skipped {len(others)} file{'' if one else 's'} that {'is' if one else 'are'} not an image: {names}"
+        summary += (f"; skipped {len(others)} file{'' if one else 's'} that {'is' if one else 'are'} not an image: "
+                    f"{names}")
     print(summary, file=sys.stderr if to_stdout else sys.stdout)
     if bad and not to_stdout:
         print(f"amf predict: {len(bad)} unreadable file(s) skipped, listed in {bad_list(output)}", file=sys.stderr)

@@ -12,8 +12,9 @@ Three candidates are computed and all are recorded in the exported manifest:
   tie-breaking (the first maximum along the ROC curve, i.e. the highest such cut) and is kept because it
   is the name clinicians know. Also placed half-way to the next lower distinct score.
 * ``otsu``: label-free, Otsu's cut on the scores (:func:`amf.inference.otsu.otsu_cut`, scikit-image's
-  ``threshold_otsu`` in numpy; what arXiv 2509.02589 used on the test scores). A single challenge stack holds only 16 patches, too few for Otsu at test time, so we
-  compute it once on the OOF scores instead and ship the resulting number.
+  ``threshold_otsu`` in numpy; what arXiv 2509.02589 used on the test scores). A single challenge stack holds
+  only 16 patches, too few for Otsu at test time, so we compute it once on the OOF scores instead and ship the
+  resulting number.
 
 The exported threshold is one number. By default it is chosen on the all-domains OOF predictions; but the
 OOF patches come from the training domains, and on a domain the models never saw the scores shift. So
