@@ -36,19 +36,25 @@ def device_arg(text: str) -> str:
 BF16_UNITS = ("avx512_bf16", "amx_bf16")
 
 
-def cpu_model_and_flags() -> tuple[str, set[str]]:
-    """The first CPU's model name and flags from ``/proc/cpuinfo`` (empty where there is none, e.g. macOS)."""
-    model, flags = "", set()
+def cpu_fields() -> dict[str, str]:
+    """The first processor's fields of ``/proc/cpuinfo`` (empty where there is none, e.g. macOS): the one reader of
+    that file, for the model name, the flags and the machine record (:func:`amf.reproducibility.machine`)."""
+    fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and not model:
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
+            if not line.strip():
                 break
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return model, flags
+    return fields
+
+
+def cpu_model_and_flags() -> tuple[str, set[str]]:
+    """The first CPU's model name and flags (empty where there is no ``/proc/cpuinfo``)."""
+    fields = cpu_fields()
+    return fields.get("model name", ""), set(fields.get("flags", "").split())
 
 
 def nvidia_driver(path: Path = Path("/proc/driver/nvidia/version")) -> str | None:

@@ -46,6 +46,11 @@ def git_state(cwd: Path | None = None) -> dict:
     return {"commit": commit, "dirty": bool(changes), "changes": changes}
 
 
+def untracked_files(cwd: Path | None = None) -> set[str]:
+    """The untracked files git does not ignore (empty outside a git checkout)."""
+    return set((_git("ls-files", "--others", "--exclude-standard", cwd=cwd) or "").splitlines())
+
+
 def commit_has(commit: str, path: str, cwd: Path | None = None) -> bool:
     """Whether ``commit`` exists and holds ``path`` (relative to the repository root)."""
     return _git("cat-file", "-e", f"{commit}:{path}", cwd=cwd) is not None
@@ -62,13 +67,9 @@ def file_at(commit: str, path: str, cwd: Path | None = None) -> bytes | None:
 
 def cpu_name() -> str:
     """The CPU model as the kernel names it (``platform.processor()`` is often empty on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from amf.devices import cpu_fields
+
+    return cpu_fields().get("model name") or platform.processor() or platform.machine()
 
 
 def environment(threads: int | None = None, device: str | None = None) -> dict:

@@ -36,20 +36,6 @@ ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILIT
 BIT_IDENTICAL, WITHIN_TOLERANCE, DIFFERS = "bit-identical", "within tolerance", "differs"
 
 
-def _cpuinfo() -> dict[str, str]:
-    """The first processor's fields of ``/proc/cpuinfo`` (empty where there is none, e.g. macOS)."""
-    fields: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if not line.strip():
-                break
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    return fields
-
-
 def _caches() -> dict[str, str]:
     """Cache sizes by level and type (oneDNN sizes its blocking by them): ``{"L1d": "48K", "L2": "2048K", ...}``."""
     out: dict[str, str] = {}
@@ -69,7 +55,9 @@ def machine(threads: int | None = None) -> dict:
     caches), the caps set on the libraries' kernels, the torch version and the thread count (default: torch's)."""
     import torch
 
-    info = _cpuinfo()
+    from amf.devices import cpu_fields
+
+    info = cpu_fields()
     flags = set((info.get("flags") or info.get("Features") or "").split())
     return {
         "cpu": info.get("model name") or info.get("Processor") or "unknown",

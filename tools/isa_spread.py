@@ -55,15 +55,12 @@ SETTINGS: dict[str, tuple[dict[str, str], int]] = {
 def worker(out: Path, oof_limit: int | None) -> None:
     """In a process whose environment holds one setting: its machine record, the bundled stack's scores from
     process.py (a child with the same environment) and the out-of-fold patches rescored as the audit does."""
+    from amf.audit import expected
     from amf.audit.checks import rescored_oof
     from amf.audit.context import DEFAULT_DATA, Context, read_csv
     from amf.reproducibility import machine
 
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, str(ROOT / "process.py"), "--input", str(ROOT / "test" / "input"), "--output",
-                        tmp], check=True, capture_output=True)
-        stack = [e["confidence"] for e in json.loads((Path(tmp) / "multiple-mitotic-figure-classification.json")
-                                                     .read_text())]
+    stack = [e["confidence"] for e in json.loads(expected.run_process(ROOT, ROOT / "weights")[0])]
     ctx = Context(ROOT / "weights", [DEFAULT_DATA], ROOT / "docs" / "results" / "lodo4")
     rows = read_csv(ROOT / "weights" / "oof.csv")[:oof_limit]
     start = time.perf_counter()

@@ -272,13 +272,13 @@ def check_bundled_stack(ctx: Context) -> Iterator[Finding]:
 def check_tree(ctx: Context) -> Iterator[Finding]:
     """Every tracked file that differs from the commit being audited: what the other checks read is then not
     what the commit holds, whatever they find."""
-    from amf.provenance import git_state
+    from amf.provenance import git_state, untracked_files
 
     state = git_state(ctx.root)
     if state["dirty"] is None:
         yield Finding("tree", CANNOT, f"{ctx.root} is not a git checkout: the files cannot be held against a commit")
         return
-    untracked = _git_lines(ctx.root, "ls-files", "--others", "--exclude-standard")
+    untracked = untracked_files(ctx.root)
     changed = [c for c in state["changes"] if c not in untracked]
     also = f" ({len(untracked)} untracked file(s) beside them, not audited)" if untracked else ""
     if changed:
@@ -286,11 +286,6 @@ def check_tree(ctx: Context) -> Iterator[Finding]:
                                     f"{', '.join(changed)}{also}")
     else:
         yield Finding("tree", PASS, f"every tracked file is as commit {state['commit'][:10]} holds it{also}")
-
-
-def _git_lines(root: Path, *args: str) -> set[str]:
-    out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
-    return set(out.stdout.splitlines()) if out.returncode == 0 else set()
 
 
 # ------------------------------------------------------------------------------------------------ threshold
@@ -333,20 +328,30 @@ def check_threshold(ctx: Context, rescore: bool = False) -> Iterator[Finding]:
         yield rescore_oof(ctx, rows)
 
 
-def rescored_oof(ctx: Context, rows: list[dict[str, str]]) -> np.ndarray:
-    """Each out-of-fold patch of ``rows`` (``weights/oof.csv``) scored again by its shipped member with the shipped
-    views, as export scored it (the ``batched`` strategy), in the rows' order."""
-    from amf.inference.engine import Engine
+def oof_patches(ctx: Context, rows: list[dict[str, str]]) -> np.ndarray:
+    """The patches of ``weights/oof.csv`` rows, read from the training data."""
     from amf.inference.io import read_patches
+
+    return np.stack([read_patches(ctx.table().image_dir / r["image"])[0] for r in rows])
+
+
+def score_as_exported(member, tta, patches: np.ndarray) -> np.ndarray:
+    """One member's P(atypical) with the shipped views, as export scored ``oof.csv`` (the ``batched`` strategy)."""
+    from amf.inference.engine import Engine
+
+    return Engine([member], tta, device="cpu", strategy="batched").predict_proba(patches)
+
+
+def rescored_oof(ctx: Context, rows: list[dict[str, str]]) -> np.ndarray:
+    """Each out-of-fold patch of ``rows`` (``weights/oof.csv``) scored again by its shipped member, in the rows'
+    order."""
     from amf.inference.weights import load_ensemble
 
-    table = ctx.table()
     ens = load_ensemble(ctx.weights)
     out = np.zeros(len(rows))
     for k, member in enumerate(ens.members):
         mine = [i for i, r in enumerate(rows) if int(r["member"]) == k]
-        patches = np.stack([read_patches(table.image_dir / rows[i]["image"])[0] for i in mine])
-        out[mine] = Engine([member], ens.tta, device="cpu", strategy="batched").predict_proba(patches)
+        out[mine] = score_as_exported(member, ens.tta, oof_patches(ctx, [rows[i] for i in mine]))
     return out
 
 
@@ -645,8 +650,6 @@ def rebuilt_against_shipped(ctx: Context, k: int, state: dict) -> dict:
     of P(atypical), how often their classes at the shipped threshold agree, and each one's AUC."""
     import copy
 
-    from amf.inference.engine import Engine
-    from amf.inference.io import read_patches
     from amf.inference.weights import load_ensemble
     from amf.training.threshold import safe_auc
 
@@ -654,9 +657,8 @@ def rebuilt_against_shipped(ctx: Context, k: int, state: dict) -> dict:
     ens = load_ensemble(ctx.weights)
     rebuilt = copy.deepcopy(ens.members[k])
     rebuilt.backbone.load_state_dict({name: v.float() if v.is_floating_point() else v for name, v in state.items()})
-    patches = np.stack([read_patches(ctx.table().image_dir / r["image"])[0] for r in rows])
-    shipped_p, rebuilt_p = (Engine([m.eval()], ens.tta, device="cpu", strategy="batched").predict_proba(patches)
-                            for m in (ens.members[k], rebuilt))
+    patches = oof_patches(ctx, rows)
+    shipped_p, rebuilt_p = (score_as_exported(m.eval(), ens.tta, patches) for m in (ens.members[k], rebuilt))
     labels = np.array([int(r["label"]) for r in rows])
     gap = np.abs(rebuilt_p - shipped_p)
     t = ens.threshold.value

@@ -18,11 +18,11 @@ from pathlib import Path
 
 from amf.errors import AmfError
 from amf.files import atomic_write_bytes, sha256_file, write_json
+from amf.inference.challenge import OUTPUT_NAME
 from amf.reproducibility import Agreement, agreement, child_machine
 
 EXPECTED = Path("test") / "expected_output.json"
 RECORD = Path("test") / "expected_output.machine.json"
-OUTPUT_NAME = "multiple-mitotic-figure-classification.json"
 
 
 def run_process(root: Path, weights: Path, python: Sequence[str] = (sys.executable,),

@@ -28,7 +28,7 @@ import numpy as np
 
 from amf.errors import InputError
 from amf.inference import pipeline
-from amf.inference.io import IMAGE_SUFFIXES, find_images, iter_patches
+from amf.inference.io import IMAGE_SUFFIXES, count_pages, find_images
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class Classifier:
         files = find_images([Path(p) for p in paths])
         if not files:
             raise InputError(f"no image files in {', '.join(map(str, paths))} (accepted: {', '.join(IMAGE_SUFFIXES)})")
-        pages = sum(sum(1 for _ in iter_patches(f)) for f in files)
+        pages = sum(count_pages(f) for f in files)  # structure only: the pipeline decodes and checks the count
         return self.predict_files(files, pages, threshold=cut)
 
     def predict_files(self, files: Sequence[Path], pages: int, threshold: float | None = None,
