@@ -9,6 +9,7 @@ computes nothing (``meta``).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import re
 import warnings
 from pathlib import Path
@@ -73,17 +74,26 @@ def _cuda_version(code: int) -> str:
     return f"{code // 1000}.{code % 1000 // 10}"
 
 
+def driver_cuda_version() -> str | None:
+    """The newest CUDA the installed driver supports (``cuDriverGetVersion`` from ``libcuda.so.1``), or None where
+    no driver library loads. Asked of the driver itself: torch has no public call for it."""
+    try:
+        libcuda = ctypes.CDLL("libcuda.so.1")
+        code = ctypes.c_int()
+        if libcuda.cuDriverGetVersion(ctypes.byref(code)) != 0:
+            return None
+    except (OSError, AttributeError):
+        return None
+    return _cuda_version(code.value)
+
+
 def describe_cuda(device: torch.device) -> str:
     """The GPU, the driver (and the newest CUDA it supports) and the CUDA torch was built for, in one line."""
     import torch
 
     driver = nvidia_driver()
-    try:
-        supports = _cuda_version(torch._C._cuda_getDriverVersion())
-    except (AttributeError, RuntimeError):
-        supports = "?"
     return (f"{device} ({torch.cuda.get_device_name(device)}, NVIDIA driver {driver or 'version unknown'} for CUDA "
-            f"{supports}; torch {torch.__version__} built for CUDA {torch.version.cuda})")
+            f"{driver_cuda_version() or '?'}; torch {torch.__version__} built for CUDA {torch.version.cuda})")
 
 
 def resolve(requested: str | None) -> tuple[torch.device, str]:
@@ -115,8 +125,9 @@ def resolve(requested: str | None) -> tuple[torch.device, str]:
             reason = f"{type(exc).__name__}: {exc}"
     reason = " ".join(reason.split())[:240]
     driver = nvidia_driver()
-    found = f"NVIDIA driver {driver}, torch built for CUDA {torch.version.cuda}" if driver else \
-        f"no NVIDIA driver, torch built for CUDA {torch.version.cuda}"
+    supports = driver_cuda_version() if driver else None
+    found = (f"NVIDIA driver {driver}" + (f" for CUDA {supports}" if supports else "") if driver else
+             "no NVIDIA driver") + f", torch built for CUDA {torch.version.cuda}"
     if value != "auto":
         raise InputError(f"--device {value}: CUDA cannot start ({found}): {reason}")
     return torch.device("cpu"), f"CUDA cannot start ({found}): {reason}; running on the CPU"

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from amf.devices import nvidia_driver, resolve
+from amf import devices
+from amf.devices import driver_cuda_version, nvidia_driver, resolve
 from amf.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +55,30 @@ def test_the_driver_version_is_read_as_the_kernel_reports_it(tmp_path, text, ver
     path.write_text(text)
     assert nvidia_driver(path) == version
     assert nvidia_driver(tmp_path / "missing") is None
+
+
+class _Driver:
+    """Stands in for ``libcuda.so.1``: ``cuDriverGetVersion`` writes ``code`` and returns ``status``."""
+
+    def __init__(self, code: int, status: int = 0) -> None:
+        self.code, self.status = code, status
+
+    def cuDriverGetVersion(self, ref) -> int:  # noqa: N802 - the driver API's name
+        ref._obj.value = self.code
+        return self.status
+
+
+@pytest.mark.parametrize("code, status, said", [(12020, 0, "12.2"), (13000, 0, "13.0"), (12040, 100, None)])
+def test_the_driver_says_the_newest_cuda_it_supports(monkeypatch, code, status, said):
+    monkeypatch.setattr(devices.ctypes, "CDLL", lambda name: _Driver(code, status))
+    assert driver_cuda_version() == said
+
+
+def test_no_driver_library_means_no_cuda_version(monkeypatch):
+    def missing(name):
+        raise OSError(f"{name}: cannot open shared object file")
+    monkeypatch.setattr(devices.ctypes, "CDLL", missing)
+    assert driver_cuda_version() is None
 
 
 def run_with_fault(kind: str, out: Path) -> subprocess.CompletedProcess:

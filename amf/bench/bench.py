@@ -155,6 +155,7 @@ def engine_speed(weights: Path, device: str, thread_counts: list[int], repeats: 
     # and the opt-in bf16 autocast, on the eager strategy that runs it by default (its accuracy: docs/benchmark.md)
     strategies = ["loop", default] + [s for s in others if s != default] + [default_strategy(device, bf16=True) + BF16]
     flops = sum(forward_flops(m) for m in ensemble.members) * ensemble.tta.views * n  # per predict_proba call
+    cuda = device.startswith("cuda")  # a GPU's rate is the card's, not per CPU thread
     out: dict = {"patches": n, "default": default, "strategies": strategies, "by_threads": {},
                  "gflop_per_call": flops / 1e9, "gflop_per_patch": flops / n / 1e9}
     previous = torch.get_num_threads()
@@ -176,7 +177,7 @@ def engine_speed(weights: Path, device: str, thread_counts: list[int], repeats: 
                 order = strategies if r % 2 == 0 else strategies[::-1]
                 for s in order:
                     times[s].append(_time(lambda e=engines[s]: e.predict_proba(patches), device))
-            peak = matmul_peak_gflops(threads)
+            peak = matmul_peak_gflops(threads, device)
             loop_wall = statistics.median(w for w, _ in times["loop"])
             loop_cpu = statistics.median(c for _, c in times["loop"])
             rows = {}
@@ -186,7 +187,8 @@ def engine_speed(weights: Path, device: str, thread_counts: list[int], repeats: 
                 rows[s] = {"wall_s": wall, "cpu_s": cpu, "speedup_wall": loop_wall / wall,
                            "speedup_cpu": loop_cpu / cpu,
                            "build_s": build[s], "max_abs_diff_vs_loop": max_diff[s],
-                           "gflops_per_s": flops / wall / 1e9, "gflops_per_s_per_thread": flops / wall / 1e9 / threads,
+                           "gflops_per_s": flops / wall / 1e9,
+                           **({} if cuda else {"gflops_per_s_per_thread": flops / wall / 1e9 / threads}),
                            "fraction_of_matmul_peak": flops / wall / 1e9 / peak, "walls": [w for w, _ in times[s]]}
             out["by_threads"][str(threads)] = {"matmul_peak_gflops": peak, **rows}
             say("  threads %d: " % threads + ", ".join(
@@ -228,24 +230,27 @@ def forward_flops(member, input_side: int = 128) -> int:
     return int(counter.get_total_flops())
 
 
-def matmul_peak_gflops(threads: int, side: int = 1024, repeats: int = 5) -> float:
-    """What these cores reach on a large fp32 matmul with ``threads`` threads (the best of ``repeats``): the
-    measured ceiling that the engine's FLOP rate is a fraction of."""
+def matmul_peak_gflops(threads: int, device: str = "cpu", repeats: int = 5) -> float:
+    """What the device reaches on a large fp32 matmul (the best of ``repeats``): the measured ceiling that the
+    engine's FLOP rate is a fraction of. On the CPU a 1,024² product on ``threads`` threads; on CUDA a 4,096²
+    product with TF32 off, as the engine computes there."""
     import torch
 
-    a = torch.rand(side, side)
-    b = torch.rand(side, side)
+    cuda = device.startswith("cuda")
+    side = 4096 if cuda else 1024
+    a = torch.rand(side, side, device=device)
+    b = torch.rand(side, side, device=device)
     best = float("inf")
-    previous = torch.get_num_threads()
+    previous = torch.get_num_threads(), torch.backends.cuda.matmul.allow_tf32
     torch.set_num_threads(threads)
+    torch.backends.cuda.matmul.allow_tf32 = False
     try:
         torch.mm(a, b)
         for _ in range(repeats):
-            t = time.perf_counter()
-            torch.mm(a, b)
-            best = min(best, time.perf_counter() - t)
+            best = min(best, _time(lambda: torch.mm(a, b), device)[0])
     finally:
-        torch.set_num_threads(previous)
+        torch.set_num_threads(previous[0])
+        torch.backends.cuda.matmul.allow_tf32 = previous[1]
     return 2 * side**3 / best / 1e9
 
 
@@ -599,14 +604,18 @@ def format_table(r: dict) -> str:
         es = r["engine_speed"]
         lines += ["", f"Engine speed, {es['patches']} patches (median wall / CPU s; speed-up over the naive loop)"]
         if "gflop_per_patch" in es:
-            lines.append(f"  {es['gflop_per_patch']:.2f} GFLOP per patch (all members and views); GFLOP/s per thread "
-                         "and the fraction of a large fp32 matmul's rate on as many threads")
+            per = ("GFLOP/s and the fraction of the GPU's rate on a large fp32 matmul" if r["settings"]["device"]
+                   .startswith("cuda") else "GFLOP/s per thread and the fraction of a large fp32 matmul's rate on as "
+                   "many threads")
+            lines.append(f"  {es['gflop_per_patch']:.2f} GFLOP per patch (all members and views); {per}")
         for threads, rows in es["by_threads"].items():
             rows = {k: v for k, v in rows.items() if isinstance(v, dict)}
             for s, row in rows.items():
                 tag = " (default)" if s == es["default"] else ""
                 flop = (f"   {row['gflops_per_s_per_thread']:5.1f} GFLOP/s/thread, {row['fraction_of_matmul_peak']:.0%}"
-                        " of matmul" if "gflops_per_s_per_thread" in row else "")
+                        " of matmul" if "gflops_per_s_per_thread" in row else
+                        f"   {row['gflops_per_s']:7.1f} GFLOP/s, {row['fraction_of_matmul_peak']:.1%} of matmul"
+                        if "gflops_per_s" in row else "")
                 lines.append(f"  threads {threads}  {s + tag:18s} {row['wall_s']:7.2f} / {row['cpu_s']:6.2f} s   "
                              f"x{row['speedup_wall']:.2f} wall, x{row['speedup_cpu']:.2f} CPU   "
                              f"build {row['build_s']:.2f} s   max |diff| {row['max_abs_diff_vs_loop']:.1e}{flop}")
