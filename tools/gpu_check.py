@@ -142,8 +142,8 @@ def cuda_fallback_check(tmp: Path) -> dict:
 def bench_check(tmp: Path) -> dict:
     out_json = tmp / "bench.json"
     proc = subprocess.run([sys.executable, "-m", "amf", "bench", "--quick", "--device", "cuda", "--skip", "fit",
-                           "--throughput-sizes", "16,256,4096", "--json", str(out_json)], capture_output=True, text=True,
-                          timeout=900, cwd=ROOT)
+                           "--throughput-sizes", "16,256,4096", "--json", str(out_json)],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
     if proc.returncode != 0:
         return {"status": "failed", "returncode": proc.returncode, "stderr": proc.stderr[-2000:]}
     return {"status": "ok", "bench": json.loads(out_json.read_text()), "table": proc.stdout[-4000:]}
