@@ -137,3 +137,14 @@ def write_tool_record(path: Path, script: str, argv: list[str] | None, fields: d
     command = ["python", f"tools/{script}", *(argv if argv is not None else sys.argv[1:])]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"command": command, **fields}, indent=2) + "\n")
+
+
+def job_stamp(threads: int | None = None, device: str | None = None) -> dict:
+    """What every job that writes a record (a training run, an export) stamps it with: the git state of the code
+    (:func:`git_state`), the :func:`environment` and the UTC time, taken at one moment. Training and export
+    each file these under their own keys."""
+    import datetime
+
+    return {"git": git_state(), "environment": environment(threads, device),
+            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+

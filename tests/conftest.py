@@ -32,13 +32,14 @@ def pytest_collection_modifyitems(config, items):
 def _save_tiny(out: Path, specs: list, views: int) -> Path:
     import torch
 
+    from amf.inference.manifest import Provenance, Threshold
     from amf.inference.model import build_classifier
     from amf.inference.spec import TTAConfig
-    from amf.inference.weights import Threshold, save_ensemble
+    from amf.inference.weights import save_ensemble
 
     torch.manual_seed(0)
     save_ensemble([build_classifier(s) for s in specs], out, Threshold(0.5, "fixed"), TTAConfig(views=views),
-                  {"note": "test"})
+                  Provenance(note="test"))
     return out
 
 

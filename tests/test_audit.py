@@ -44,14 +44,14 @@ def repo(tmp_path_factory) -> Path:
     assert main(["train", "--config", str(root / "configs" / "smoke.toml"), "--labels", str(labels), "--output",
                  str(run), "--epochs", "1", "--no-progress"]) == 0
     clean = {"commit": amf.provenance.git_commit(), "dirty": False, "changes": []}
-    saved = amf.training.export.git_state
-    # export refuses a dirty tree; this checkout may have changes
-    amf.training.export.git_state = lambda cwd=None: clean
+    saved = amf.provenance.git_state
+    # export records the tree's state; this checkout may have changes
+    amf.provenance.git_state = lambda cwd=None: clean
     try:
         assert main(["export", str(run), "--output", str(root / "weights"), "--tta-views", "2", "--no-progress",
                      "--allow-dirty"]) == 0
     finally:
-        amf.training.export.git_state = saved
+        amf.provenance.git_state = saved
     results = root / "docs" / "results" / "lodo4"
     assert main(["crossval", str(run), "--output", str(results), "--tta", "on", "--bootstrap", "20",
                  "--no-progress"]) == 0

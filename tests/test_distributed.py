@@ -15,7 +15,7 @@ from synthetic_data import amibr_style_dataset
 import amf.training.distributed
 from amf.cli import main
 from amf.training.run_folder import CHECKPOINT
-from amf.training.train import TrainConfig, train_run
+from amf.training.train import TrainConfig, TrainOptions, train_run
 
 pytestmark = pytest.mark.slow  # torchrun training
 
@@ -95,7 +95,7 @@ def test_two_processes_train_the_weights_of_one(tmp_path, capsys):
 
     cfg = TrainConfig.from_toml(SMOKE).replace(**SETTINGS)
     with pytest.raises(Stop):
-        train_run(cfg, labels, tmp_path / "resumed", on_epoch_end=stop_in_fold1)
+        train_run(cfg, labels, tmp_path / "resumed", options=TrainOptions(on_epoch_end=stop_in_fold1))
     assert (tmp_path / "resumed" / "all" / "fold1" / CHECKPOINT).is_file()
     _torchrun([*_options(labels, tmp_path / "resumed"), "--resume"])
     for fold in FOLDS:

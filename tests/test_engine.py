@@ -4,7 +4,7 @@ and the graph cache gives the same numbers without building a model."""
 from __future__ import annotations
 
 import copy
-import json
+import dataclasses
 import os
 import subprocess
 import sys
@@ -18,10 +18,11 @@ from amf.bench.bench import randomize, synthetic_patches
 from amf.errors import OutputError
 from amf.inference.engine import STRATEGIES, Engine
 from amf.inference.loading import graph_cache_key, load_engine
+from amf.inference.manifest import Provenance, Threshold
 from amf.inference.model import build_classifier
 from amf.inference.prepare import fold_batchnorm
 from amf.inference.spec import ModelSpec, TTAConfig
-from amf.inference.weights import Threshold, load_ensemble, save_ensemble
+from amf.inference.weights import load_ensemble, read_manifest, save_ensemble
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # two threads on two shared cores are several times slower
 
@@ -187,7 +188,7 @@ def test_stain_matrices_equal_skimage():
 @pytest.fixture(scope="module")
 def weights(members, tmp_path_factory):
     folder = tmp_path_factory.mktemp("weights")
-    save_ensemble(members, folder, Threshold(0.4, "test"), TTA, {"note": "test"})
+    save_ensemble(members, folder, Threshold(0.4, "test"), TTA, Provenance(note="test"))
     return folder
 
 
@@ -220,9 +221,9 @@ def test_damaged_cache_is_rebuilt(weights, patches, tmp_path, caplog):
 
 
 def test_cache_key_follows_the_member_files(weights):
-    manifest = json.loads((weights / "manifest.json").read_text())
-    other = copy.deepcopy(manifest)
-    other["members"][0]["sha256"] = "0" * 64
+    manifest = read_manifest(weights)
+    other = dataclasses.replace(manifest, members=(dataclasses.replace(manifest.members[0], sha256="0" * 64),
+                                                   *manifest.members[1:]))
     assert graph_cache_key(manifest) != graph_cache_key(other)
 
 

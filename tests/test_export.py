@@ -15,7 +15,7 @@ from amf.errors import AmfError, WeightsError
 from amf.files import sha256_file
 from amf.inference.model import build_classifier
 from amf.inference.weights import load_ensemble
-from amf.training.export import export_run
+from amf.training.export import ExportOptions, export_run
 from amf.training.run_folder import load_best_state
 from amf.training.train import TrainConfig, train_run
 
@@ -45,7 +45,6 @@ def clean_checkout(monkeypatch):
         return {"commit": amf.provenance.git_commit(cwd), "dirty": False, "changes": []}
 
     monkeypatch.setattr(amf.provenance, "git_state", clean)
-    monkeypatch.setattr(amf.training.export, "git_state", clean)
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +62,15 @@ def test_export_then_load(run_dir, tmp_path, capsys):
                "--note", "unit test"])
     assert rc == 0 and "wrote 2 members" in capsys.readouterr().out
     ens = load_ensemble(out)
-    m = ens.manifest
+    m = ens.manifest.provenance
     assert len(ens.members) == 2 and ens.tta.views == 4 and ens.threshold.method == "oof_youden"
-    assert ens.threshold.value == pytest.approx(m["threshold_candidates"]["youden"]["value"])
-    assert set(m["threshold_candidates"]) == {"balanced_accuracy", "youden", "otsu"}
-    assert m["data"]["n"] == 24 and len(m["data"]["labels_sha256"]) == 64 and len(m["data"]["files_sha256"]) == 64
-    assert m["training"]["config"]["arch"] == "test_efficientnet" and m["training"]["command"]
-    assert m["export_arguments"][-1] == "unit test" and m["git_commit"]
-    assert m["note"].startswith("unit test; short schedule")
+    assert ens.threshold.value == pytest.approx(m.threshold_candidates["youden"].value)
+    assert set(m.threshold_candidates) == {"balanced_accuracy", "youden", "otsu"}
+    assert m.data.n == 24 and len(m.data.labels_sha256) == 64 and len(m.data.files_sha256) == 64
+    assert m.training.config["arch"] == "test_efficientnet" and m.training.command
+    assert m.export.arguments[-1] == "unit test" and m.export.git_commit
+    assert m.note.startswith("unit test; short schedule")
+    assert (out / "manifest.json").read_bytes() == ens.manifest.text().encode()  # written as the type writes it
     # Members reproduce the trained best weights (stored in fp16).
     x = torch.rand(3, 3, 128, 128)
     ref = build_classifier(ens.spec)
@@ -89,31 +89,31 @@ def test_threshold_is_chosen_on_oof_scored_like_the_container(run_dir, tmp_path)
     from amf.training.run_folder import RunFolder, collect_oof, load_fold_model
     from amf.training.threshold import max_balanced_accuracy_threshold, threshold_candidates
 
-    plain = export_run(run_dir, tmp_path / "plain", tta=TTAConfig(views=1), dtype=torch.float32)
+    plain = export_run(run_dir, tmp_path / "plain", ExportOptions(tta=TTAConfig(views=1), dtype=torch.float32))
     single_view = collect_oof(run_dir, ["all/fold0", "all/fold1"])
     expected = threshold_candidates(single_view["prob"], single_view["label"])
-    for method, c in plain["threshold_candidates"].items():
-        assert c == pytest.approx(expected[method], abs=1e-6), method
-    tta = export_run(run_dir, tmp_path / "tta", tta=TTAConfig(views=8))
+    for method, c in plain.provenance.threshold_candidates.items():
+        assert c.to_dict() == pytest.approx(expected[method], abs=1e-6), method
+    tta = export_run(run_dir, tmp_path / "tta", ExportOptions(tta=TTAConfig(views=8)))
     cfg, record = RunFolder(run_dir).config()
     dirs = [run_dir / "all" / f"fold{k}" for k in (0, 1)]
     oof = oof_scores([load_fold_model(cfg.model_spec(), d) for d in dirs], dirs, PatchCache(record["images_dir"]),
                      TTAConfig(views=8))
-    assert tta["threshold"]["value"] == pytest.approx(
+    assert tta.threshold.value == pytest.approx(
         threshold_candidates(oof.probs, oof.labels)["balanced_accuracy"]["value"], abs=1e-3)
     rows = list(csv.DictReader(open(tmp_path / "tta" / "oof.csv")))
     assert len(rows) == 24 and {r["fold"] for r in rows} == {"all/fold0", "all/fold1"}
     scores = np.array([float(r["p_atypical"]) for r in rows])
     labels = np.array([int(r["label"]) for r in rows])
-    assert max_balanced_accuracy_threshold(scores, labels) == tta["threshold"]["value"]  # exactly, from the file
-    assert "8 TTA view(s)" in tta["oof"]["note"]
+    assert max_balanced_accuracy_threshold(scores, labels) == tta.threshold.value  # exactly, from the file
+    assert "8 TTA view(s)" in tta.provenance.oof.note
 
 
 def test_tampered_member_is_refused(run_dir, tmp_path):
     out = tmp_path / "weights"
     manifest = export_run(run_dir, out)
-    assert manifest["threshold"]["method"] == "oof_balanced_accuracy"
-    member = out / manifest["members"][0]["file"]
+    assert manifest.threshold.method == "oof_balanced_accuracy"
+    member = out / manifest.members[0].file
     data = bytearray(member.read_bytes())
     data[-1] ^= 0x01
     member.write_bytes(bytes(data))
@@ -142,18 +142,18 @@ def test_threshold_from_a_lodo_run_transfers_and_refuses_another_recipe(run_dir,
     cfg = TrainConfig.from_toml(ROOT / "configs" / "smoke.toml").replace(epochs=1, ensemble=False, fold_limit=1)
     lodo = tmp_path / "lodo"
     train_run(cfg, data, lodo)
-    manifest = export_run(run_dir, tmp_path / "w", tta=TTAConfig(views=2), threshold_from=lodo)
+    manifest = export_run(run_dir, tmp_path / "w", ExportOptions(tta=TTAConfig(views=2), threshold_from=lodo))
     heldout = score_run(lodo, TTAConfig(views=2), PatchCache(data.parent))
-    assert manifest["threshold"]["value"] == transfer_threshold([(h.probs, h.labels) for h in heldout])
-    assert manifest["threshold"]["method"] == "lodo_transfer_mean_balanced_accuracy"
-    record = manifest["threshold_transfer"]
+    assert manifest.threshold.value == transfer_threshold([(h.probs, h.labels) for h in heldout])
+    assert manifest.threshold.method == "lodo_transfer_mean_balanced_accuracy"
+    record = manifest.provenance.threshold_transfer
     assert set(record["domains"]) == {"tumour 0", "tumour 1"} and record["tta_views"] == 2
     for d in record["domains"].values():
         assert d["balanced_accuracy_at_hindsight_best"] >= d["balanced_accuracy_at_transfer"]
     other = tmp_path / "other"
     train_run(cfg.replace(lr=0.01), data, other)
     with pytest.raises(AmfError, match="differs in: lr"):
-        export_run(run_dir, tmp_path / "w2", threshold_from=other)
+        export_run(run_dir, tmp_path / "w2", ExportOptions(threshold_from=other))
 
 
 def test_export_refuses_a_full_folder_and_force_replaces_it_whole(run_dir, tmp_path, capsys):
@@ -217,18 +217,18 @@ def test_a_fold_limited_run_ships_the_folds_it_planned(tmp_path):
     assert main(["train", "--config", str(ROOT / "configs" / "smoke.toml"), "--labels", str(labels), "--output",
                  str(run), "--epochs", "1", "--no-lodo", "--fold-limit", "1", "--no-progress"]) == 0
     assert not (run / "all" / "fold1").exists()
-    manifest = export_run(run, tmp_path / "weights", tta=TTAConfig(views=2))
-    assert len(manifest["members"]) == 1 and [m["fold"] for m in manifest["member_info"]] == ["all/fold0"]
+    manifest = export_run(run, tmp_path / "weights", ExportOptions(tta=TTAConfig(views=2)))
+    assert len(manifest.members) == 1 and [m.fold for m in manifest.provenance.member_info] == ["all/fold0"]
     with open(tmp_path / "weights" / "oof.csv", newline="") as f:
         oof = list(csv.DictReader(f))
     val = json.loads((run / "all" / "fold0" / "result.json").read_text())["val"]
-    assert len(oof) == manifest["oof"]["n"] == val["n"] < sum(1 for _ in open(labels)) - 1
-    assert "first 1 of 2 folds" in manifest["note"]
+    assert len(oof) == manifest.provenance.oof.n == val["n"] < sum(1 for _ in open(labels)) - 1
+    assert "first 1 of 2 folds" in manifest.provenance.note
     # what predict and evaluate count as in-sample: the member's training patches, not its validation fold
     with open(tmp_path / "weights" / "membership.csv", newline="") as f:
         membership = list(csv.DictReader(f))
     train = sorted(r["sha256"] for r in membership if r["member_0"] == "train")
-    assert manifest["data"]["patch_sha256"] == train and len(train) < len(membership)
+    assert manifest.provenance.data.patch_sha256 == train and len(train) < len(membership)
 
     # a student of it: its teacher's scores cover every patch, so every patch's label reached the student
     teacher = tmp_path / "teacher.csv"
@@ -237,9 +237,9 @@ def test_a_fold_limited_run_ships_the_folds_it_planned(tmp_path):
     assert main(["train", "--config", str(ROOT / "configs" / "smoke.toml"), "--labels", str(labels), "--output",
                  str(student), "--epochs", "1", "--no-lodo", "--fold-limit", "1", "--no-progress",
                  "--set", "distill_weight=0.5", "--set", f"teacher_scores='{teacher}'"]) == 0
-    manifest = export_run(student, tmp_path / "student-weights", tta=TTAConfig(views=2))
-    assert manifest["data"]["patch_sha256"] == sorted(r["sha256"] for r in membership)
-    assert manifest["training"]["teacher_scores_sha256"] == sha256_file(teacher)
+    manifest = export_run(student, tmp_path / "student-weights", ExportOptions(tta=TTAConfig(views=2)))
+    assert manifest.provenance.data.patch_sha256 == sorted(r["sha256"] for r in membership)
+    assert manifest.provenance.training.teacher_scores_sha256 == sha256_file(teacher)
     teacher.write_text(teacher.read_text().replace(",0.5\n", ",0.4\n", 1))  # changed since the student learned
     with pytest.raises(AmfError, match="changed since the run learned from it"):
-        export_run(student, tmp_path / "again", tta=TTAConfig(views=2))
+        export_run(student, tmp_path / "again", ExportOptions(tta=TTAConfig(views=2)))

@@ -55,8 +55,9 @@ def test_centre_crop_zooms_in_on_the_figure_and_travels_with_the_weights(tmp_pat
 
     from amf.bench.bench import randomize, synthetic_patches
     from amf.inference.engine import STRATEGIES, Engine
+    from amf.inference.manifest import Provenance, Threshold
     from amf.inference.spec import TTAConfig
-    from amf.inference.weights import Threshold, load_ensemble, save_ensemble
+    from amf.inference.weights import load_ensemble, save_ensemble
 
     spec = ModelSpec("efficientvit_b0", input_size=64, crop=80)
     model = randomize(build_classifier(spec), seed=1).eval()
@@ -68,7 +69,7 @@ def test_centre_crop_zooms_in_on_the_figure_and_travels_with_the_weights(tmp_pat
         assert not torch.allclose(model(patches), whole(patches))
     assert ModelSpec.from_dict({"arch": "efficientvit_b0", "input_size": 64}).crop == 128
 
-    save_ensemble([model], tmp_path, Threshold(0.5, "fixed"), TTAConfig(views=2), {"note": "test"})
+    save_ensemble([model], tmp_path, Threshold(0.5, "fixed"), TTAConfig(views=2), Provenance(note="test"))
     assert load_ensemble(tmp_path).members[0].spec.crop == 80
     stack = np.stack(list(synthetic_patches(3, seed=3)))
     loop = Engine([model], TTAConfig(views=2), device="cpu", strategy="loop").predict_proba(stack)

@@ -33,7 +33,7 @@ def run_process(input_dir: Path, output_dir: Path) -> list[dict]:
 
 
 def check_schema(records: list[dict], pages: int) -> None:
-    threshold = read_manifest(ROOT / "weights")["threshold"]["value"]
+    threshold = read_manifest(ROOT / "weights").threshold.value
     assert isinstance(records, list) and len(records) == pages
     for r in records:
         assert set(r) == {"class", "confidence"}
@@ -89,11 +89,11 @@ def test_shipped_weights_come_from_the_documented_config():
     train, export = (shlex.split(line) for line in block.strip().splitlines())
     assert train[:4] == ["python", "-m", "amf", "train"] and export[:4] == ["python", "-m", "amf", "export"]
     documented = recorded_config(train[3:], ROOT)
-    trained = json_safe(TrainConfig.from_dict(manifest["training"]["config"]).to_dict())  # new keys at defaults
+    trained = json_safe(TrainConfig.from_dict(manifest.provenance.training.config).to_dict())  # new keys at defaults
     assert {k for k in documented if documented[k] != trained.get(k)} == set()
-    assert manifest["model"]["crop"] == 80 and "configs/lite0-crop80.toml" in manifest["training"]["command"]
+    assert manifest.model.crop == 80 and "configs/lite0-crop80.toml" in manifest.provenance.training.command
     method = export[export.index("--threshold-method") + 1] if "--threshold-method" in export else None
-    assert manifest["threshold"]["method"] == f"oof_{method or documented['threshold_method']}"
+    assert manifest.threshold.method == f"oof_{method or documented['threshold_method']}"
 
 
 def test_bundled_output_schema(bundled_output):

@@ -12,7 +12,7 @@ from synthetic_data import amibr_style_dataset
 from amf.cli import main
 from amf.errors import AmfError
 from amf.training.run_folder import CHECKPOINT
-from amf.training.train import TrainConfig, train_run
+from amf.training.train import TrainConfig, TrainOptions, train_run
 
 pytestmark = pytest.mark.slow  # training runs
 
@@ -39,14 +39,14 @@ def test_resume_reaches_identical_weights(tmp_path):
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        train_run(cfg, labels, tmp_path / "resumed", on_epoch_end=kill_after_first_epoch)
+        train_run(cfg, labels, tmp_path / "resumed", options=TrainOptions(on_epoch_end=kill_after_first_epoch))
     ckpt = torch.load(tmp_path / "resumed" / "all" / "fold0" / CHECKPOINT, weights_only=True)
     assert ckpt["epoch"] == 1 and not (tmp_path / "resumed" / "all" / "fold1").exists()
     with pytest.raises(AmfError, match="--resume"):
         train_run(cfg, labels, tmp_path / "resumed")
     with pytest.raises(AmfError, match="differs in: lr"):
-        train_run(cfg.replace(lr=0.1), labels, tmp_path / "resumed", resume=True)
-    train_run(cfg, labels, tmp_path / "resumed", resume=True)
+        train_run(cfg.replace(lr=0.1), labels, tmp_path / "resumed", options=TrainOptions(resume=True))
+    train_run(cfg, labels, tmp_path / "resumed", options=TrainOptions(resume=True))
 
     for fold in ("all/fold0", "all/fold1"):
         a = torch.load(tmp_path / "straight" / fold / CHECKPOINT, weights_only=True)
@@ -205,7 +205,7 @@ def test_mixup_trains_reproducibly_and_a_run_from_before_a_new_key_still_resumes
     record = json.loads((tmp_path / "c" / "config.json").read_text())
     del record["config"]["mixup_alpha"]  # as written before the key existed
     (tmp_path / "c" / "config.json").write_text(json.dumps(record))
-    train_run(smoke(epochs=1, lodo=False, fold_limit=1), labels, tmp_path / "c", resume=True)
+    train_run(smoke(epochs=1, lodo=False, fold_limit=1), labels, tmp_path / "c", options=TrainOptions(resume=True))
     with pytest.raises(AmfError, match="TrainConfig|mixup_alpha must"):
         smoke(mixup_alpha=-1)
 
@@ -230,8 +230,8 @@ def test_weight_ema_is_what_gets_validated_and_kept_and_resumes_bit_for_bit(tmp_
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        train_run(cfg, labels, tmp_path / "resumed", on_epoch_end=kill_after_first_epoch)
-    train_run(cfg, labels, tmp_path / "resumed", resume=True)
+        train_run(cfg, labels, tmp_path / "resumed", options=TrainOptions(on_epoch_end=kill_after_first_epoch))
+    train_run(cfg, labels, tmp_path / "resumed", options=TrainOptions(resume=True))
     resumed = load_file(tmp_path / "resumed" / fold / "best.safetensors")
     assert all(torch.equal(kept[k], resumed[k]) for k in kept)
     plain = torch.load(train_run(smoke(epochs=2, lodo=False, fold_limit=1), labels, tmp_path / "plain") and

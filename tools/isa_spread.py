@@ -34,6 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from amf.inference.weights import read_manifest  # noqa: E402
 from amf.provenance import git_state, write_tool_record  # noqa: E402
 from amf.reproducibility import TOLERANCE  # noqa: E402
 
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     expected_record = json.loads(sidecar.read_text()) if sidecar.is_file() else {"machine": None}
     with open(ROOT / "weights" / "oof.csv", newline="") as f:
         oof_file = [float(r["p_atypical"]) for r in csv.DictReader(f)][: args.oof_limit]
-    manifest = json.loads((ROOT / "weights" / "manifest.json").read_text())
+    export = read_manifest(ROOT / "weights", verify_files=False).provenance.export
     runs = {}
     for name in args.setting or SETTINGS:
         caps, threads = SETTINGS[name]
@@ -117,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         "git": state,
         "expected_output_commit": made_at,
         "recorded_machines": {"test/expected_output.json": expected_record.get("machine"),
-                              "weights/oof.csv": (manifest.get("export_environment") or {}).get("machine")
-                              or manifest.get("export_environment", {}).get("cpu")},
+                              "weights/oof.csv": (export.environment or {}).get("machine")
+                              or (export.environment or {}).get("cpu")},
         "oof_patches": len(oof_file),
         "settings_count": len(runs),
         "settings": {name: {"caps": SETTINGS[name][0], "threads": SETTINGS[name][1],

@@ -43,11 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=ROOT / "docs" / "results" / "portability" / "retrain-spread.json")
     args = parser.parse_args(argv)
     ctx = Context(ROOT / "weights", [DEFAULT_DATA], ROOT / "docs" / "results" / "lodo4")
-    columns = ctx.manifest["files"]["membership"]["columns"]
+    columns = ctx.manifest.provenance.member_folds
     member = next(k for k, f in columns.items() if f == args.fold)
     k = int(member.removeprefix("member_"))
     shipped = load_file(str(ctx.weights / f"member_{k}.safetensors"))
-    shipped_job = next(j for j in ctx.manifest["training"]["jobs"] if args.fold in j["folds"])
+    shipped_job = next(j for j in ctx.manifest.provenance.jobs if args.fold in (j.folds or []))
     results = {}
     for run in args.runs:
         job = json.loads((run / "log.jsonl").read_text().splitlines()[0])  # the job's first record: how it ran
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
               f"median {found['median_abs_difference']:.4f}", flush=True)
     write_tool_record(args.json, "retrain_spread.py", argv, {
         "git": git_state(), "fold": args.fold, "member": member,
-        "shipped_job_environment": shipped_job.get("environment"),
+        "shipped_job_environment": shipped_job.environment,
         "runs": results,
         "largest_auc_difference": max(abs(r["auc_difference"]) for r in results.values()),
         "lowest_class_agreement": min(r["class_agreement"] for r in results.values()),

@@ -35,10 +35,9 @@ import numpy as np
 from amf.audit.context import CANNOT, FAIL, PASS, Context, Finding, lodo_rows, read_csv
 from amf.errors import AmfError, WeightsError
 from amf.files import sha256_file
+from amf.inference.manifest import MANIFEST, SCHEMA, DataRecord, ExportRecord, Manifest, TrainingJob, TrainingRecord
 from amf.provenance import ROOT, file_at
 
-#: The weights manifest's JSON schema, which lives beside the code that reads manifests.
-SCHEMA = Path(__file__).parent.parent / "inference" / "manifest.schema.json"
 #: The code a recorded commit must hold, by job: today's path first, then where it lived before the wings.
 CODE = {
     "train": ("amf/training/train.py", "amf/train.py"),
@@ -49,15 +48,15 @@ CODE = {
 
 def recorded_file(ctx: Context, key: str) -> tuple[Path | None, str]:
     """A file the manifest lists under ``files`` (``oof_scores``, ``membership``), checked against its sha256."""
-    entry = ctx.manifest.get("files", {}).get(key)
-    if not entry:
+    entry = ctx.manifest.provenance.files.get(key)
+    if not entry or not entry.file:
         return None, f"the manifest lists no {key} file (exported before export recorded it: re-export)"
-    path = ctx.weights / entry["file"]
+    path = ctx.weights / entry.file
     if not path.is_file():
         return None, f"{path} is missing"
     digest = sha256_file(path)
-    if digest != entry["sha256"]:
-        return None, f"{path} has sha256 {digest[:12]}..., the manifest says {entry['sha256'][:12]}..."
+    if digest != entry.sha256:
+        return None, f"{path} has sha256 {digest[:12]}..., the manifest says {(entry.sha256 or '')[:12]}..."
     return path, ""
 
 
@@ -69,22 +68,28 @@ def check_weights(ctx: Context) -> Iterator[Finding]:
 
     try:
         manifest = read_manifest(ctx.weights)
-        yield Finding("weights.members", PASS, f"{len(manifest['members'])} member files match their sha256")
+        yield Finding("weights.members", PASS, f"{len(manifest.members)} member files match their sha256")
     except WeightsError as exc:
         yield Finding("weights.members", FAIL, str(exc))
         return
-    yield check_schema(ctx.manifest, ctx.weights / "manifest.json")
+    yield check_schema(manifest, ctx.weights / MANIFEST)
     for key in ("oof_scores", "membership"):
         path, why = recorded_file(ctx, key)
         yield Finding(f"weights.{key}", PASS if path else FAIL, f"{path} matches its sha256" if path else why)
     yield check_config(ctx)
 
 
-def check_schema(manifest: dict, path: Path) -> Finding:
+def check_schema(manifest: Manifest, path: Path) -> Finding:
+    """The manifest as typed, against the JSON schema; and the file, byte for byte, against what the type writes
+    back, so that a key the type does not know (which nothing reads) or an edit in place is still seen."""
     import jsonschema
 
     schema = json.loads(SCHEMA.read_text())
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(manifest), key=lambda e: list(e.path))
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(manifest.to_dict()),
+                    key=lambda e: list(e.path))
+    if not errors and path.read_bytes() != manifest.text().encode():
+        return Finding("weights.schema", FAIL, f"{path} is not what its typed manifest writes back (a key "
+                                               "amf does not know, or an edit by hand): export it again")
     if errors:
         e = errors[0]
         where = "/".join(map(str, e.path)) or "(top)"
@@ -113,8 +118,8 @@ def check_config(ctx: Context) -> Finding:
     from amf.files import json_safe
     from amf.training.config import TrainConfig
 
-    training = ctx.manifest.get("training", {})
-    record = training.get("config_file")
+    training = ctx.manifest.provenance.training or TrainingRecord()
+    record = training.config_file
     if not record:
         return Finding("weights.config", FAIL, "the manifest records no config file (training.config_file)")
     if hashlib.sha256(record["text"].encode()).hexdigest() != record["sha256"]:
@@ -123,10 +128,10 @@ def check_config(ctx: Context) -> Finding:
     if not path.is_file():
         return Finding("weights.config", FAIL,
                        f"{record['path']}, the config the weights were trained with, is missing")
-    built = recorded_config(training.get("arguments") or [], ctx.root)
+    built = recorded_config(training.arguments or [], ctx.root)
     # through TrainConfig, so a setting added since the weights were trained compares at its default (its
     # behaviour then), as a resumed run's config does
-    shipped = json_safe(TrainConfig.from_dict(training.get("config", {})).to_dict())
+    shipped = json_safe(TrainConfig.from_dict(training.config or {}).to_dict())
     differ = sorted(k for k in set(built) | set(shipped) if built.get(k) != shipped.get(k))
     if differ:
         return Finding("weights.config", FAIL,
@@ -157,10 +162,10 @@ def check_data(ctx: Context) -> Iterator[Finding]:
     except DatasetError as exc:
         yield Finding("data.fingerprint", FAIL, str(exc))
         return
-    recorded = ctx.manifest["data"]
+    recorded = (ctx.manifest.provenance.data or DataRecord()).to_dict()
     now = fingerprint(table)
     membership = _membership_rows(ctx)
-    differ = [k for k in ("labels_sha256", "files_sha256", "n", "n_atypical") if now[k] != recorded.get(k)]
+    differ = [k for k in ("labels_sha256", "files_sha256", "n", "n_atypical") if now[k] != recorded[k]]
     if differ:
         yield Finding("data.fingerprint", FAIL, f"{', '.join(differ)} differ from the manifest's"
                                                 f"{_first_label_change(table, membership, files)}")
@@ -202,11 +207,12 @@ def seen_digests(ctx: Context, membership: dict) -> list[str] | str:
     members = [c for c in next(iter(membership.values()), {}) if c.startswith("member_")]
     rows = [[{"image": r["image"], "sha256": r["sha256"], "role": r[c]} for r in membership.values() if r[c]]
             for c in members]
-    config = ctx.manifest["training"]["config"]
+    training = ctx.manifest.provenance.training or TrainingRecord()
+    config = training.config or {}
     teacher = None
     if config.get("distill_weight"):
         teacher = ctx.root / config["teacher_scores"]
-        if not teacher.is_file() or sha256_file(teacher) != ctx.manifest["training"].get("teacher_scores_sha256"):
+        if not teacher.is_file() or sha256_file(teacher) != training.teacher_scores_sha256:
             return f"the student's teacher scores {config['teacher_scores']} are not in the repository as trained on"
     return seen_patches(rows, teacher)
 
@@ -231,9 +237,10 @@ def check_patches(ctx: Context, table, membership: dict) -> Finding:
     listed = seen_digests(ctx, membership)
     if isinstance(listed, str):
         return Finding("data.patches", CANNOT, listed)
-    if sorted(ctx.manifest["data"].get("patch_sha256", [])) != listed:
+    if sorted(ctx.manifest.provenance.trained_patches) != listed:
+        student = ((ctx.manifest.provenance.training or TrainingRecord()).config or {}).get("distill_weight")
         differ.append("the manifest's patch_sha256 list differs from membership.csv's training patches"
-                      + (" and the teacher's" if ctx.manifest["training"]["config"].get("distill_weight") else ""))
+                      + (" and the teacher's" if student else ""))
     if differ:
         return Finding("data.patches", FAIL, f"{len(differ)} patch(es) differ from the recorded pixels: "
                                              f"{', '.join(differ[:3])}")
@@ -301,29 +308,28 @@ def check_threshold(ctx: Context, rescore: bool = False) -> Iterator[Finding]:
     rows = read_csv(path)
     scores = np.array([float(r["p_atypical"]) for r in rows])
     labels = np.array([int(r["label"]) for r in rows])
-    threshold = ctx.manifest["threshold"]
-    method = threshold["method"].removeprefix("oof_")
-    if threshold["method"].startswith("oof_"):
+    threshold = ctx.manifest.threshold
+    method = threshold.method.removeprefix("oof_")
+    if threshold.method.startswith("oof_"):
         value = choose_threshold(scores, labels, method)
-        if value != threshold["value"]:
-            yield Finding("threshold.rule", FAIL, f"{threshold['method']} on {path} gives {value!r}, the manifest says "
-                                                  f"{threshold['value']!r} ({ctx.weights / 'manifest.json'})")
+        if value != threshold.value:
+            yield Finding("threshold.rule", FAIL, f"{threshold.method} on {path} gives {value!r}, the manifest says "
+                                                  f"{threshold.value!r} ({ctx.weights / MANIFEST})")
         else:
-            yield Finding("threshold.rule", PASS, f"{threshold['method']} on the {len(rows)} scores of {path} gives "
+            yield Finding("threshold.rule", PASS, f"{threshold.method} on the {len(rows)} scores of {path} gives "
                                                   f"{value!r}, the manifest's value, exactly")
     else:
-        yield Finding("threshold.rule", CANNOT, f"method {threshold['method']} is not chosen on oof.csv")
-    bad = [m for m, c in ctx.manifest.get("threshold_candidates", {}).items()
-           if choose_threshold(scores, labels, m) != c["value"]
-           or not math.isclose(mean_class_recall(scores, labels, c["value"]), c["oof_balanced_accuracy"],
-                               abs_tol=1e-12)]
-    oof = ctx.manifest.get("oof", {})
-    if oof.get("auc") is not None and not math.isclose(safe_auc(scores, labels), oof["auc"], abs_tol=1e-12):
+        yield Finding("threshold.rule", CANNOT, f"method {threshold.method} is not chosen on oof.csv")
+    candidates = ctx.manifest.provenance.threshold_candidates
+    bad = [m for m, c in candidates.items()
+           if choose_threshold(scores, labels, m) != c.value
+           or not math.isclose(mean_class_recall(scores, labels, c.value), c.oof_balanced_accuracy, abs_tol=1e-12)]
+    oof = ctx.manifest.provenance.oof
+    if oof and oof.auc is not None and not math.isclose(safe_auc(scores, labels), oof.auc, abs_tol=1e-12):
         bad.append("oof.auc")
     yield Finding("threshold.candidates", FAIL if bad else PASS,
                   f"{', '.join(bad)} differ from their recomputation on {path}" if bad else
-                  f"the {len(ctx.manifest.get('threshold_candidates', {}))} candidates "
-                  f"and the OOF AUC recompute exactly")
+                  f"the {len(candidates)} candidates and the OOF AUC recompute exactly")
     if rescore:
         yield rescore_oof(ctx, rows)
 
@@ -368,11 +374,11 @@ def rescore_oof(ctx: Context, rows: list[dict[str, str]]) -> Finding:
     except WeightsError as exc:
         return Finding("threshold.oof_scores", CANNOT, f"weights/oof.csv's scores left unchecked: the shipped members "
                                                        f"cannot be loaded ({' '.join(str(exc).split())[:200]})")
-    recorded = recorded_machine(ctx.manifest.get("export_environment"))
+    recorded = recorded_machine((ctx.manifest.provenance.export or ExportRecord()).environment)
     verdict = agreement(probs, [float(r["p_atypical"]) for r in rows], machine(), recorded)
     return Finding("threshold.oof_scores", PASS if verdict.ok else FAIL,
                    f"{len(rows)} out-of-fold patches of weights/oof.csv rescored by their shipped member with "
-                   f"{ctx.manifest['tta'].get('views', 1)} views: {verdict.line()}")
+                   f"{ctx.manifest.tta.views} views: {verdict.line()}")
 
 
 # ------------------------------------------------------------------------------------------------- leakage
@@ -503,20 +509,19 @@ def _commit_exists(commit: str) -> bool:
 
 
 def check_provenance(ctx: Context) -> Iterator[Finding]:
-    m = ctx.manifest
-    training = m.get("training", {})
-    config = training.get("config_file") or {}
+    prov = ctx.manifest.provenance
+    config = (prov.training.config_file if prov.training else None) or {}
     needs = [(config["path"], config["sha256"])] if config else []
-    jobs = training.get("jobs") or []
+    jobs = prov.jobs
     problems = [] if jobs else ["the manifest records no training jobs (training.jobs)"]
     for i, job in enumerate(jobs):
-        problems += _code_state(f"training job {i + 1} ({' '.join(job.get('folds') or [])})", job.get("git"),
-                                needs + [(CODE["train"], None)], job.get("epochs", 1) > 0)
-        if not (job.get("environment") or {}).get("packages"):
+        problems += _code_state(f"training job {i + 1} ({' '.join(job.folds or [])})", job.git,
+                                needs + [(CODE["train"], None)], (1 if job.epochs is None else job.epochs) > 0)
+        if not (job.environment or {}).get("packages"):
             problems.append(f"training job {i + 1} recorded no package versions")
-    problems += _code_state("the export", m.get("export_git"), [(CODE["export"], None)])
-    trained = sorted({f for job in jobs for f in job.get("folds") or []})
-    members = sorted(m.get("files", {}).get("membership", {}).get("columns", {}).values())
+    problems += _code_state("the export", (prov.export or ExportRecord()).git, [(CODE["export"], None)])
+    trained = sorted({f for job in jobs for f in job.folds or []})
+    members = sorted(prov.member_folds.values())
     if jobs and trained != members:
         problems.append(f"the jobs trained {', '.join(trained)}; the members are {', '.join(members)}")
     yield Finding("provenance.weights", FAIL if problems else PASS, "; ".join(problems[:3]) if problems else
@@ -538,9 +543,8 @@ def check_provenance(ctx: Context) -> Iterator[Finding]:
             problems.append("no training jobs recorded")
         problems += _code_state("the scoring", prov.get("scored_git"), [(CODE["crossval"], None)])
         data = prov.get("data", {})
-        shipped = m.get("data", {})
-        if data.get("files_sha256") != shipped.get("files_sha256") or data.get("labels_sha256") != shipped.get(
-                "labels_sha256"):
+        shipped = ctx.manifest.provenance.data or DataRecord()
+        if data.get("files_sha256") != shipped.files_sha256 or data.get("labels_sha256") != shipped.labels_sha256:
             problems.append("trained on other data than the shipped weights (fingerprint differs)")
         yield Finding(name, FAIL if problems else PASS, "; ".join(problems[:3]) if problems else
                       f"{len(prov['jobs'])} training job(s) on clean trees holding {cfg.get('path', 'its config')}; "
@@ -583,7 +587,7 @@ def retrain(ctx: Context, fold: str, keep: Path | None = None) -> Finding:
         state = stored_state(ctx, load_best_state(out / fold / BEST))
     shipped = load_file(str(ctx.weights / f"member_{member.removeprefix('member_')}.safetensors"))
     differ = sorted(k for k in shipped if k not in state or not torch.equal(shipped[k], state[k]))
-    environment = job.get("environment") or {}
+    environment = job.environment or {}
     recorded = recorded_machine(environment)
     differs = machine_differences(machine(environment.get("threads")), recorded)
     where = (f"on another machine than the one that trained it ({'; '.join(differs)})" if differs else
@@ -605,23 +609,22 @@ def retrain(ctx: Context, fold: str, keep: Path | None = None) -> Finding:
                    f"{found['max_abs_difference']:.3f}: {verdict}")
 
 
-def _retrain_job(ctx: Context, fold: str) -> tuple[str, dict, list[str]]:
+def _retrain_job(ctx: Context, fold: str) -> tuple[str, TrainingJob, list[str]]:
     """The shipped member trained as ``fold``, the job that trained it, and that job's arguments with this
     machine's data folders, without its output, fold and progress options."""
-    columns = ctx.manifest.get("files", {}).get("membership", {}).get("columns", {})
+    columns = ctx.manifest.provenance.member_folds
     member = next((k for k, f in columns.items() if f == fold), None)
     if member is None:
         raise AmfError(f"--retrain {fold}: no shipped member was trained as {fold} (members: "
                        f"{', '.join(columns.values()) or 'none recorded'})")
-    jobs = ctx.manifest["training"].get("jobs") or []
-    job = next((j for j in jobs if fold in (j.get("folds") or [])), None)
-    if job is None or not job.get("arguments"):
+    job = next((j for j in ctx.manifest.provenance.jobs if fold in (j.folds or [])), None)
+    if job is None or not job.arguments:
         raise AmfError(f"--retrain {fold}: the manifest records no training job for it")
     files = ctx.labels_files()
     if isinstance(files, str):
         raise AmfError(f"--retrain needs the training data: {files}")
     argv, skip, labels = [], False, iter(files)
-    for a in job["arguments"][1:]:
+    for a in job.arguments[1:]:
         if skip:
             skip = False
             continue
@@ -639,7 +642,7 @@ def stored_state(ctx: Context, state: dict) -> dict:
     """A trained model's state as export stores a member: the backbone's tensors, floats in the storage dtype."""
     import torch
 
-    dtype = getattr(torch, ctx.manifest.get("storage_dtype", "float16"))
+    dtype = getattr(torch, ctx.manifest.storage_dtype)
     return {k.removeprefix("backbone."): v.to(dtype) if v.is_floating_point() else v
             for k, v in state.items() if k.startswith("backbone.")}
 

@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from amf.errors import AmfError, WeightsError
+from amf.errors import AmfError
 from amf.files import read_json
+from amf.inference.manifest import Manifest
 from amf.provenance import ROOT
 
 PASS, FAIL, CANNOT = "pass", "fail", "cannot check"
@@ -45,13 +46,16 @@ class Context:
         self.weights = Path(weights)
         self.data = [Path(d) for d in data]
         self.results = Path(results)
-        self._manifest: dict | None = None
+        self._manifest: Manifest | None = None
         self._table = None
 
     @property
-    def manifest(self) -> dict:
+    def manifest(self) -> Manifest:
+        """The weights' manifest, read and typed once (its member files are the ``weights.members`` check's)."""
         if self._manifest is None:
-            self._manifest = read_json(self.weights / "manifest.json", WeightsError)
+            from amf.inference.weights import read_manifest
+
+            self._manifest = read_manifest(self.weights, verify_files=False)
         return self._manifest
 
     def locate(self, recorded: str) -> Path | None:
@@ -68,7 +72,8 @@ class Context:
 
     def labels_files(self) -> list[Path] | str:
         """The training labels files found in the data folders, or why they cannot be."""
-        recorded = self.manifest.get("data", {}).get("labels_file")
+        data = self.manifest.provenance.data
+        recorded = data.labels_file if data else None
         recorded = recorded if isinstance(recorded, list) else [recorded] if recorded else []
         if not recorded:
             return "the manifest records no labels file"

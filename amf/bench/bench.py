@@ -76,13 +76,14 @@ def make_stand_in(out_dir: Path, members: int = 5, views: int = 8, arch: str = "
     """A random ensemble written like an export. Convolutions get He-normal weights and batch norms random
     statistics, so that outputs vary from patch to patch and view to view as a trained model's do (timm's
     default init gives nearly the same output for every input)."""
+    from amf.inference.manifest import Provenance, Threshold
     from amf.inference.model import build_classifier
     from amf.inference.spec import ModelSpec, TTAConfig
-    from amf.inference.weights import Threshold, save_ensemble
+    from amf.inference.weights import save_ensemble
 
     ensemble = [randomize(build_classifier(ModelSpec(arch)), seed=i) for i in range(members)]
     save_ensemble(ensemble, out_dir, Threshold(0.5, "stand-in"), TTAConfig(views=views),
-                  {"note": "random stand-in written by python -m amf bench"})
+                  Provenance(note="random stand-in written by python -m amf bench"))
     return out_dir
 
 
@@ -662,9 +663,11 @@ def format_table(r: dict) -> str:
 
 
 def ensemble_summary(weights: Path) -> dict:
-    manifest = json.loads((Path(weights) / "manifest.json").read_text())
-    return {"members": len(manifest["members"]), "arch": manifest["model"]["arch"],
-            "input_size": manifest["model"]["input_size"], "views": manifest["tta"].get("views", 1)}
+    from amf.inference.weights import read_manifest
+
+    manifest = read_manifest(weights, verify_files=False)
+    return {"members": len(manifest.members), "arch": manifest.model.arch, "input_size": manifest.model.input_size,
+            "views": manifest.tta.views}
 
 
 def int_list(text: str) -> list[int]:

@@ -22,12 +22,12 @@ from pathlib import Path
 
 from amf.errors import EvaluationError
 from amf.evaluation.analysis import evaluate
-from amf.evaluation.flat import read_flat
+from amf.evaluation.flat import TrainingPatches, read_flat
 from amf.evaluation.output import metrics_document, write_json_atomic
 from amf.evaluation.platform import DEFAULT_GROUND_TRUTH, DEFAULT_INPUT, read_platform
 from amf.evaluation.summary import WARNING, summary
-from amf.files import read_json
-from amf.inference.weights import default_weights
+from amf.inference.manifest import MANIFEST
+from amf.inference.weights import default_weights, read_manifest
 
 DEFAULT_OUTPUT = Path("/output/metrics.json")
 
@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     if args.report is not None and Path(args.report).exists() and not Path(args.report).is_dir():
         raise EvaluationError(f"--report {args.report} is a file; name a folder for the report")
     flat_mode = args.predictions is not None or args.labels is not None
+    manifest = None
     if flat_mode:
         if args.predictions is None or args.labels is None:
             raise EvaluationError("--predictions and --labels go together")
@@ -120,12 +121,12 @@ def run(args: argparse.Namespace) -> int:
             raise EvaluationError("use either --predictions/--labels or --input/--ground-truth, not both")
         columns = {role: getattr(args, f"{role}_column", None) for role in ("image", "label", "domain")}
         weights = getattr(args, "weights", None) or default_weights()
-        have_weights = (Path(weights) / "manifest.json").is_file()
-        if not have_weights:
+        manifest = read_manifest(weights, verify_files=False) if (Path(weights) / MANIFEST).is_file() else None
+        if manifest is None:
             print(f"amf evaluate: note: no weights at {weights}: whether the scored patches are among the weights' "
                   "training patches is not checked (--weights names the folder)", file=sys.stderr)
         figures = read_flat(args.predictions, args.labels, getattr(args, "allow_missing", False), columns,
-                            weights if have_weights else None,
+                            TrainingPatches(Path(weights), manifest.provenance.trained_patches) if manifest else None,
                             allow_unlabelled=getattr(args, "allow_unlabelled", False))
         for note in figures.notes:
             if note.startswith(WARNING):
@@ -143,8 +144,8 @@ def run(args: argparse.Namespace) -> int:
 
         hint = "No error gallery: give --stacks DIR, the folder of the input stacks, to see the figures."
         known = ()
-        if flat_mode and have_weights:  # amf predict's class column: the weights' cut
-            known = (float(read_json(Path(weights) / "manifest.json", EvaluationError)["threshold"]["value"]),)
+        if flat_mode and manifest is not None:  # amf predict's class column: the weights' cut
+            known = (manifest.threshold.value,)
         report = write_report(evaluation, args.report, figure_loader(figures, flat_mode, args.stacks), hint, known)
         print(f"wrote {report}")
     # Last, so that metrics.json exists only when every step, the report included, has succeeded.

@@ -38,7 +38,6 @@ from amf.errors import AmfError, EvaluationError
 from amf.evaluation.figures import CLASS_IDS, Figures
 from amf.evaluation.summary import WARNING
 from amf.inference.io import patch_digest, read_patches
-from amf.inference.weights import read_manifest
 
 PREDICTION_COLUMNS = ("path", "page", "p_atypical", "class")
 
@@ -223,10 +222,18 @@ def match(labels: list[Label], predictions: list[Prediction], allow_missing: boo
     return [matched.get(i) for i in range(len(labels))], len(unmatched)
 
 
-def in_training(paths: list[str], weights_dir: Path) -> tuple[int, int] | None:
+@dataclass(frozen=True)
+class TrainingPatches:
+    """The weights folder that made a prediction set, and the pixels' sha256 of the patches it trained on (its
+    manifest's ``trained_patches``; empty when it lists none)."""
+
+    weights: Path
+    digests: frozenset[str]
+
+
+def in_training(paths: list[str], trained: frozenset[str]) -> tuple[int, int] | None:
     """``(scored images among the weights' training patches, scored images read)``, by the pixels' sha256
     (:func:`amf.inference.io.patch_digest`), or None when the weights do not list their training patches."""
-    trained = set(read_manifest(weights_dir).get("data", {}).get("patch_sha256") or ())
     if not trained:
         return None
     hits = read = 0
@@ -241,11 +248,11 @@ def in_training(paths: list[str], weights_dir: Path) -> tuple[int, int] | None:
 
 
 def read_flat(predictions_csv: Path, labels_csv: Path, allow_missing: bool = False,
-              columns: dict[str, str | None] | None = None, weights: Path | None = None,
+              columns: dict[str, str | None] | None = None, weights: TrainingPatches | None = None,
               allow_unlabelled: bool = False) -> Figures:
     """The labelled figures with their predictions, in the labels CSV's order (labels without a prediction
     left out with ``allow_missing``, predictions without a label with ``allow_unlabelled``; both counted in
-    the figures' notes)."""
+    the figures' notes). With ``weights``, a note says how many scored images are among their training patches."""
     labels = read_labels(labels_csv, **(columns or {}))
     one = {label.domain for label in labels} == {ONE_DOMAIN} and not (columns or {}).get("domain")
     predictions, unlabelled = match(labels, read_predictions(predictions_csv), allow_missing, allow_unlabelled)
@@ -259,13 +266,13 @@ def read_flat(predictions_csv: Path, labels_csv: Path, allow_missing: bool = Fal
     if unlabelled:
         notes += (f"{unlabelled} prediction(s) match no label and were left out (--allow-unlabelled): scored "
                   f"{len(kept)}",)
-    overlap = in_training([p.path for _, p in kept], weights) if weights is not None else None
+    overlap = in_training([p.path for _, p in kept], weights.digests) if weights is not None else None
     if overlap is not None and overlap[0]:
         notes += (f"{WARNING}{overlap[0]} of the {overlap[1]} scored images readable here are among the training "
-                  f"patches of {weights}: their scores are in-sample, not an estimate for new data",)
+                  f"patches of {weights.weights}: their scores are in-sample, not an estimate for new data",)
     elif overlap is not None:
         notes += (f"none of the {overlap[1]} scored images readable here is among the training patches of "
-                  f"{weights}",)
+                  f"{weights.weights}",)
     return Figures.from_lists(
         [label.cls for label, _ in kept],
         [p.cls for _, p in kept],

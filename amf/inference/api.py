@@ -29,6 +29,7 @@ import numpy as np
 from amf.errors import InputError
 from amf.inference import pipeline
 from amf.inference.io import IMAGE_SUFFIXES, count_pages, find_images
+from amf.inference.manifest import Manifest
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class Predictions:
 class Classifier:
     """A weights folder, verified and loaded on a device once (:func:`load`)."""
 
-    def __init__(self, model: pipeline.Model, manifest: dict):
+    def __init__(self, model: pipeline.Model, manifest: Manifest):
         self.model = model
         self.manifest = manifest
 
@@ -99,7 +100,7 @@ class Classifier:
 
 
 def load(weights: Path | str | None = None, device: str = "auto", *, views: int | None = None,
-         threads: int | None = None, bf16: bool = False, chunk_size: int = 64, manifest: dict | None = None,
+         threads: int | None = None, bf16: bool = False, chunk_size: int = 64, manifest: Manifest | None = None,
          say: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None) -> Classifier:
     """Verify ``weights`` (default: ``$AMF_WEIGHTS``, else the checkout's ``weights/``; ``manifest``: what
     :func:`amf.inference.pipeline.open_weights` returned for them a moment ago) and load them on ``device``
@@ -108,13 +109,12 @@ def load(weights: Path | str | None = None, device: str = "auto", *, views: int 
     ``threads`` sets the CPU threads the model uses."""
     import dataclasses
 
-    from amf.inference.spec import TTAConfig
     from amf.inference.weights import default_weights
 
     weights = Path(weights) if weights is not None else default_weights()
     manifest = manifest if manifest is not None else pipeline.open_weights(weights)
     say = say or (lambda note: print(f"amf: {note}", file=sys.stderr))
-    tta = None if views is None else dataclasses.replace(TTAConfig.from_dict(manifest["tta"]), views=views)
+    tta = None if views is None else dataclasses.replace(manifest.tta, views=views)
     model = pipeline.load(weights, manifest, None if device == "auto" else device, say, warn=warn,
                           chunk_size=chunk_size, tta=tta, bf16=bf16, num_threads=threads)
     return Classifier(model, manifest)

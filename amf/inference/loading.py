@@ -20,12 +20,13 @@ from pathlib import Path
 
 import torch
 
-from amf.errors import InputError, WeightsError
+from amf.errors import InputError
 from amf.files import sha256_file, write_json
 from amf.inference.engine import Engine, Strategy, default_device, default_strategy
+from amf.inference.manifest import Manifest
 from amf.inference.prepare import example_input, freeze_members, optimize_graphs, quiet_jit
 from amf.inference.spec import TTAConfig
-from amf.inference.weights import MANIFEST, load_ensemble, read_manifest
+from amf.inference.weights import load_ensemble, read_manifest
 
 #: One line on stderr for a cache that cannot be used or written (Python's last-resort handler prints the
 #: message alone, no source line, when the program configured no logging): it costs a rebuild, never the run.
@@ -41,7 +42,7 @@ class LoadedEngine:
 
     engine: Engine
     threshold: float
-    manifest: dict
+    manifest: Manifest
     source: str  # "graph-cache" (no timm imported, no trace) or "built"
 
 
@@ -62,15 +63,15 @@ def default_graph_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "amf" / "graphs"
 
 
-def graph_cache_key(manifest: dict) -> str:
+def graph_cache_key(manifest: Manifest) -> str:
     """Changes with anything that changes a frozen graph: the member files (by sha256), the model spec, the
     versions of torch and timm, and the source of ``amf.inference.model`` (found without importing it, or timm)."""
     model_source = importlib.util.find_spec("amf.inference.model").origin
     inputs = {
         "format": GRAPH_CACHE_FORMAT,
-        "members": [entry["sha256"] for entry in manifest["members"]],
-        "model": manifest["model"],
-        "storage_dtype": manifest.get("storage_dtype"),
+        "members": [entry.sha256 for entry in manifest.members],
+        "model": manifest.model.to_dict(),
+        "storage_dtype": manifest.storage_dtype,
         "torch": torch.__version__,
         "timm": importlib.metadata.version("timm"),
         "amf_model_py": hashlib.sha256(Path(model_source).read_bytes()).hexdigest(),
@@ -86,7 +87,7 @@ def load_engine(
     device: torch.device | str | None = None,
     strategy: Strategy | None = None,
     *,
-    manifest: dict | None = None,
+    manifest: Manifest | None = None,
     cache_dir: Path | None | object = _DEFAULT,
     chunk_size: int = 64,
     sub_batch: int | None = None,
@@ -114,27 +115,23 @@ def load_engine(
     strategy = strategy or default_strategy(dev, bool(bf16))
     cache = graph_cache_dir() if cache_dir is _DEFAULT else cache_dir
     use_cache = strategy == "graph" and cache is not None
+    tta = tta or manifest.tta
     if use_cache:
-        try:
-            tta = tta or TTAConfig(**manifest["tta"])
-            threshold = float(manifest["threshold"]["value"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise WeightsError(f"{weights_dir / MANIFEST} is malformed: {type(exc).__name__}: {exc}") from exc
         entry = Path(cache) / graph_cache_key(manifest)
-        frozen = _read_cache_entry(entry, len(manifest["members"]))
+        frozen = _read_cache_entry(entry, len(manifest.members))
         if frozen is not None:
             engine = Engine.from_graphs(optimize_graphs(frozen), tta, chunk_size, sub_batch, num_threads)
-            return LoadedEngine(engine, threshold, manifest, "graph-cache")
+            return LoadedEngine(engine, manifest.threshold.value, manifest, "graph-cache")
     ensemble = load_ensemble(weights_dir, device=dev, manifest=manifest)
     if use_cache:
         frozen = freeze_members(ensemble.members, example_input())
         _write_cache_entry(entry, frozen)
         graphs = optimize_graphs(frozen)
-        engine = Engine.from_graphs(graphs, tta or ensemble.tta, chunk_size, sub_batch, num_threads)
+        engine = Engine.from_graphs(graphs, tta, chunk_size, sub_batch, num_threads)
     else:
-        engine = Engine(ensemble.members, tta or ensemble.tta, device=dev, strategy=strategy,
+        engine = Engine(ensemble.members, tta, device=dev, strategy=strategy,
                         chunk_size=chunk_size, bf16=bf16, sub_batch=sub_batch, num_threads=num_threads)
-    return LoadedEngine(engine, ensemble.threshold.value, manifest, "built")
+    return LoadedEngine(engine, manifest.threshold.value, manifest, "built")
 
 
 def _read_cache_entry(entry: Path, n_members: int) -> list[torch.jit.ScriptModule] | None:

@@ -33,6 +33,7 @@ import numpy as np
 from amf.errors import AmfError, InputError, OutputError
 from amf.files import fsync_dir, write_temp
 from amf.inference.io import iter_patches
+from amf.inference.manifest import Manifest
 from amf.inference.weights import read_manifest
 
 if TYPE_CHECKING:  # torch loads only in load(), once every check that needs no model has passed
@@ -42,7 +43,7 @@ if TYPE_CHECKING:  # torch loads only in load(), once every check that needs no 
 ATYPICAL, NORMAL = "atypical", "normal"
 
 
-def open_weights(weights_dir: Path) -> dict:
+def open_weights(weights_dir: Path) -> Manifest:
     """The verified manifest of ``weights_dir`` (hashes, format, values), without importing torch."""
     return read_manifest(weights_dir)
 
@@ -91,7 +92,7 @@ def fallback_line(what: str, device: object, exc: BaseException) -> str:
     return f"{what} failed on {device} ({error}); running on the CPU instead"
 
 
-def load(weights_dir: Path, manifest: dict, device: str | None, say: Callable[[str], None],
+def load(weights_dir: Path, manifest: Manifest, device: str | None, say: Callable[[str], None],
          warn: Callable[[str], None] | None = None, **engine_options) -> Model:
     """Start ``device`` (:func:`amf.devices.resolve`, whose line goes to ``say``), then the engine of the verified
     weights. If the engine cannot be built there (any error but a foreseen :class:`AmfError`), the CPU's engine is
@@ -115,7 +116,7 @@ def load(weights_dir: Path, manifest: dict, device: str | None, say: Callable[[s
             raise
         warn(fallback_line("building the engine", dev, exc))
         engine, cpu = cpu().engine, None
-    return Model(engine, float(manifest["threshold"]["value"]), cpu, warn)
+    return Model(engine, manifest.threshold.value, cpu, warn)
 
 
 def predict(model: Model, files: Sequence[Path], pages: int,

@@ -112,7 +112,7 @@ def predict_files(paths: list[Path], output: Path, weights: Path, *, views: int 
     print(f"amf predict: {len(files)} file(s), {sum(counts)} patch(es); {engine.n_members} member(s) x "
           f"{engine.tta.views} view(s) on {engine.device} ({engine.strategy}{', bf16' if engine.bf16 else ''})",
           file=sys.stderr)
-    trained_on = set(manifest.get("data", {}).get("patch_sha256") or ())
+    trained_on = manifest.provenance.trained_patches
     seen_in_training: list[bool] = []
     progress = Progress(sum(counts), "amf predict", "patch")
 

@@ -26,20 +26,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from amf.errors import WeightsError
-from amf.files import atomic_write_bytes, read_json, sha256_file, write_json
-from amf.inference.io import PATCH_SIZE
-from amf.inference.spec import ModelSpec, TTAConfig, check_geometry
+from amf.files import atomic_write_bytes, sha256_file, write_json
+from amf.inference.manifest import MANIFEST, Manifest, MemberFile, Provenance, Threshold
+from amf.inference.spec import ModelSpec, TTAConfig
 from amf.provenance import ROOT
 
 if TYPE_CHECKING:  # torch and the model code load only when a model is built
     import torch
 
     from amf.inference.model import Classifier
-
-
-MANIFEST = "manifest.json"
-#: Bump when the manifest changes in a way older code cannot read.
-FORMAT_VERSION = 1
 
 
 def default_weights() -> Path:
@@ -49,40 +44,31 @@ def default_weights() -> Path:
     return Path(os.environ.get("AMF_WEIGHTS") or ROOT / "weights")
 
 
-@dataclass(frozen=True)
-class Threshold:
-    """The decision threshold on P(atypical), and how it was chosen (e.g. ``oof_balanced_accuracy``)."""
-
-    value: float
-    method: str
-
-    def to_dict(self) -> dict:
-        return {"value": self.value, "method": self.method}
-
-
 @dataclass
 class Ensemble:
     """Loaded, verified members plus everything the manifest says about using them."""
 
     members: list[Classifier]
-    spec: ModelSpec
-    threshold: Threshold
-    tta: TTAConfig
-    manifest: dict
+    manifest: Manifest
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.manifest.model
+
+    @property
+    def threshold(self) -> Threshold:
+        return self.manifest.threshold
+
+    @property
+    def tta(self) -> TTAConfig:
+        return self.manifest.tta
 
 
-def save_ensemble(
-    members: list[Classifier],
-    out_dir: Path,
-    threshold: Threshold,
-    tta: TTAConfig,
-    provenance: dict,
-    dtype: torch.dtype | None = None,
-) -> dict:
-    """Write the members as safetensors (``dtype``, ``torch.float16`` by default to keep git small) and the manifest.
-
-    ``provenance`` holds the training config, command, data fingerprint and git commit; it is stored
-    as given. Returns the manifest.
+def save_ensemble(members: list[Classifier], out_dir: Path, threshold: Threshold, tta: TTAConfig,
+                  provenance: Provenance | None = None, dtype: torch.dtype | None = None) -> Manifest:
+    """Write the members as safetensors (``dtype``, ``torch.float16`` by default to keep git small) and their
+    manifest: the members' files and model spec, ``threshold``, ``tta`` and ``provenance`` (empty by default).
+    Returns the manifest written.
     """
     import torch
     from safetensors.torch import save
@@ -90,33 +76,28 @@ def save_ensemble(
     dtype = torch.float16 if dtype is None else dtype
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    spec = members[0].spec
     entries = []
     for i, member in enumerate(members):
         state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
                  for k, v in member.backbone.state_dict().items()}
         name = f"member_{i}.safetensors"
         atomic_write_bytes(out_dir / name, save(state))
-        entries.append({"file": name, "sha256": sha256_file(out_dir / name)})
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "model": spec.to_dict(),
-        "storage_dtype": str(dtype).removeprefix("torch."),
-        "members": entries,
-        "threshold": threshold.to_dict(),
-        "tta": tta.to_dict(),
-        **provenance,
-    }
-    write_json(out_dir / MANIFEST, manifest)
+        entries.append(MemberFile(name, sha256_file(out_dir / name)))
+    manifest = Manifest(members[0].spec, tuple(entries), threshold, tta, provenance or Provenance(),
+                        storage_dtype=str(dtype).removeprefix("torch."))
+    write_json(out_dir / MANIFEST, manifest.to_dict())
     return manifest
 
 
-def read_manifest(weights_dir: Path) -> dict:
-    """Read and check the manifest and the member files' hashes, without building any model.
+def read_manifest(weights_dir: Path, verify_files: bool = True) -> Manifest:
+    """Read, check and type the manifest (:meth:`Manifest.from_dict`), then the member files, without building any
+    model: each must be present, hash to the manifest's sha256 and have a sound safetensors header.
 
     Every problem is a :class:`WeightsError` naming the file: a missing folder or manifest, a manifest
     that is not JSON, of a newer format or missing keys, a member entry that is malformed or points outside
     the folder, a missing or unreadable member file, a sha256 that differs from the manifest's.
+    ``verify_files=False`` reads the manifest alone (the audit checks the member files in a check of their own,
+    so that a tampered member does not stop the others).
     """
     weights_dir = Path(weights_dir)
     path = weights_dir / MANIFEST
@@ -126,40 +107,22 @@ def read_manifest(weights_dir: Path) -> dict:
     if not path.is_file() and (weights_dir / "config.json").is_file():
         raise WeightsError(f"{weights_dir} is a training run, not a weights folder: make one with "
                            f"amf export {weights_dir} --output <weights folder>")
-    manifest = read_json(path, WeightsError, f" (no {MANIFEST} in weights folder {weights_dir})")
-    if not isinstance(manifest, dict):
-        raise WeightsError(f"{path} is not a JSON object")
-    version = manifest.get("format_version")
-    if type(version) is not int or version > FORMAT_VERSION or version < 1:
-        raise WeightsError(
-            f"{path} has format_version {version!r}; this code reads versions 1 to {FORMAT_VERSION}: "
-            "update amf or re-export the weights"
-        )
-    for key in ("model", "members", "threshold", "tta"):
-        if key not in manifest:
-            raise WeightsError(f"{path} lacks the key {key!r}")
-    members = manifest["members"]
-    if not isinstance(members, list) or not members:
-        raise WeightsError(f"{path} lists no members")
-    for i, entry in enumerate(members):
-        if not (isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in ("file", "sha256"))):
-            raise WeightsError(f"{path}: member {i} is not a {{'file': ..., 'sha256': ...}} entry")
-        name = entry["file"]
-        if not name or Path(name).name != name or name in (".", ".."):
-            raise WeightsError(f"{path}: member {i} file {name!r} is not a plain file name in the weights folder")
-        member = weights_dir / name
+    if not path.is_file():
+        raise WeightsError(f"{path} is missing (no {MANIFEST} in weights folder {weights_dir})")
+    manifest = Manifest.read(path)
+    for entry in manifest.members if verify_files else ():
+        member = weights_dir / entry.file
         if not member.is_file():
             raise WeightsError(f"member file missing: {member}")
         try:
             digest = sha256_file(member)
         except OSError as exc:
             raise WeightsError(f"cannot read {member}: {exc.strerror or exc}") from exc
-        if digest != entry["sha256"].lower():
+        if digest != entry.sha256.lower():
             raise WeightsError(
-                f"sha256 mismatch for {member}: manifest says {entry['sha256'][:12]}..., file is {digest[:12]}..."
+                f"sha256 mismatch for {member}: manifest says {entry.sha256[:12]}..., file is {digest[:12]}..."
             )
         check_safetensors(member)
-    check_settings(manifest, path)
     return manifest
 
 
@@ -199,27 +162,7 @@ def check_safetensors(path: Path) -> None:
         raise WeightsError(f"{path} is not a valid safetensors file: {exc}") from exc
 
 
-def check_settings(manifest: dict, path: Path) -> None:
-    """The manifest's model, threshold and TTA values, checked for anything that would give wrong answers."""
-    model, threshold, tta = manifest["model"], manifest["threshold"], manifest["tta"]
-    if not (isinstance(model, dict) and isinstance(model.get("arch"), str) and model["arch"]):
-        raise WeightsError(f"{path}: model entry lacks an architecture name")
-    try:
-        check_geometry(model.get("input_size"), model.get("crop", PATCH_SIZE))
-    except ValueError as exc:
-        raise WeightsError(f"{path}: model {exc}") from exc
-    if not isinstance(threshold, dict) or "value" not in threshold or "method" not in threshold:
-        raise WeightsError(f"{path}: threshold must be {{'value': ..., 'method': ...}}")
-    value = threshold["value"]
-    if type(value) not in (int, float) or not (math.isfinite(value) and 0.0 <= value <= 1.0):
-        raise WeightsError(f"{path}: threshold {value!r} is not a probability in [0, 1]")
-    try:
-        TTAConfig.from_dict(tta)
-    except (TypeError, ValueError) as exc:
-        raise WeightsError(f"{path}: {exc}") from exc
-
-
-def load_ensemble(weights_dir: Path, device: torch.device | str = "cpu", manifest: dict | None = None) -> Ensemble:
+def load_ensemble(weights_dir: Path, device: torch.device | str = "cpu", manifest: Manifest | None = None) -> Ensemble:
     """Verify the weights folder, then build every member in fp32 eval mode on ``device``.
 
     Besides :func:`read_manifest`'s checks: an architecture timm cannot build, a member file that is not
@@ -236,15 +179,10 @@ def load_ensemble(weights_dir: Path, device: torch.device | str = "cpu", manifes
 
     weights_dir = Path(weights_dir)
     manifest = read_manifest(weights_dir) if manifest is None else manifest
-    try:
-        spec = ModelSpec.from_dict(manifest["model"])
-        threshold = Threshold(float(manifest["threshold"]["value"]), str(manifest["threshold"]["method"]))
-        tta = TTAConfig.from_dict(manifest["tta"])
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise WeightsError(f"{weights_dir / MANIFEST} is malformed: {type(exc).__name__}: {exc}") from exc
+    spec = manifest.model
     members = []
-    for entry in manifest["members"]:
-        path = weights_dir / entry["file"]
+    for entry in manifest.members:
+        path = weights_dir / entry.file
         try:
             state = load_file(str(path))
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
@@ -267,7 +205,7 @@ def load_ensemble(weights_dir: Path, device: torch.device | str = "cpu", manifes
             detail = detail if len(detail) <= 300 else detail[:297] + "..."
             raise WeightsError(f"{path} does not fit {spec.arch}: {detail}") from exc
         members.append(model.to(device).eval())
-    return Ensemble(members, spec, threshold, tta, manifest)
+    return Ensemble(members, manifest)
 
 
 def _first_line(exc: BaseException) -> str:

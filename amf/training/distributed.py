@@ -7,7 +7,7 @@ gives the weights one process gives, within float rounding. Three things make th
   whole global batch (``batch_size`` in the config), then keeps only its own contiguous share
   (:meth:`World.share`). So a global batch holds the same patches, augmented the same way, whatever the number
   of processes; augmenting the whole batch on every rank costs a few milliseconds a step.
-- **one loss** (in :func:`amf.training.train.train_one_epoch`): each process sums its share's per-patch losses and
+- **one loss** (in :func:`amf.training.loop.train_one_epoch`): each process sums its share's per-patch losses and
   scales by ``world size / global batch``; DDP averages gradients over processes, which gives the single
   process's mean over the global batch.
 - **one set of BatchNorm statistics**: in training, BatchNorm layers normalise with the mean and variance of

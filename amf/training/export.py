@@ -24,17 +24,30 @@ threshold and check for leakage.
 from __future__ import annotations
 
 import csv
-import datetime as _dt
 import io
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from amf.errors import AmfError
 from amf.files import atomic_write_bytes, check_replaceable, replace_folder, sha256_file
+from amf.inference.manifest import (
+    Candidate,
+    DataRecord,
+    ExportRecord,
+    Manifest,
+    MemberInfo,
+    OOFSummary,
+    Provenance,
+    RecordedFile,
+    Threshold,
+    TrainingJob,
+    TrainingRecord,
+)
 from amf.inference.spec import TTAConfig
-from amf.inference.weights import Threshold, save_ensemble
-from amf.provenance import environment, git_commit, git_state
+from amf.inference.weights import save_ensemble
+from amf.provenance import job_stamp
 from amf.training.rescore import PatchCache, oof_scores, score_run
 from amf.training.run_folder import (
     BEST,
@@ -75,122 +88,130 @@ def auto_note(cfg, record: dict) -> str:
     return "; ".join(bits)
 
 
-def export_run(
-    run_dir: Path,
-    out_dir: Path,
-    threshold_method: str | None = None,
-    tta: TTAConfig | None = None,
-    dtype: torch.dtype = torch.float16,
-    note: str = "",
-    command: list[str] | None = None,
-    arguments: list[str] | None = None,
-    threshold_from: Path | None = None,
-    force: bool = False,
-    progress: bool = False,
-    allow_dirty: bool = False,
-) -> dict:
+@dataclass(frozen=True)
+class ExportOptions:
+    """How to export: the threshold rule (default: the run's config) or a leave-one-domain-out run to transfer the
+    cut from (``threshold_from``), the shipped views, the storage dtype, a note, the command that asked (recorded),
+    whether to replace a folder (``force``), show progress, and allow a dirty tree (only recorded here: the command
+    refuses a dirty tree without it)."""
+
+    threshold_method: str | None = None
+    tta: TTAConfig = field(default_factory=TTAConfig)
+    dtype: torch.dtype = torch.float16
+    note: str = ""
+    command: list[str] | None = None
+    arguments: list[str] | None = None
+    threshold_from: Path | None = None
+    force: bool = False
+    progress: bool = False
+    allow_dirty: bool = False
+
+
+def export_run(run_dir: Path, out_dir: Path, options: ExportOptions | None = None) -> Manifest:
     """Write ``out_dir`` (members, manifest, out-of-fold scores, training membership) from ``run_dir``;
     returns the manifest.
 
-    The members are rounded to their storage ``dtype`` before anything is scored, so the out-of-fold scores
+    The members are rounded to their storage dtype before anything is scored, so the out-of-fold scores
     (``oof.csv``) and the threshold chosen on them are those of the members as shipped: ``amf audit``
-    re-derives the threshold from ``oof.csv`` exactly. With ``threshold_from`` (a leave-one-domain-out run of
-    the same configuration and data), the shipped threshold is :func:`amf.training.threshold.transfer_threshold` of its
-    held-out domains, rescored with the shipped TTA; the OOF candidates are still recorded next to it.
-    ``allow_dirty`` is only recorded here: the command refuses a dirty tree without it.
+    re-derives the threshold from ``oof.csv`` exactly. With ``options.threshold_from`` (a leave-one-domain-out run
+    of the same configuration and data), the shipped threshold is :func:`amf.training.threshold.transfer_threshold`
+    of its held-out domains, rescored with the shipped TTA; the OOF candidates are still recorded next to it.
     """
-    run_dir = Path(run_dir)
-    out_dir = Path(out_dir)
-    check_replaceable(out_dir, force)
+    options = options or ExportOptions()
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    check_replaceable(out_dir, options.force)
     run = RunFolder(run_dir)
     cfg, record = run.config()
-    method = threshold_method or cfg.threshold_method
+    method = options.threshold_method or cfg.threshold_method
     if method not in METHODS:
         raise AmfError(f"unknown threshold method {method!r}; use one of {', '.join(METHODS)}")
+    fold_dirs = finished_folds(run, cfg, record)
+    members = [as_stored(load_fold_model(cfg.model_spec(), d), options.dtype) for d in fold_dirs]
+    # every training patch once (the k folds' validation sets cover them), or those of the first fold_limit folds
+    oof = oof_scores(members, fold_dirs, PatchCache(Path(record["images_dir"])), options.tta,
+                     progress=options.progress, desc="export: out-of-fold")
+    threshold = Threshold(value=float(choose_threshold(oof.probs, oof.labels, method)), method=f"oof_{method}")
+    transfer = None
+    if options.threshold_from is not None:
+        transfer = transfer_record(Path(options.threshold_from), cfg, record, options.tta, options.progress)
+        threshold = Threshold(value=transfer["value"], method="lodo_transfer_mean_balanced_accuracy")
+    fold_names = [run.fold_name(d) for d in fold_dirs]
+    memberships = [read_membership(d / MEMBERSHIP) for d in fold_dirs]
+    provenance = Provenance(
+        training=training_record(run, record),
+        data=DataRecord.from_dict({**record["data"], "patch_sha256_note": SEEN_PATCHES_NOTE,
+                                   "patch_sha256": seen_patches(memberships, teacher_file(cfg, record))},
+                                  "the run's data"),
+        export=export_record(options),
+        threshold_rule=THRESHOLD_RULE.get(threshold.method),
+        threshold_candidates={m: Candidate(**c) for m, c in threshold_candidates(oof.probs, oof.labels).items()},
+        oof=oof_summary(oof, threshold, options),
+        lodo_mean=(run.summary() or {}).get("lodo_mean"),
+        threshold_transfer=transfer,
+        member_info=tuple(MemberInfo(r["fold"], r["best_epoch"], r["val"]) for r in map(run.result, fold_dirs)),
+        note="; ".join(x for x in (options.note, auto_note(cfg, record)) if x),
+    )
+
+    def write(tmp: Path) -> Manifest:
+        files = {"oof_scores": write_oof_scores(tmp / OOF_SCORES, oof, fold_names, memberships),
+                 "membership": write_ensemble_membership(tmp / MEMBERSHIP, fold_names, memberships)}
+        return save_ensemble(members, tmp, threshold, options.tta, replace(provenance, files=files),
+                             dtype=options.dtype)
+
+    return replace_folder(out_dir, write)
+
+
+def finished_folds(run: RunFolder, cfg, record: dict) -> list[Path]:
+    """The all-domains folds the run planned, each refused unless finished and with its membership recorded."""
     fold_dirs = run.ensemble_folds(cfg.fold_limit or cfg.folds)
     unfinished = [run.fold_name(d) for d in fold_dirs if not finished(d)]
     if unfinished:
         labels = record["data"]["labels_file"]
         labels = " ".join(f"--labels {p}" for p in (labels if isinstance(labels, list) else [labels]))
-        raise AmfError(f"{run_dir} is not finished: {', '.join(unfinished)} lack {RESULT}/{BEST}; finish it with "
-                       f"python -m amf train --resume --output {run_dir} {labels}")
+        raise AmfError(f"{run.path} is not finished: {', '.join(unfinished)} lack {RESULT}/{BEST}; finish it with "
+                       f"python -m amf train --resume --output {run.path} {labels}")
     unrecorded = [run.fold_name(d) for d in fold_dirs if not (d / MEMBERSHIP).is_file()]
     if unrecorded:
-        raise AmfError(f"{run_dir}: {', '.join(unrecorded)} lack {MEMBERSHIP} (trained before training recorded "
+        raise AmfError(f"{run.path}: {', '.join(unrecorded)} lack {MEMBERSHIP} (trained before training recorded "
                        "which patches each fold used); retrain them to export with provenance")
-    tta = tta or TTAConfig()
-    members = [as_stored(load_fold_model(cfg.model_spec(), d), dtype) for d in fold_dirs]
-    member_info = []
-    for d in fold_dirs:
-        result = run.result(d)
-        member_info.append({"fold": result["fold"], "best_epoch": result["best_epoch"], "val": result["val"]})
+    return fold_dirs
 
-    patches = PatchCache(Path(record["images_dir"]))
-    # every training patch once (the k folds' validation sets cover them), or those of the first fold_limit folds
-    oof = oof_scores(members, fold_dirs, patches, tta, progress=progress, desc="export: out-of-fold")
-    candidates = threshold_candidates(oof.probs, oof.labels)
-    value = choose_threshold(oof.probs, oof.labels, method)
-    threshold = Threshold(value=float(value), method=f"oof_{method}")
-    transfer = None
-    if threshold_from is not None:
-        transfer = transfer_record(Path(threshold_from), cfg, record, tta, progress)
-        threshold = Threshold(value=transfer["value"], method="lodo_transfer_mean_balanced_accuracy")
-    lodo = (run.summary() or {}).get("lodo_mean")
-    fold_names = [run.fold_name(d) for d in fold_dirs]
-    memberships = [read_membership(d / MEMBERSHIP) for d in fold_dirs]
-    provenance = {
-        "training": {
-            "config": record["config"],
-            "config_file": record.get("config_file"),
-            # None when the run was started from Python (amf.training.train.train_run) rather than the command line
-            "command": portable_command(record["arguments"], record.get("cwd")) if record.get("arguments") else None,
-            "arguments": record.get("arguments"),
-            "jobs": [{**job, "command": portable_command(job["arguments"], record.get("cwd"))
-                      if job.get("arguments") else None} for job in run.jobs()],
-            "git_commit": record.get("git_commit", "unknown"),
-            "git": record.get("git"),
-            "environment": record.get("environment"),
-            "created": record.get("created"),
-            "run": str(run_dir),
-            "torch": record.get("torch"),
-            "init_weights_sha256": record.get("init_weights_sha256"),
-            "init": record.get("init"),
-            # a student's teacher scores file as training read it (the file is named in config.teacher_scores)
-            "teacher_scores_sha256": record.get("teacher_scores_sha256"),
-        },
-        "data": {**record["data"],
-                 "patch_sha256": seen_patches(memberships, teacher_file(cfg, record)),
-                 "patch_sha256_note": SEEN_PATCHES_NOTE},
-        "git_commit": git_commit(),
-        "export_git": git_state(),
-        "export_allow_dirty": allow_dirty,
-        "export_environment": environment(torch.get_num_threads()),
-        "export_command": portable_command(arguments) if arguments else command,
-        "export_arguments": arguments,
-        "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "threshold_rule": THRESHOLD_RULE[threshold.method] if threshold.method in THRESHOLD_RULE else None,
-        "threshold_candidates": candidates,
-        "oof": {
-            "n": int(oof.labels.size),
-            "n_atypical": int(oof.labels.sum()),
-            "auc": safe_auc(oof.probs, oof.labels),
-            "balanced_accuracy": mean_class_recall(oof.probs, oof.labels, threshold.value),
-            "note": f"pooled out-of-fold probabilities of the all-domains members as stored ({dtype_name(dtype)}), "
-                    f"{tta.views} TTA view(s) as shipped, each patch scored by the one member that did not train "
-                    f"on it: {OOF_SCORES}",
-        },
-        "lodo_mean": lodo,
-        "threshold_transfer": transfer,
-        "member_info": member_info,
-        "note": "; ".join(x for x in (note, auto_note(cfg, record)) if x),
-    }
 
-    def write(tmp: Path) -> dict:
-        files = {"oof_scores": write_oof_scores(tmp / OOF_SCORES, oof, fold_names, memberships),
-                 "membership": write_ensemble_membership(tmp / MEMBERSHIP, fold_names, memberships)}
-        return save_ensemble(members, tmp, threshold, tta, {**provenance, "files": files}, dtype=dtype)
+def training_record(run: RunFolder, record: dict) -> TrainingRecord:
+    """The run's record (``config.json``) and its jobs (``log.jsonl``), with every command made portable."""
+    cwd = record.get("cwd")
+    return TrainingRecord(
+        config=record["config"],
+        config_file=record.get("config_file"),
+        # None when the run was started from Python (amf.training.train.train_run) rather than the command line
+        command=portable_command(record["arguments"], cwd) if record.get("arguments") else None,
+        arguments=record.get("arguments"),
+        jobs=tuple(TrainingJob.from_dict({**job, "command": portable_command(job["arguments"], cwd)
+                                          if job.get("arguments") else None}, "the run's log") for job in run.jobs()),
+        git_commit=record.get("git_commit", "unknown"), git=record.get("git"), environment=record.get("environment"),
+        created=record.get("created"), run=str(run.path), torch=record.get("torch"),
+        init_weights_sha256=record.get("init_weights_sha256"), init=record.get("init"),
+        # a student's teacher scores file as training read it (the file is named in config.teacher_scores)
+        teacher_scores_sha256=record.get("teacher_scores_sha256"),
+    )
 
-    return replace_folder(out_dir, write)
+
+def export_record(options: ExportOptions) -> ExportRecord:
+    """This export's commit, tree, environment and command (:func:`amf.provenance.job_stamp`)."""
+    stamp = job_stamp(torch.get_num_threads())
+    return ExportRecord(git_commit=stamp["git"]["commit"], git=stamp["git"], allow_dirty=options.allow_dirty,
+                        environment=stamp["environment"],
+                        command=portable_command(options.arguments) if options.arguments else options.command,
+                        arguments=options.arguments, exported=stamp["time"])
+
+
+def oof_summary(oof, threshold: Threshold, options: ExportOptions) -> OOFSummary:
+    return OOFSummary(
+        n=int(oof.labels.size), n_atypical=int(oof.labels.sum()), auc=safe_auc(oof.probs, oof.labels),
+        balanced_accuracy=mean_class_recall(oof.probs, oof.labels, threshold.value),
+        note=f"pooled out-of-fold probabilities of the all-domains members as stored ({dtype_name(options.dtype)}), "
+             f"{options.tta.views} TTA view(s) as shipped, each patch scored by the one member that did not train "
+             f"on it: {OOF_SCORES}")
 
 
 #: What each threshold method means, in words an auditor can apply to ``oof.csv`` without this code.
@@ -265,7 +286,7 @@ def seen_patches(memberships: list[list[dict[str, str]]], teacher_scores: str | 
     return sorted(seen)
 
 
-def write_oof_scores(path: Path, oof, fold_names: list[str], memberships: list[list[dict]]) -> dict:
+def write_oof_scores(path: Path, oof, fold_names: list[str], memberships: list[list[dict]]) -> RecordedFile:
     """``oof.csv``: image, its pixel sha256, domain, group, label, member index and fold, and P(atypical)
     as shipped (the mean over the TTA views), written with ``repr`` so the file holds the exact floats."""
     rows = [_rows_by_image(m) for m in memberships]
@@ -279,15 +300,14 @@ def write_oof_scores(path: Path, oof, fold_names: list[str], memberships: list[l
             raise AmfError(f"{image} is scored out of fold by member {k} but its {MEMBERSHIP} role is {row['role']}")
         w.writerow([image, row["sha256"], row["domain"], row["group"], int(y), k, fold_names[k], repr(float(p))])
     atomic_write_bytes(path, buf.getvalue().encode())
-    return {"file": path.name, "sha256": sha256_file(path)}
+    return RecordedFile(path.name, sha256_file(path))
 
 
-def write_ensemble_membership(path: Path, fold_names: list[str], memberships: list[list[dict]]) -> dict:
+def write_ensemble_membership(path: Path, fold_names: list[str], memberships: list[list[dict]]) -> RecordedFile:
     """``membership.csv`` of the weights: one row per patch (image, sha256, domain, group, label) and, per
     member, its role as training recorded it (``train``, ``val``, or empty), from the folds' own files."""
     write_membership_table(path, [f"member_{k}" for k in range(len(fold_names))], memberships)
-    return {"file": path.name, "sha256": sha256_file(path), "columns": {f"member_{k}": n for k, n in
-                                                                          enumerate(fold_names)}}
+    return RecordedFile(path.name, sha256_file(path), {f"member_{k}": n for k, n in enumerate(fold_names)})
 
 
 #: Settings that may differ between the shipped run and the LODO run its threshold comes from.

@@ -69,30 +69,29 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from amf.inference.spec import TTAConfig
-    from amf.training.export import export_run
+    from amf.training.export import ExportOptions, export_run
     from amf.training.run_folder import args_to_argv
 
     changes = {k: v for k, v in (("views", args.tta_views), ("sigma", args.tta_sigma), ("delta", args.tta_delta))
                if v is not None}
     tta = dataclasses.replace(TTAConfig(), **changes)
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
-    manifest = export_run(args.run, args.output, args.threshold_method, tta, dtype, args.note or "",
-                          command=[sys.executable, *sys.argv], arguments=args_to_argv("export", args, ("run",)),
-                          threshold_from=args.threshold_from, force=args.force,
-                          progress=not args.no_progress and interactive(),
-                          allow_dirty=args.allow_dirty)
-    th = manifest["threshold"]
-    print(f"wrote {len(manifest['members'])} members to {args.output}; threshold {th['value']:.4f} ({th['method']})")
-    for m, c in manifest["threshold_candidates"].items():
-        print(f"  {m:<17} {c['value']:.4f}  OOF BA {c['oof_balanced_accuracy']:.4f}")
-    oof = manifest["oof"]
-    print(f"  out-of-fold: n={oof['n']}, AUC {_fmt(oof['auc'])}, BA {oof['balanced_accuracy']:.4f} at the shipped "
+    options = ExportOptions(threshold_method=args.threshold_method, tta=tta, dtype=dtype, note=args.note or "",
+                            command=[sys.executable, *sys.argv], arguments=args_to_argv("export", args, ("run",)),
+                            threshold_from=args.threshold_from, force=args.force,
+                            progress=not args.no_progress and interactive(), allow_dirty=args.allow_dirty)
+    manifest = export_run(args.run, args.output, options)
+    th, prov = manifest.threshold, manifest.provenance
+    print(f"wrote {len(manifest.members)} members to {args.output}; threshold {th.value:.4f} ({th.method})")
+    for m, c in prov.threshold_candidates.items():
+        print(f"  {m:<17} {c.value:.4f}  OOF BA {c.oof_balanced_accuracy:.4f}")
+    oof = prov.oof
+    print(f"  out-of-fold: n={oof.n}, AUC {_fmt(oof.auc)}, BA {oof.balanced_accuracy:.4f} at the shipped "
           "threshold (patches of the training domains: an upper bound for new domains)")
-    if oof["auc"] is None or oof["auc"] < USELESS_AUC:
-        print(f"amf export: warning: out-of-fold AUC {_fmt(oof['auc'])} is below {USELESS_AUC}: this ensemble is "
+    if oof.auc is None or oof.auc < USELESS_AUC:
+        print(f"amf export: warning: out-of-fold AUC {_fmt(oof.auc)} is below {USELESS_AUC}: this ensemble is "
               "close to chance even on the domains it trained on", file=sys.stderr)
-    transfer = manifest.get("threshold_transfer")
-    for domain, d in (transfer or {}).get("domains", {}).items():
+    for domain, d in (prov.threshold_transfer or {}).get("domains", {}).items():
         print(f"  held out {domain}: BA {d['balanced_accuracy_at_transfer']:.4f} at the shipped threshold, "
               f"{d['balanced_accuracy_at_hindsight_best']:.4f} at its hindsight-best")
     return 0

@@ -147,7 +147,7 @@ def check(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     check(args)
     from amf.training.run_folder import args_to_argv
-    from amf.training.train import train_run
+    from amf.training.train import TrainOptions, train_run
 
     cfg = build_config(args)
     columns = {r: getattr(args, f"{r}_column") for r in ("image", "label", "domain", "group")}
@@ -174,21 +174,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"amf train: {resolve(args.device)[1]}, {cfg.threads or 'default'} thread(s) per process",
               file=sys.stderr)
     try:
-        summary = train_run(
-            cfg,
-            args.labels,
-            args.output,
-            images_dir=args.images,
-            columns=columns,
-            resume=args.resume,
-            device=args.device,
-            progress=not args.no_progress and interactive(),
-            command=[sys.executable, *sys.argv],
-            arguments=args_to_argv("train", args, negatable=negatable_settings()),
-            only=args.fold,
-            world=world,
-            config_path=args.config,
-        )
+        options = TrainOptions(resume=args.resume, device=args.device, progress=not args.no_progress and interactive(),
+                               only=args.fold, world=world, command=[sys.executable, *sys.argv],
+                               arguments=args_to_argv("train", args, negatable=negatable_settings()),
+                               config_path=args.config)
+        summary = train_run(cfg, args.labels, args.output, images_dir=args.images, columns=columns, options=options)
     except KeyboardInterrupt:
         labels = " ".join(f"--labels {p}" for p in args.labels)
         print(f"\ninterrupted; continue with: python -m amf train --resume --output {args.output} {labels}",
