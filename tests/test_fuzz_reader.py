@@ -45,9 +45,13 @@ def read_all(path: Path) -> int:
     return n
 
 
+#: One folder for every example of this module: each example overwrites the file of its suffix (the examples run
+#: one after another).
+FOLDER = tempfile.TemporaryDirectory(prefix="amf-fuzz-")
+
+
 def write(data: bytes, suffix: str) -> Path:
-    folder = Path(tempfile.mkdtemp(prefix="amf-fuzz-"))
-    path = folder / f"f{suffix}"
+    path = Path(FOLDER.name) / f"f{suffix}"
     path.write_bytes(data)
     return path
 
@@ -189,10 +193,8 @@ def test_fuzz_strategies_make_readable_files_too():
     assert read_all(write(buf.getvalue(), ".tif")) == 1
 
 
-@pytest.fixture(autouse=True)
-def _cleanup_tmp():
+@pytest.fixture(autouse=True, scope="module")
+def _one_folder():
+    """The module's examples share :data:`FOLDER`; it goes when they are done (not another run's folders)."""
     yield
-    import shutil
-
-    for p in Path(tempfile.gettempdir()).glob("amf-fuzz-*"):
-        shutil.rmtree(p, ignore_errors=True)
+    FOLDER.cleanup()

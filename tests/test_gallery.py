@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from amf.cli import main
-from amf.evaluation.gallery import infer_threshold, select, write_gallery
+from amf.evaluation.gallery import Calls, infer_threshold, select, write_gallery
 
 pytestmark = pytest.mark.slow  # trains and cross-validates
 
@@ -43,8 +43,8 @@ def test_a_sheet_per_domain_bounded_and_a_page_linking_them(tmp_path):
         loaded.append(i)
         return np.full((128, 128, 3), i % 255, dtype=np.uint8)
 
-    page = write_gallery(tmp_path, [f"img{i}.png" for i in range(n)], labels, calls, scores, domains,
-                         np.full(n, 0.5), load, errors=6, near=3)
+    figures = Calls([f"img{i}.png" for i in range(n)], labels, calls, scores, domains, np.full(n, 0.5))
+    page = write_gallery(tmp_path, figures, load, errors=6, near=3)
     text = page.read_text()
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["gallery_scanner_A.png", "gallery_scanner_B.png"]
     assert "![scanner A](gallery_scanner_A.png)" in text and text.count("| error |") == 12

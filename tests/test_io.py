@@ -231,6 +231,29 @@ def test_tifffile_log_lines_do_not_reach_stderr(tmp_path, capfd):
     assert capfd.readouterr().err == ""
 
 
+def test_a_damaged_tiff_read_beside_good_ones_in_other_threads_is_refused_there_alone(tmp_path):
+    """tifffile's log is taken by the thread whose read logged it (the pipeline decodes in a background thread)."""
+    import logging
+    from concurrent.futures import ThreadPoolExecutor
+
+    tifffile.imwrite(tmp_path / "s.tif", np.stack([rgb(128, 128) for _ in range(5)]), photometric="rgb")
+    data = (tmp_path / "s.tif").read_bytes()
+    (tmp_path / "t.tif").write_bytes(data[: len(data) // 2])
+
+    def read(name: str) -> str:
+        try:
+            return f"{count_pages(tmp_path / name)} pages"
+        except InputError as exc:
+            return "damaged" if "damaged TIFF" in str(exc) else str(exc)
+
+    names = ["s.tif", "t.tif"] * 20
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(read, names))
+    assert got == ["5 pages" if n == "s.tif" else "damaged" for n in names]
+    logger = logging.getLogger("tifffile")
+    assert logger.handlers == [] and logger.propagate  # the reads left the logger as they found it
+
+
 def test_reduced_resolution_page_is_refused(tmp_path):
     with tifffile.TiffWriter(tmp_path / "r.tif") as w:
         w.write(rgb(128, 128), photometric="rgb")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ from bad_inputs import raw, rgb_stack, tif, tiff_bytes
 from PIL import Image
 
 from amf.errors import InputError, OutputError
+from amf.inference.api import RunSettings
 from amf.inference.io import read_patches
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -18,8 +20,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def predict(paths, output, weights, **kw) -> int:
     from amf.inference.predict import predict_files
 
-    return predict_files([Path(p) for p in paths], Path(output), Path(weights), views=kw.get("views"), device="cpu",
-                         chunk_size=kw.get("chunk_size", 64), threshold=kw.get("threshold"))
+    settings = RunSettings(views=kw.get("views"), chunk_size=kw.get("chunk_size", 64))
+    return predict_files([Path(p) for p in paths], Path(output), Path(weights), device="cpu", settings=settings,
+                         threshold=kw.get("threshold"))
 
 
 def test_predict_writes_every_page_in_order(tmp_path, weights, engine_for):
@@ -94,6 +97,22 @@ def test_predict_threshold_sets_the_cut_of_the_class_column_and_otsu_uses_the_pa
     assert "warning: Otsu's cut on fewer than 64 patches is noisy" in err
 
 
+def test_predict_otsu_needs_no_training_package(tmp_path, weights):
+    """``pip install .`` installs the runtime and the evaluator, not scikit-image: Otsu's cut is amf's own numpy."""
+    import subprocess
+    import sys
+
+    tif(rgb_stack(3))(tmp_path / "a.tif")
+    blocked = ("import sys; sys.modules.update(skimage=None); from amf.cli import main; "
+               f"sys.exit(main(['predict', {str(tmp_path / 'a.tif')!r}, '--weights', {str(weights)!r}, '--output', "
+               f"{str(tmp_path / 'p.csv')!r}, '--threshold', 'otsu', '--device', 'cpu']))")
+    proc = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "AMF_GRAPH_CACHE": "off"})
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert "chosen by Otsu on the scores of these 3 patches" in proc.stderr
+    assert len((tmp_path / "p.csv").read_text().splitlines()) == 4
+
+
 @pytest.mark.parametrize("value,says", [("1.5", "not a cut between 0 and 1"), ("auto", "neither 'otsu' nor a number")])
 def test_predict_refuses_a_threshold_that_is_no_cut(tmp_path, value, says, capsys):
     from amf.cli import main
@@ -111,7 +130,8 @@ def test_bf16_warns_on_a_cpu_without_bf16_units(tmp_path, weights, monkeypatch, 
 
     monkeypatch.setattr(predict_module, "cpu_model_and_flags", lambda: ("a CPU", flags))
     tif(rgb_stack(1))(tmp_path / "a.tif")
-    predict_module.predict_files([tmp_path / "a.tif"], tmp_path / "p.csv", Path(weights), device="cpu", bf16=True)
+    predict_module.predict_files([tmp_path / "a.tif"], tmp_path / "p.csv", Path(weights), device="cpu",
+                                 settings=RunSettings(bf16=True))
     assert ("bf16 runs emulated, slower than the fp32 default" in capsys.readouterr().err) == warns
 
 

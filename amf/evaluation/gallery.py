@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -115,19 +116,31 @@ def _caption(name: str, label: int, call: int, score: float, threshold: float | 
     return [f"P(atypical) {score:.3f}   threshold {cut}", f"label {cls[label]}, called {cls[call]}", short]
 
 
-def write_gallery(folder: Path, names: list[str], labels: np.ndarray, calls: np.ndarray, scores: np.ndarray,
-                  domains: np.ndarray, thresholds: np.ndarray, load: Callable[[int], np.ndarray | None],
-                  errors: int = 12, near: int = 6, title: str = "Error gallery") -> Path:
-    """One sheet per domain and ``gallery.md`` into ``folder``; returns gallery.md.
+@dataclass(frozen=True)
+class Calls:
+    """The figures a gallery picks from, one entry each: ``names`` (what to call it: its image path, and page),
+    true ``labels`` and ``calls`` (0 normal, 1 atypical), ``scores`` (P(atypical)), ``domains``, and the
+    ``thresholds`` each was classified at (NaN where unknown)."""
 
-    ``names``: what to call each figure (its image path, and page); ``thresholds``: the cut each figure was
-    classified at (NaN where unknown); ``load(i)``: figure ``i``'s patch as ``(128, 128, 3)`` uint8, or None.
-    """
+    names: list[str]
+    labels: np.ndarray
+    calls: np.ndarray
+    scores: np.ndarray
+    domains: np.ndarray
+    thresholds: np.ndarray
+
+
+def write_gallery(folder: Path, figures: Calls, load: Callable[[int], np.ndarray | None], errors: int = 12,
+                  near: int = 6, title: str = "Error gallery") -> Path:
+    """One sheet per domain and ``gallery.md`` into ``folder``; returns gallery.md. ``load(i)``: figure ``i``'s
+    patch as ``(128, 128, 3)`` uint8, or None; only the figures shown are read."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    labels, calls = np.asarray(labels, dtype=np.int64), np.asarray(calls, dtype=np.int64)
-    scores, thresholds = np.asarray(scores, dtype=np.float64), np.asarray(thresholds, dtype=np.float64)
-    domains = np.asarray(domains).astype(str)
+    names = figures.names
+    labels, calls = np.asarray(figures.labels, dtype=np.int64), np.asarray(figures.calls, dtype=np.int64)
+    scores = np.asarray(figures.scores, dtype=np.float64)
+    thresholds = np.asarray(figures.thresholds, dtype=np.float64)
+    domains = np.asarray(figures.domains).astype(str)
     cuts = np.where(np.isnan(thresholds), 0.5, thresholds)
     lines = [f"# {title}", "",
              f"Per domain: the misclassified figures, most confident errors first (at most {errors}), and the correct "

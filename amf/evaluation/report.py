@@ -205,15 +205,15 @@ def _reliability(evaluation: Evaluation, folder: Path) -> str:
 def write_figures_gallery(evaluation: Evaluation, folder: Path, load: Callable[[int], np.ndarray | None],
                           known_cuts: tuple[float, ...] = ()) -> Path:
     """The error gallery of the evaluated figures, each at the single cut its calls follow (where one does)."""
-    from amf.evaluation.gallery import infer_threshold, write_gallery
+    from amf.evaluation.gallery import Calls, infer_threshold, write_gallery
 
     figs = evaluation.figures
     cut = infer_threshold(figs.score, figs.y_pred, known_cuts)
     names = [f"{path} (page {page})" if page else str(path) for path, page in figs.where] or \
         [f"figure {i}" for i in range(len(figs))]
-    return write_gallery(folder, names, figs.y_true, figs.y_pred, figs.score, figs.domain,
-                         np.full(len(figs), np.nan if cut is None else cut), load,
-                         title=f"Error gallery: {figs.source}")
+    calls = Calls(names, figs.y_true, figs.y_pred, figs.score, figs.domain,
+                  np.full(len(figs), np.nan if cut is None else cut))
+    return write_gallery(folder, calls, load, title=f"Error gallery: {figs.source}")
 
 
 def _markdown(evaluation: Evaluation, rows: list[dict[str, str]], confusion_files: list[str]) -> str:

@@ -99,22 +99,38 @@ class Classifier:
         return Predictions(probs, spread, [pipeline.class_of(p, cut) for p in probs.tolist()], cut, sources)
 
 
-def load(weights: Path | str | None = None, device: str = "auto", *, views: int | None = None,
-         threads: int | None = None, bf16: bool = False, chunk_size: int = 64, manifest: Manifest | None = None,
-         say: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None) -> Classifier:
-    """Verify ``weights`` (default: ``$AMF_WEIGHTS``, else the checkout's ``weights/``; ``manifest``: what
-    :func:`amf.inference.pipeline.open_weights` returned for them a moment ago) and load them on ``device``
-    (``auto``: a GPU when one starts, else the CPU; the line saying which goes to ``say``, default stderr; a GPU
-    that fails later is said to ``warn``, default ``say``). ``views`` overrides the number of test-time views;
-    ``threads`` sets the CPU threads the model uses."""
-    import dataclasses
+@dataclass(frozen=True)
+class RunSettings:
+    """How the model runs, none of which changes its weights: test-time ``views`` (None: the weights' own), the CPU
+    ``threads`` it uses (None: torch's setting), bf16 autocast, and the patches read and augmented at a time."""
 
+    views: int | None = None
+    threads: int | None = None
+    bf16: bool = False
+    chunk_size: int = 64
+
+
+def load(weights: Path | str | None = None, device: str = "auto", *, views: int | None = None,
+         threads: int | None = None, bf16: bool = False) -> Classifier:
+    """Verify ``weights`` (default: ``$AMF_WEIGHTS``, else the checkout's ``weights/``) and load them on ``device``
+    (``auto``: a GPU when one starts, else the CPU; the line saying which goes to stderr). ``views`` overrides the
+    number of test-time views; ``threads`` sets the CPU threads the model uses."""
     from amf.inference.weights import default_weights
 
     weights = Path(weights) if weights is not None else default_weights()
-    manifest = manifest if manifest is not None else pipeline.open_weights(weights)
+    return open_classifier(weights, pipeline.open_weights(weights), device, RunSettings(views, threads, bf16))
+
+
+def open_classifier(weights: Path, manifest: Manifest, device: str = "auto", settings: RunSettings = RunSettings(),
+                    say: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None) -> Classifier:
+    """The :class:`Classifier` of a weights folder verified a moment ago (``manifest``: what
+    :func:`amf.inference.pipeline.open_weights` returned for it), as ``amf predict`` and ``process.py`` load it: the
+    line saying which device goes to ``say`` (default stderr), a GPU that fails later is said to ``warn`` (default
+    ``say``)."""
+    import dataclasses
+
     say = say or (lambda note: print(f"amf: {note}", file=sys.stderr))
-    tta = None if views is None else dataclasses.replace(manifest.tta, views=views)
+    tta = None if settings.views is None else dataclasses.replace(manifest.tta, views=settings.views)
     model = pipeline.load(weights, manifest, None if device == "auto" else device, say, warn=warn,
-                          chunk_size=chunk_size, tta=tta, bf16=bf16, num_threads=threads)
+                          chunk_size=settings.chunk_size, tta=tta, bf16=settings.bf16, num_threads=settings.threads)
     return Classifier(model, manifest)

@@ -158,8 +158,8 @@ def run(
     for k, job in enumerate(jobs):
         with _context(job, k, len(jobs)):
             counts.append(count_pages(job.stack))
-    model = api.load(weights_dir, device or "auto", manifest=manifest, say=lambda note: say(f"process.py: {note}"),
-                     warn=lambda note: print(f"process.py: warning: {note}", file=sys.stderr))
+    model = api.open_classifier(weights_dir, manifest, device or "auto", say=lambda note: say(f"process.py: {note}"),
+                                warn=lambda note: print(f"process.py: warning: {note}", file=sys.stderr))
     results: list[tuple[Path, list[dict]]] = []
     for k, (job, n) in enumerate(zip(jobs, counts)):
         with _context(job, k, len(jobs)):

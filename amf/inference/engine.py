@@ -113,13 +113,12 @@ class Engine:
         bf16: bool | None = None,
         sub_batch: int | None = None,
         num_threads: int | None = None,
-        prepared: bool = False,
     ):
         if not members:
             raise ValueError("an ensemble needs at least one member")
         self._configure(tta, device, strategy, chunk_size, bf16, sub_batch, num_threads, len(members))
-        if prepared and self.strategy != "graph":
-            raise ValueError("prepared members are the graph strategy's optimised graphs")
+        # TorchScript graphs given to the graph strategy are its own form already (from_graphs, the graph cache)
+        prepared = self.strategy == "graph" and all(isinstance(m, torch.jit.ScriptModule) for m in members)
         members = members if prepared else [m.to(self.device).eval() for m in members]
         with self._torch_settings():
             self._runner = RUNNERS[self.strategy](members, self.device, prepared)
@@ -135,7 +134,7 @@ class Engine:
     ) -> Engine:
         """An engine of the ``graph`` strategy over already optimised graphs (see
         :func:`amf.inference.loading.load_engine`)."""
-        return cls(graphs, tta, "cpu", "graph", chunk_size, False, sub_batch, num_threads, prepared=True)
+        return cls(graphs, tta, "cpu", "graph", chunk_size, False, sub_batch, num_threads)
 
     def _configure(self, tta, device, strategy, chunk_size, bf16, sub_batch, num_threads, n_members) -> None:
         self.device = torch.device(device) if device is not None else default_device()

@@ -38,8 +38,10 @@ valid stack still reads.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -297,33 +299,49 @@ def _check_shape(h: int, w: int, where: str) -> None:
 # TIFF -----------------------------------------------------------------------------------------------
 
 
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.records: list[logging.LogRecord] = []
+class _TiffLog(logging.Filter):
+    """What tifffile only logs, taken by the thread whose read logged it: while a thread reads (:func:`_tifffile_log`)
+    its records on tifffile's logger go to that read's list and nowhere else; every other record passes as usual.
+    One filter for the process, added on the first read (never at import), so no read swaps the logger's handlers
+    while another thread (the pipeline's decoder) reads."""
 
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        records = getattr(self.local, "records", None)
+        if records is None:
+            return True
+        if record.levelno >= logging.WARNING:
+            records.append(record)
+        return False
+
+
+@functools.cache
+def _tiff_log() -> _TiffLog:
+    watch = _TiffLog()
+    logging.getLogger("tifffile").addFilter(watch)
+    return watch
 
 
 @contextmanager
-def _tifffile_log() -> Iterator[_Collect]:
+def _tifffile_log() -> Iterator[list[logging.LogRecord]]:
     """Catch what tifffile only logs: it reads a damaged page list up to the damage and says so in the log."""
-    logger = logging.getLogger("tifffile")
-    handler = _Collect()
-    propagate = logger.propagate
-    logger.addHandler(handler)
-    logger.propagate = False
+    watch = _tiff_log()
+    outer = getattr(watch.local, "records", None)
+    records: list[logging.LogRecord] = []
+    watch.local.records = records
     try:
-        yield handler
+        yield records
     finally:
-        logger.removeHandler(handler)
-        logger.propagate = propagate
+        watch.local.records = outer
 
 
-def _raise_logged(handler: _Collect, where: str, notes: list[str], size: int) -> None:
+def _raise_logged(logged: list[logging.LogRecord], where: str, notes: list[str], size: int) -> None:
     """tifffile errors mean pages or data were skipped: refuse. Its warnings become notes, with the file."""
-    records, handler.records = handler.records, []
+    records = logged[:]
+    logged.clear()
     messages = []
     for r in records:
         message = r.getMessage().splitlines()[0] if r.getMessage() else ""
@@ -353,7 +371,9 @@ def _cut_short(message: str, size: int) -> str:
     return ""
 
 
+@functools.cache
 def _tifffile_codecs() -> frozenset:
+    """The TIFF compressions this tifffile can decode (without imagecodecs, some it cannot)."""
     from tifffile import COMPRESSION, TIFF
 
     ok = set()
@@ -366,16 +386,10 @@ def _tifffile_codecs() -> frozenset:
     return frozenset(ok)
 
 
-_CODECS: frozenset | None = None
-
-
 def _iter_tiff(path: Path, decode: bool, notes: list[str]) -> Iterator[np.ndarray | None]:
     import tifffile
     from tifffile import PHOTOMETRIC
 
-    global _CODECS
-    if _CODECS is None:
-        _CODECS = _tifffile_codecs()
     size = path.stat().st_size
     pil: list[Image.Image] = []  # opened only if a page needs Pillow
     with _tifffile_log() as logged:
@@ -415,7 +429,7 @@ def _iter_tiff(path: Path, decode: bool, notes: list[str]) -> Iterator[np.ndarra
                     yield None
                     continue
                 try:
-                    tifffile_can = page.compression in _CODECS and page.photometric in (
+                    tifffile_can = page.compression in _tifffile_codecs() and page.photometric in (
                         PHOTOMETRIC.MINISBLACK, PHOTOMETRIC.MINISWHITE, PHOTOMETRIC.RGB, PHOTOMETRIC.PALETTE,
                     ) and page.bitspersample in (1, 8, 16, 32, 64) and page.dtype is not None
                     if tifffile_can:

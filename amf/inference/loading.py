@@ -22,7 +22,7 @@ import torch
 
 from amf.errors import InputError
 from amf.files import sha256_file, write_json
-from amf.inference.engine import Engine, Strategy, default_device, default_strategy
+from amf.inference.engine import Engine, default_device, default_strategy
 from amf.inference.manifest import Manifest
 from amf.inference.prepare import example_input, freeze_members, optimize_graphs, quiet_jit
 from amf.inference.spec import TTAConfig
@@ -85,15 +85,11 @@ _DEFAULT = object()
 def load_engine(
     weights_dir: Path,
     device: torch.device | str | None = None,
-    strategy: Strategy | None = None,
     *,
     manifest: Manifest | None = None,
     cache_dir: Path | None | object = _DEFAULT,
-    chunk_size: int = 64,
-    sub_batch: int | None = None,
-    num_threads: int | None = None,
-    bf16: bool | None = None,
     tta: TTAConfig | None = None,
+    **options,
 ) -> LoadedEngine:
     """Verify a weights folder and make its engine; on CPU, reuse frozen graphs from an earlier run.
 
@@ -107,12 +103,14 @@ def load_engine(
 
     The cached files are TorchScript archives written by this function from the verified safetensors;
     the safetensors files stay the only weights that are shipped. ``tta`` replaces the manifest's views
-    (``amf predict --views``); the graphs do not depend on it.
+    (``amf predict --views``); the graphs do not depend on it. ``options``: the :class:`Engine`'s ``strategy``,
+    ``chunk_size``, ``bf16``, ``sub_batch`` and ``num_threads``.
     """
     weights_dir = Path(weights_dir)
     manifest = read_manifest(weights_dir) if manifest is None else manifest
     dev = torch.device(device) if device is not None else default_device()
-    strategy = strategy or default_strategy(dev, bool(bf16))
+    strategy = options.pop("strategy", None) or default_strategy(dev, bool(options.get("bf16")))
+    batching = {k: options[k] for k in ("chunk_size", "sub_batch", "num_threads") if k in options}
     cache = graph_cache_dir() if cache_dir is _DEFAULT else cache_dir
     use_cache = strategy == "graph" and cache is not None
     tta = tta or manifest.tta
@@ -120,17 +118,16 @@ def load_engine(
         entry = Path(cache) / graph_cache_key(manifest)
         frozen = _read_cache_entry(entry, len(manifest.members))
         if frozen is not None:
-            engine = Engine.from_graphs(optimize_graphs(frozen), tta, chunk_size, sub_batch, num_threads)
+            engine = Engine.from_graphs(optimize_graphs(frozen), tta, **batching)
             return LoadedEngine(engine, manifest.threshold.value, manifest, "graph-cache")
     ensemble = load_ensemble(weights_dir, device=dev, manifest=manifest)
     if use_cache:
         frozen = freeze_members(ensemble.members, example_input())
         _write_cache_entry(entry, frozen)
         graphs = optimize_graphs(frozen)
-        engine = Engine.from_graphs(graphs, tta, chunk_size, sub_batch, num_threads)
+        engine = Engine.from_graphs(graphs, tta, **batching)
     else:
-        engine = Engine(ensemble.members, tta, device=dev, strategy=strategy,
-                        chunk_size=chunk_size, bf16=bf16, sub_batch=sub_batch, num_threads=num_threads)
+        engine = Engine(ensemble.members, tta, device=dev, strategy=strategy, **options)
     return LoadedEngine(engine, manifest.threshold.value, manifest, "built")
 
 

@@ -18,6 +18,7 @@ import io
 import json
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -66,9 +67,9 @@ def encode(rows: list[dict], fmt: str) -> bytes:
     return (json.dumps(records, indent=1) + "\n").encode()
 
 
-def predict_files(paths: list[Path], output: Path, weights: Path, *, views: int | None = None, device: str = "auto",
-                  chunk_size: int = 64, skip_bad: bool = False, bf16: bool = False,
-                  threshold: float | str | None = None, threads: int | None = None) -> int:
+def predict_files(paths: list[Path], output: Path, weights: Path, *, device: str = "auto",
+                  settings: api.RunSettings = api.RunSettings(), skip_bad: bool = False,
+                  threshold: float | str | None = None) -> int:
     """Score every patch of ``paths`` (files, stacks, folders searched recursively) into ``output`` (CSV, JSON lines
     or JSON by its suffix; ``-``: CSV on stdout); returns the number of rows. Progress and notes go to stderr, the
     closing line to stdout (to stderr when the rows go to stdout).
@@ -84,6 +85,47 @@ def predict_files(paths: list[Path], output: Path, weights: Path, *, views: int 
     fmt = output_format(output)
     if not to_stdout:
         pipeline.check_output_dir(output.parent)
+    inputs = read_inputs(paths, output, skip_bad)
+    # torch and the engine load only now, once every input file has decoded: a bad file fails in a second
+    model = api.open_classifier(weights, manifest, device, settings,
+                                say=lambda note: print(f"amf predict: {note}", file=sys.stderr),
+                                warn=lambda note: print(f"amf predict: warning: {note}", file=sys.stderr))
+    engine = model.model.engine
+    if engine.bf16 and engine.device.type == "cpu":
+        _, flags = cpu_model_and_flags()
+        if flags and not flags & set(BF16_UNITS):
+            print(f"amf predict: warning: this CPU lists none of {', '.join(BF16_UNITS)}: bf16 runs emulated, "
+                  f"slower than the fp32 default (docs/benchmark.md)", file=sys.stderr)
+    print(f"amf predict: {len(inputs.files)} file(s), {sum(inputs.counts)} patch(es); {engine.n_members} member(s) x "
+          f"{engine.tta.views} view(s) on {engine.device} ({engine.strategy}{', bf16' if engine.bf16 else ''})",
+          file=sys.stderr)
+    scored = score_with_progress(model, inputs, manifest.provenance.trained_patches)
+    cut = cut_for(threshold, scored.p_atypical, model.threshold)
+    data = encode([{**r, "class": pipeline.class_of(r["p_atypical"], cut)} for r in scored.rows()], fmt)
+    if to_stdout:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        pipeline.write_files([(output, data)])
+    say_done(len(scored), inputs, output)
+    return len(scored)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The image files to score, their page counts, and what was left out: files that are not images (``others``)
+    and unreadable ones with the reason (``bad``)."""
+
+    files: list[Path]
+    counts: list[int]
+    others: list[Path]
+    bad: list[tuple[Path, str]]
+
+
+def read_inputs(paths: list[Path], output: Path, skip_bad: bool) -> Inputs:
+    """Find and decode every input before any model work; with ``skip_bad`` the unreadable ones are listed beside
+    ``output`` (or on stderr when the rows go to stdout) instead of stopping the run."""
+    to_stdout = str(output) == "-"
     others: list[Path] = []
     files = find_images(paths, others)
     if not files:
@@ -99,22 +141,14 @@ def predict_files(paths: list[Path], output: Path, weights: Path, *, views: int 
     if not files:
         raise InputError(f"none of the {len(bad)} input file(s) could be read"
                          + (f"; see {bad_list(output)}" if bad and not to_stdout else ""))
-    # torch and the engine load only now, once every input file has decoded: a bad file fails in a second
-    model = api.load(weights, device, views=views, threads=threads, bf16=bf16, chunk_size=chunk_size,
-                     manifest=manifest, say=lambda note: print(f"amf predict: {note}", file=sys.stderr),
-                     warn=lambda note: print(f"amf predict: warning: {note}", file=sys.stderr))
-    engine = model.model.engine
-    if engine.bf16 and engine.device.type == "cpu":
-        _, flags = cpu_model_and_flags()
-        if flags and not flags & set(BF16_UNITS):
-            print(f"amf predict: warning: this CPU lists none of {', '.join(BF16_UNITS)}: bf16 runs emulated, "
-                  f"slower than the fp32 default (docs/benchmark.md)", file=sys.stderr)
-    print(f"amf predict: {len(files)} file(s), {sum(counts)} patch(es); {engine.n_members} member(s) x "
-          f"{engine.tta.views} view(s) on {engine.device} ({engine.strategy}{', bf16' if engine.bf16 else ''})",
-          file=sys.stderr)
-    trained_on = manifest.provenance.trained_patches
+    return Inputs(files, counts, others, bad)
+
+
+def score_with_progress(model: api.Classifier, inputs: Inputs, trained_on: frozenset[str]) -> api.Predictions:
+    """Every page of the inputs, with a progress count, and a warning when some are among the weights' training
+    patches (same pixels)."""
     seen_in_training: list[bool] = []
-    progress = Progress(sum(counts), "amf predict", "patch")
+    progress = Progress(sum(inputs.counts), "amf predict", "patch")
 
     def seen(path: Path, page: int, patch) -> None:
         """The engine pulls patches a chunk at a time, so the count follows the model's work."""
@@ -122,35 +156,34 @@ def predict_files(paths: list[Path], output: Path, weights: Path, *, views: int 
         progress.update()
 
     try:
-        scored = model.predict_files(files, sum(counts), on_patch=seen)
+        scored = model.predict_files(inputs.files, sum(inputs.counts), on_patch=seen)
     finally:
         progress.close()
-    n = len(scored)
     if sum(seen_in_training):
-        print(f"amf predict: warning: {sum(seen_in_training)} of {n} patches are among the weights' training "
-              "patches (same pixels): scores on them are in-sample, not an estimate for new data", file=sys.stderr)
+        print(f"amf predict: warning: {sum(seen_in_training)} of {len(scored)} patches are among the weights' "
+              "training patches (same pixels): scores on them are in-sample, not an estimate for new data",
+              file=sys.stderr)
     elif not trained_on:
         print("amf predict: note: these weights do not list their training patches; in-sample patches cannot be "
               "recognised", file=sys.stderr)
-    cut = cut_for(threshold, scored.p_atypical, model.threshold)
-    rows = [{**r, "class": pipeline.class_of(r["p_atypical"], cut)} for r in scored.rows()]
-    data = encode(rows, fmt)
-    if to_stdout:
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
-    else:
-        pipeline.write_files([(output, data)])
-    summary = (f"{n} patch{'es' if n != 1 else ''} from {len(files)} file{'s' if len(files) != 1 else ''}"
+    return scored
+
+
+def say_done(n: int, inputs: Inputs, output: Path) -> None:
+    """The closing line (on stderr when the rows went to stdout), and where the unreadable files are listed."""
+    to_stdout = str(output) == "-"
+    files = len(inputs.files)
+    summary = (f"{n} patch{'es' if n != 1 else ''} from {files} file{'s' if files != 1 else ''}"
                f" -> {'stdout' if to_stdout else output}")
-    if others:
-        names = ", ".join(p.name for p in others[:3]) + (", ..." if len(others) > 3 else "")
-        one = len(others) == 1
-        summary += (f"; skipped {len(others)} file{'' if one else 's'} that {'is' if one else 'are'} not an image: "
-                    f"{names}")
+    if inputs.others:
+        names = ", ".join(p.name for p in inputs.others[:3]) + (", ..." if len(inputs.others) > 3 else "")
+        one = len(inputs.others) == 1
+        summary += (f"; skipped {len(inputs.others)} file{'' if one else 's'} that {'is' if one else 'are'} not an "
+                    f"image: {names}")
     print(summary, file=sys.stderr if to_stdout else sys.stdout)
-    if bad and not to_stdout:
-        print(f"amf predict: {len(bad)} unreadable file(s) skipped, listed in {bad_list(output)}", file=sys.stderr)
-    return n
+    if inputs.bad and not to_stdout:
+        print(f"amf predict: {len(inputs.bad)} unreadable file(s) skipped, listed in {bad_list(output)}",
+              file=sys.stderr)
 
 
 def cut_for(threshold: float | str | None, probs: np.ndarray, shipped: float) -> float:

@@ -69,9 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from amf.inference.api import RunSettings
     from amf.inference.predict import predict_files
 
-    predict_files(args.paths, args.output, args.weights, views=args.views, device=args.device,
-                  chunk_size=args.chunk_size, skip_bad=args.skip_bad, bf16=args.bf16, threshold=args.threshold,
-                  threads=args.threads)
+    settings = RunSettings(views=args.views, threads=args.threads, bf16=args.bf16, chunk_size=args.chunk_size)
+    predict_files(args.paths, args.output, args.weights, device=args.device, settings=settings,
+                  skip_bad=args.skip_bad, threshold=args.threshold)
     return 0

@@ -160,15 +160,14 @@ def write_heldout_csv(path: Path, heldout: list[HeldOut], method: str) -> None:
 def write_heldout_gallery(folder: Path, heldout: list[HeldOut], method: str, patches: PatchCache, title: str) -> Path:
     """The error gallery of the held-out figures (:mod:`amf.evaluation.gallery`), each at its domain's OOF
     threshold; only the figures shown are read."""
-    from amf.evaluation.gallery import write_gallery
+    from amf.evaluation.gallery import Calls, write_gallery
 
     images = [image for h in heldout for image in h.images]
     thresholds = np.concatenate([np.full(len(h.labels), h.thresholds[method]["value"]) for h in heldout])
     probs = np.concatenate([h.probs for h in heldout])
-    return write_gallery(folder, images, np.concatenate([h.labels for h in heldout]),
-                         (probs >= thresholds).astype(np.int64), probs,
-                         np.concatenate([np.full(len(h.labels), h.domain, dtype=object) for h in heldout]),
-                         thresholds, lambda i: patches([images[i]])[0], title=title)
+    calls = Calls(images, np.concatenate([h.labels for h in heldout]), (probs >= thresholds).astype(np.int64), probs,
+                  np.concatenate([np.full(len(h.labels), h.domain, dtype=object) for h in heldout]), thresholds)
+    return write_gallery(folder, calls, lambda i: patches([images[i]])[0], title=title)
 
 
 def write_oof_csv(path: Path, heldout: list[HeldOut]) -> dict:
