@@ -75,7 +75,8 @@ def test_what_would_give_wrong_answers_is_refused_naming_the_file(change, messag
 def _indexes_a_manifest(node: ast.AST) -> bool:
     """``manifest[...]``, ``x.manifest[...]`` or ``manifest.get(...)``."""
     def named(n: ast.AST) -> bool:
-        return (isinstance(n, ast.Name) and n.id == "manifest") or (isinstance(n, ast.Attribute) and n.attr == "manifest")
+        return (isinstance(n, ast.Name) and n.id == "manifest") or (isinstance(n, ast.Attribute)
+                                                                    and n.attr == "manifest")
     if isinstance(node, ast.Subscript):
         return named(node.value)
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
