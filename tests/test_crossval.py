@@ -200,3 +200,63 @@ def test_compare_gives_the_difference_of_the_tables_with_a_paired_interval(lodo_
     assert partial["domains"] == [kept_domain]
     domain_ba = {m: results[m]["domains"][kept_domain]["balanced_accuracy"] for m in ("plain", "views2")}
     assert partial["balanced_accuracy_difference"] == pytest.approx(domain_ba["views2"] - domain_ba["plain"], abs=1e-9)
+
+
+def test_compare_gives_each_domain_its_own_difference_from_the_same_draws(lodo_run, tmp_path):
+    out = tmp_path / "cv"
+    assert main(["crossval", str(lodo_run), "--output", str(out), "--bootstrap", "0", "--views", "2",
+                 "--no-progress"]) == 0
+    assert main(["crossval", "--output", str(out), "--compare", "run:plain", "run:views2", "--bootstrap", "100"]) == 0
+    record = json.loads((out / "compare.json").read_text())[0]
+    results = json.loads((out / "crossval.json").read_text())["run"]
+    assert list(record["per_domain"]) == record["domains"]
+    for domain, d in record["per_domain"].items():
+        ba = {m: results[m]["domains"][domain]["balanced_accuracy"] for m in ("plain", "views2")}
+        assert d["balanced_accuracy_difference"] == pytest.approx(ba["views2"] - ba["plain"], abs=1e-9)
+        if d["auc_difference"] is not None:  # a domain of one class in the draws has no AUC
+            assert d["auc_ci95"][0] <= d["auc_difference"] <= d["auc_ci95"][1]
+
+
+def test_a_blend_averages_its_rows_models_and_chooses_its_thresholds_again(lodo_run, tmp_path):
+    """A blend weighs each row by its models, re-derives the thresholds from the averaged out-of-fold scores, and
+    the audit's check gives its files again from its sources, or names the source that changed."""
+    from amf.training.blend import verify
+
+    out = tmp_path / "cv"
+    assert main(["crossval", str(lodo_run), "--output", str(out), "--bootstrap", "0", "--tta", "off",
+                 "--no-progress"]) == 0
+    results = json.loads((out / "crossval.json").read_text())
+    twin = json.loads(json.dumps(results["run"]))  # a second row of twice the models, its scores squared
+    for d in twin["plain"]["domains"].values():
+        d["members"] *= 2
+    results["twin"] = twin
+    (out / "crossval.json").write_text(json.dumps(results))
+    for kind in ("heldout", "oof"):
+        rows = list(csv.DictReader(open(out / f"{kind}_run_plain.csv")))
+        with open(out / f"{kind}_twin_plain.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+            w.writeheader()
+            w.writerows({**r, "p_atypical": repr(float(r["p_atypical"]) ** 2)} for r in rows)
+    assert main(["crossval", "--output", str(out), "--blend", "both", "run:plain", "twin:plain",
+                 "--bootstrap", "0"]) == 0
+    single = {r["image"]: float(r["p_atypical"]) for r in csv.DictReader(open(out / "heldout_run_plain.csv"))}
+    blended = list(csv.DictReader(open(out / "heldout_both_plain.csv")))
+    assert len(blended) == len(single)
+    for r in blended:
+        p = single[r["image"]]
+        assert float(r["p_atypical"]) == pytest.approx((p + 2 * p * p) / 3, abs=1e-12)
+    entry = json.loads((out / "crossval.json").read_text())["both"]["plain"]
+    oof = list(csv.DictReader(open(out / "oof_both_plain.csv")))
+    for domain, d in entry["domains"].items():
+        mine = [r for r in oof if r["heldout_domain"] == domain]
+        probs = np.array([float(r["p_atypical"]) for r in mine])
+        labels = np.array([r["label"] == "atypical" for r in mine], dtype=np.int64)
+        assert d["members"] == 3 * results["run"]["plain"]["domains"][domain]["members"]
+        assert d["threshold"]["value"] == threshold_candidates(probs, labels)["balanced_accuracy"]["value"]
+    assert verify(out, "both", "plain", entry) == []
+    (out / "heldout_twin_plain.csv").write_text((out / "heldout_run_plain.csv").read_text())
+    assert any("not the file the blend was made of" in p for p in verify(out, "both", "plain", entry))
+    with pytest.raises(AmfError, match="share a mode"):
+        from amf.training.blend import blend
+
+        blend(out, "mixed", ["run:plain", "twin:tta"], 0)

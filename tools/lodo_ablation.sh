@@ -2,13 +2,16 @@
 # Leave-one-domain-out ablation over the four AMi-Br domains (three MIDOG21 scanners and TUPAC16; issue 10,
 # docs/results.md): one model per held-out domain (fold 0 of the 5-fold over the other three domains), every row
 # scored on the domain it never saw. Two streams of one thread each keep both cores busy.
-#   tools/lodo_ablation.sh [a|b|all|seeds|student-weight|ensemble|ensemble:ROW] [RUNS_DIR]   (default: all, runs/lodo)
+#   tools/lodo_ablation.sh [a|b|all|seeds|student-weight|ensemble|ensemble:ROW|arch-mix|arch-mix:FOLD] [RUNS_DIR]
+#   (default: all, runs/lodo)
 # `seeds` trains the shipped recipe's row and its student again with seed 1 (a new split, initialisation, sampling
 # and augmentation), so a difference between rows can be set against the spread from the seed alone.
 # `student-weight` trains the student with distill_weight 0.8 instead of 0.5, as two --fold jobs (resumable).
 # `ensemble:ROW` grows the finished one-model row ROW into ROW-ens5, all five members per held-out domain (20
 # models): a copy of ROW (its fold 0 is the same fold, same bytes) plus folds 1-4, trained as two jobs.
 # `ensemble` is `ensemble:lite0-128` (the plain recipe's five, shipped before), training lite0-128 first if it is missing.
+# `arch-mix` trains the shipped recipe on Lite1 and Lite2, one stream each (issue 35's teacher of three architectures);
+# `arch-mix:lodo/TUPAC16/fold0` only that held-out domain's model of each, the rest resumable later.
 # then: python -m amf crossval RUNS_DIR/* --output docs/results/lodo4
 # Rows are listed in the order they run; a finished row is skipped, an unfinished one resumes.
 set -euo pipefail
@@ -68,6 +71,21 @@ student_weight() {  # the student learning more from its teachers (distill_weigh
   wait
   echo "$(date -u +%FT%TZ) done $name" >&2
 }
+arch_mix() {  # FOLD...: the shipped recipe on Lite1 and Lite2 (issue 35: a teacher of three architectures), one
+  # stream each; with FOLD arguments (e.g. lodo/TUPAC16/fold0) only those folds, resumable: the rest later
+  local folds=(); for f in "$@"; do folds+=(--fold "$f"); done
+  local n
+  for n in 1 2; do
+    local name=lite$n-128-hed-strong-crop80
+    [[ -f "$RUNS/$name/summary.json" ]] && continue
+    local resume=(); [[ -f "$RUNS/$name/config.json" ]] && resume=(--resume)
+    echo "$(date -u +%FT%TZ) start $name ${*}" >&2
+    "$PY" -m amf train --config configs/lite0-crop80.toml $(lite "$n") "${LABELS[@]}" --output "$RUNS/$name" \
+      "${resume[@]}" --lodo-only --fold-limit 1 --threads 1 --no-progress "${folds[@]}" >> "$RUNS/$name.log" 2>&1 &
+  done
+  wait
+  echo "$(date -u +%FT%TZ) done arch-mix ${*}" >&2
+}
 folds() {  # NAME FOLD...: train these folds of the five-member LODO run NAME (joins the shared run folder)
   local name=$1; shift
   local args=(); for f in "$@"; do args+=(--fold "$f"); done
@@ -98,5 +116,8 @@ case $STREAM in
   student-weight) student_weight ;;
   ensemble) row lite0-128 configs/lite0.toml; ensemble lite0-128 ;;
   ensemble:*) ensemble "${STREAM#ensemble:}" ;;
-  *) echo "usage: $0 [a|b|all|seeds|student-weight|ensemble|ensemble:ROW] [RUNS_DIR]" >&2; exit 2 ;;
+  arch-mix) arch_mix ;;
+  arch-mix:*) arch_mix "${STREAM#arch-mix:}" ;;
+  *) echo "usage: $0 [a|b|all|seeds|student-weight|ensemble|ensemble:ROW|arch-mix|arch-mix:FOLD] [RUNS_DIR]" >&2
+     exit 2 ;;
 esac

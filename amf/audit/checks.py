@@ -43,6 +43,7 @@ CODE = {
     "train": ("amf/training/train.py", "amf/train.py"),
     "export": ("amf/training/export.py", "amf/export.py"),
     "crossval": ("amf/training/crossval.py", "amf/crossval.py"),
+    "blend": ("amf/training/blend.py",),
 }
 
 
@@ -427,11 +428,28 @@ def _with_provenance(modes: dict[str, dict]) -> dict:
     return next((r for r in modes.values() if r.get("provenance")), next(iter(modes.values())))
 
 
+def _blend_finding(ctx: Context, name: str, modes: dict[str, dict], problems: list[str]) -> Finding:
+    """A blended row (:mod:`amf.training.blend`): its sources are the files it was made of, and give its files again
+    byte for byte; what holds for its sources' models (their own findings) holds for it."""
+    from amf.training.blend import verify
+
+    row = name.split(".", 2)[2]
+    for mode, entry in modes.items():
+        problems += verify(ctx.results, row, mode, entry)
+    sources = ", ".join(dict.fromkeys(s for e in modes.values() for s in e["blend"]))
+    return Finding(name, FAIL if problems else PASS, "; ".join(problems[:3]) if problems else
+                   f"the blend of {sources}: their files as recorded give its files again, byte for byte; its models "
+                   "are theirs, checked in their own rows")
+
+
 def check_lodo_leakage(ctx: Context) -> Iterator[Finding]:
     for row, modes in lodo_rows(ctx).items():
         record = _with_provenance(modes)
-        membership = (record.get("provenance") or {}).get("membership")
         name = f"leakage.lodo.{row}"
+        if "blend" in (record.get("provenance") or {}):
+            yield _blend_finding(ctx, name, modes, [])
+            continue
+        membership = (record.get("provenance") or {}).get("membership")
         if not membership:
             yield Finding(name, CANNOT, "scored before training recorded its membership; retrain the row "
                                         "(tools/lodo_ablation.sh) and score it with amf crossval to record it")
@@ -532,6 +550,10 @@ def check_provenance(ctx: Context) -> Iterator[Finding]:
         name = f"provenance.lodo.{row}"
         if not prov:
             yield Finding(name, CANNOT, "scored before crossval recorded provenance (config, data, commits, jobs)")
+            continue
+        if "blend" in prov:
+            yield _blend_finding(ctx, name, modes, _code_state("the blend", prov.get("scored_git"),
+                                                               [(CODE["blend"], None)]))
             continue
         cfg = prov.get("config_file") or {}
         problems = []

@@ -202,7 +202,8 @@ def render_block(args: str, ctx: Context, rows: dict) -> str:
     """The text of a generated block: ``crossval ROW MODE`` (its per-domain table), ``headline ROW MODE`` (the short
     table of the README: each held-out domain's balanced accuracy at Otsu's cut, the shipped rule, and AUC),
     ``ablation`` (every row),
-    ``thresholds`` (every row's threshold rules) or ``compare A B`` (a paired comparison of two ``ROW:MODE``)."""
+    ``thresholds`` (every row's threshold rules), ``compare A B`` (a paired comparison of two ``ROW:MODE``) or
+    ``domains A B`` (the same comparison on each held-out domain)."""
     from amf.training.crossval import ablation_table, domain_table, threshold_rules_table
 
     kind, *rest = args.split()
@@ -214,6 +215,8 @@ def render_block(args: str, ctx: Context, rows: dict) -> str:
         return "\n".join(ablation_table(rows)) + "\n"
     if kind == "thresholds" and not rest:
         return "\n".join(threshold_rules_table(rows, ctx.results)) + "\n"
+    if kind == "domains" and len(rest) >= 2 and len(rest) % 2 == 0:
+        return "\n".join(per_domain_table(read_json(ctx.results / "compare.json", AmfError), rest)) + "\n"
     if kind == "compare" and len(rest) >= 2 and len(rest) % 2 == 0:
         records = read_json(ctx.results / "compare.json", AmfError)
         lines = ["| A | B | Δ mean BA [95% CI] | Δ mean AUC [95% CI] |", "|---|---|---|---|"]
@@ -225,6 +228,20 @@ def render_block(args: str, ctx: Context, rows: dict) -> str:
                          f"| {_signed(r['auc_difference'], r['auc_ci95'])} |")
         return "\n".join(lines) + "\n"
     raise AmfError(f"unknown generated block 'amf:table {args}'")
+
+
+def per_domain_table(records: list[dict], pairs: list[str]) -> list[str]:
+    """B minus A on each held-out domain, for each pair ``A B`` of ``pairs`` (``compare.json`` records that hold
+    ``per_domain``), TUPAC16 (the only other lab) among them."""
+    lines = ["| A | B | held-out domain | Δ BA [95% CI] | Δ AUC [95% CI] |", "|---|---|---|---|---|"]
+    for a, b in zip(pairs[::2], pairs[1::2], strict=True):
+        r = next((r for r in records if (r["a"], r["b"], r.get("thresholds", "own")) == (a, b, "own")), None)
+        if r is None or "per_domain" not in r:
+            raise AmfError(f"compare.json has no per-domain {b} - {a}: run amf crossval --compare {a} {b}")
+        for domain, d in r["per_domain"].items():
+            ba = _signed(d["balanced_accuracy_difference"], d["balanced_accuracy_ci95"])
+            lines.append(f"| {a} | {b} | {domain} | {ba} | {_signed(d['auc_difference'], d['auc_ci95'])} |")
+    return lines
 
 
 def headline_table(record: dict) -> list[str]:

@@ -527,7 +527,9 @@ def compare(a_csv: Path, b_csv: Path, n_resamples: int = 1000, seed: int = 0, th
     The rows are compared on the held-out domains that both scored, figure for figure (a row still being
     trained may have fewer domains; ``domains`` in the result names them). Each resample draws figures with
     replacement within each domain, the same draw for both rows, so what the two rows share (the figures,
-    their labels) cancels out of the interval: it measures the lever, not the sample.
+    their labels) cancels out of the interval: it measures the lever, not the sample. ``per_domain`` gives each
+    held-out domain's own differences and intervals, from the same draws: a lever can cost on the one domain from
+    another lab (TUPAC16) what it gains on the three scanners.
     """
     a, b = (at_otsu(read_heldout_csv(path), path.with_name(path.name.replace("heldout_", "oof_", 1)))
             if rule == "otsu" else read_heldout_csv(path)
@@ -544,9 +546,19 @@ def compare(a_csv: Path, b_csv: Path, n_resamples: int = 1000, seed: int = 0, th
     elif thresholds != "own":
         raise AmfError(f"thresholds must be 'own' or 'a', not {thresholds!r}")
     domains = {dom: np.flatnonzero(a["domain"] == dom) for dom in shared}
-    point, interval = _bootstrap(
-        lambda idx: np.subtract(_mean_over_domains(b, idx), _mean_over_domains(a, idx)), domains, n_resamples, seed)
+
+    def differences(idx: dict[str, np.ndarray]) -> np.ndarray:
+        """The mean's BA and AUC differences, then each domain's (the same draw for all)."""
+        each = [np.subtract(_mean_over_domains(b, {dom: rows}), _mean_over_domains(a, {dom: rows}))
+                for dom, rows in idx.items()]
+        return np.concatenate([np.subtract(_mean_over_domains(b, idx), _mean_over_domains(a, idx)), *each])
+
+    point, interval = _bootstrap(differences, domains, n_resamples, seed)
+    per_domain = {str(dom): {"balanced_accuracy_difference": float(point[2 + 2 * i]),
+                        "balanced_accuracy_ci95": _bounds(interval, 2 + 2 * i),
+                        "auc_difference": float(point[3 + 2 * i]), "auc_ci95": _bounds(interval, 3 + 2 * i)}
+                  for i, dom in enumerate(shared)}
     return {"a": str(a_csv), "b": str(b_csv), "domains": shared, "resamples": n_resamples, "seed": seed,
             **({"thresholds": "a"} if thresholds == "a" else {}),
             "balanced_accuracy_difference": float(point[0]), "balanced_accuracy_ci95": _bounds(interval, 0),
-            "auc_difference": float(point[1]), "auc_ci95": _bounds(interval, 1)}
+            "auc_difference": float(point[1]), "auc_ci95": _bounds(interval, 1), "per_domain": per_domain}

@@ -21,6 +21,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="instead: B minus A, each RUN_NAME:MODE already scored in --output (e.g. lite0-128:plain "
                         "lite0-128:tta), mean held-out BA and AUC with a paired bootstrap 95%% interval (repeatable); "
                         "RUN_NAME:MODE@otsu classifies that row at Otsu's cut on its out-of-fold scores instead")
+    p.add_argument("--blend", nargs="+", metavar="NAME ROW:MODE",
+                   help="instead: write row NAME, the models of two or more rows already scored in --output together "
+                        "(e.g. --blend two-students ROW:tta ROW-seed1:tta): their held-out and out-of-fold scores "
+                        "averaged figure by figure, thresholds chosen again; no model is run (amf.training.blend)")
     p.add_argument("--at-thresholds-of-a", action="store_true",
                    help="with --compare: classify B's scores at A's thresholds (e.g. ROW:tta ROW:tta-bf16: what "
                         "--bf16 does at prediction time, with the fp32 threshold the weights ship with)")
@@ -43,8 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def check(args: argparse.Namespace) -> None:
     """Everything that can fail without the heavy imports, first."""
-    if not args.runs and not args.compare:
-        raise AmfError("give training run folders to score, or --compare A B")
+    if not args.runs and not args.compare and not args.blend:
+        raise AmfError("give training run folders to score, --compare A B or --blend NAME ROW:MODE ROW:MODE")
+    if args.blend and (len(args.blend) < 3 or ":" in args.blend[0]):
+        raise AmfError("--blend NAME ROW:MODE ROW:MODE [...]: a name for the new row, then two rows or more")
     for run in args.runs:
         RunFolder(run).check_is_run(hint="train one with amf train --lodo-only")
     out = Path(args.output)
@@ -61,6 +67,8 @@ def check(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check(args)
+    if args.blend:
+        return blend_rows(args)
     if args.compare:
         return compare_rows(args)
     from amf.evaluation.summary import num_text
@@ -112,6 +120,27 @@ def compare_rows(args: argparse.Namespace) -> int:
               f"mean held-out BA {r['balanced_accuracy_difference']:+.3f} "
               f"[{r['balanced_accuracy_ci95'][0]:+.3f}, {r['balanced_accuracy_ci95'][1]:+.3f}], "
               f"AUC {r['auc_difference']:+.3f} [{r['auc_ci95'][0]:+.3f}, {r['auc_ci95'][1]:+.3f}]")
+        for domain, d in r["per_domain"].items():
+            print(f"    {domain}: BA {d['balanced_accuracy_difference']:+.3f} "
+                  f"[{d['balanced_accuracy_ci95'][0]:+.3f}, {d['balanced_accuracy_ci95'][1]:+.3f}], "
+                  f"AUC {d['auc_difference']:+.3f} [{d['auc_ci95'][0]:+.3f}, {d['auc_ci95'][1]:+.3f}]")
     out.mkdir(parents=True, exist_ok=True)
     write_json(path, records)
     return 0
+
+
+def blend_rows(args: argparse.Namespace) -> int:
+    """``--blend``: a row of other rows' models together, from their committed scores (:mod:`amf.training.blend`)."""
+    from amf.evaluation.summary import num_text
+    from amf.training.blend import blend
+
+    name, *specs = args.blend
+    results = blend(args.output, name, specs, args.bootstrap)
+    for mode, r in results[name].items():
+        m = r["mean"]
+        print(f"{name} [{mode}] = {' + '.join(r['blend'])}: mean held-out BA {num_text(m['balanced_accuracy'])} at "
+              f"each domain's OOF threshold, {num_text(m['balanced_accuracy_at_otsu'])} at Otsu's; AUC "
+              f"{num_text(m['roc_auc'])}")
+    print(f"written: {args.output / 'crossval.md'}")
+    return 0
+
