@@ -428,6 +428,16 @@ def _with_provenance(modes: dict[str, dict]) -> dict:
     return next((r for r in modes.values() if r.get("provenance")), next(iter(modes.values())))
 
 
+def _code_changes(ctx: Context, git: dict | None) -> dict | None:
+    """A recorded git state without the changes inside the results folder: blends written one after another into
+    one folder see each other's files uncommitted, which are results, not the code that made them."""
+    if not git or not git.get("dirty"):
+        return git
+    results = ctx.results.resolve().relative_to(ctx.root.resolve()).as_posix() + "/"
+    changes = [c for c in git.get("changes", []) if not c.startswith(results)]
+    return {**git, "dirty": bool(changes), "changes": changes}
+
+
 def _blend_finding(ctx: Context, name: str, modes: dict[str, dict], problems: list[str]) -> Finding:
     """A blended row (:mod:`amf.training.blend`): its sources are the files it was made of, and give its files again
     byte for byte; what holds for its sources' models (their own findings) holds for it."""
@@ -552,7 +562,7 @@ def check_provenance(ctx: Context) -> Iterator[Finding]:
             yield Finding(name, CANNOT, "scored before crossval recorded provenance (config, data, commits, jobs)")
             continue
         if "blend" in prov:
-            yield _blend_finding(ctx, name, modes, _code_state("the blend", prov.get("scored_git"),
+            yield _blend_finding(ctx, name, modes, _code_state("the blend", _code_changes(ctx, prov.get("scored_git")),
                                                                [(CODE["blend"], None)]))
             continue
         cfg = prov.get("config_file") or {}

@@ -26,7 +26,7 @@ from amf.errors import AmfError
 from amf.files import read_json
 
 #: Keys of a crossval.json entry that record how it was made, not what it measured.
-NOT_MEASURED = ("run", "folds", "tta", "precision", "bootstrap", "provenance")  # how a row was scored
+NOT_MEASURED = ("run", "blend", "folds", "tta", "precision", "bootstrap", "provenance")  # how a row was scored
 CLAIMS = Path("docs") / "claims.toml"
 DOCS = (Path("README.md"), Path("docs") / "results.md", Path("docs") / "results-log.md", Path("docs") / "benchmark.md",
         Path("docs") / "audit.md")
