@@ -238,7 +238,8 @@ def check_patches(ctx: Context, table, membership: dict) -> Finding:
     listed = seen_digests(ctx, membership)
     if isinstance(listed, str):
         return Finding("data.patches", CANNOT, listed)
-    if sorted(ctx.manifest.provenance.trained_patches) != listed:
+    data = ctx.manifest.provenance.data or DataRecord()
+    if sorted(data.patch_sha256 or []) != listed:
         student = ((ctx.manifest.provenance.training or TrainingRecord()).config or {}).get("distill_weight")
         differ.append("the manifest's patch_sha256 list differs from membership.csv's training patches"
                       + (" and the teacher's" if student else ""))
@@ -438,12 +439,11 @@ def _code_changes(ctx: Context, git: dict | None) -> dict | None:
     return {**git, "dirty": bool(changes), "changes": changes}
 
 
-def _blend_finding(ctx: Context, name: str, modes: dict[str, dict], problems: list[str]) -> Finding:
+def _blend_finding(ctx: Context, name: str, row: str, modes: dict[str, dict], problems: list[str]) -> Finding:
     """A blended row (:mod:`amf.training.blend`): its sources are the files it was made of, and give its files again
     byte for byte; what holds for its sources' models (their own findings) holds for it."""
     from amf.training.blend import verify
 
-    row = name.split(".", 2)[2]
     for mode, entry in modes.items():
         problems += verify(ctx.results, row, mode, entry)
     sources = ", ".join(dict.fromkeys(s for e in modes.values() for s in e["blend"]))
@@ -457,7 +457,7 @@ def check_lodo_leakage(ctx: Context) -> Iterator[Finding]:
         record = _with_provenance(modes)
         name = f"leakage.lodo.{row}"
         if "blend" in (record.get("provenance") or {}):
-            yield _blend_finding(ctx, name, modes, [])
+            yield _blend_finding(ctx, name, row, modes, [])
             continue
         membership = (record.get("provenance") or {}).get("membership")
         if not membership:
@@ -562,8 +562,8 @@ def check_provenance(ctx: Context) -> Iterator[Finding]:
             yield Finding(name, CANNOT, "scored before crossval recorded provenance (config, data, commits, jobs)")
             continue
         if "blend" in prov:
-            yield _blend_finding(ctx, name, modes, _code_state("the blend", _code_changes(ctx, prov.get("scored_git")),
-                                                               [(CODE["blend"], None)]))
+            code = _code_state("the blend", _code_changes(ctx, prov.get("scored_git")), [(CODE["blend"], None)])
+            yield _blend_finding(ctx, name, row, modes, code)
             continue
         cfg = prov.get("config_file") or {}
         problems = []

@@ -227,7 +227,7 @@ class TrainingPatches:
     """The weights folder that made a prediction set, and the pixels' sha256 of the patches it trained on (its
     manifest's ``trained_patches``; empty when it lists none)."""
 
-    weights: Path
+    folder: Path
     digests: frozenset[str]
 
 
@@ -269,10 +269,10 @@ def read_flat(predictions_csv: Path, labels_csv: Path, allow_missing: bool = Fal
     overlap = in_training([p.path for _, p in kept], weights.digests) if weights is not None else None
     if overlap is not None and overlap[0]:
         notes += (f"{WARNING}{overlap[0]} of the {overlap[1]} scored images readable here are among the training "
-                  f"patches of {weights.weights}: their scores are in-sample, not an estimate for new data",)
+                  f"patches of {weights.folder}: their scores are in-sample, not an estimate for new data",)
     elif overlap is not None:
         notes += (f"none of the {overlap[1]} scored images readable here is among the training patches of "
-                  f"{weights.weights}",)
+                  f"{weights.folder}",)
     return Figures.from_lists(
         [label.cls for label, _ in kept],
         [p.cls for _, p in kept],

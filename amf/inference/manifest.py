@@ -121,6 +121,7 @@ class TrainingRecord(_Record):
     def to_dict(self) -> dict:
         return {**super().to_dict(), "jobs": [job.to_dict() for job in self.jobs]}
 
+
 @dataclass(frozen=True)
 class DataRecord(_Record):
     """The training data: its labels files and their hashes, its size, and the patches whose labels reached the

@@ -28,8 +28,10 @@ from amf.files import read_json, sha256_file
 from amf.provenance import git_state
 from amf.training.crossval import (
     evaluate_heldout,
+    heldout_file,
     merge_results,
     mode_tta,
+    oof_file,
     parse_row,
     summarize_heldout,
     write_heldout_csv,
@@ -48,10 +50,10 @@ def _read(path: Path) -> list[dict[str, str]]:
 
 def source_files(folder: Path, spec: str) -> tuple[Path, Path]:
     """A source row's held-out and out-of-fold files (``ROW:MODE``, no threshold rule)."""
-    row, mode, rule = parse_row(spec)
+    heldout, rule = heldout_file(folder, spec)
     if rule:
         raise AmfError(f"a blended row averages scores; {spec!r} names a threshold rule")
-    return Path(folder) / f"heldout_{row}_{mode}.csv", Path(folder) / f"oof_{row}_{mode}.csv"
+    return heldout, oof_file(heldout)
 
 
 def _members(record: dict, spec: str) -> dict[str, int]:

@@ -441,12 +441,24 @@ def read_heldout_csv(path: Path) -> dict[str, np.ndarray]:
             "pred": np.array([r["class"] == "atypical" for r in rows], dtype=np.int64)}
 
 
-def _mean_over_domains(d: dict[str, np.ndarray], idx: dict[str, np.ndarray]) -> tuple[float, float]:
-    """Mean over domains of the official balanced accuracy (of the submitted classes) and ROC AUC (domains
-    with both classes), on the rows ``idx`` of each domain: what the crossval tables average."""
+def _domain_scores(d: dict[str, np.ndarray], idx: dict[str, np.ndarray]) -> list[tuple[float, float]]:
+    """Each domain's official balanced accuracy (of the submitted classes) and ROC AUC (NaN for a domain of one
+    class) on its rows ``idx``."""
     scores = [classification_metrics(d["label"][rows], d["pred"][rows], d["score"][rows]) for rows in idx.values()]
-    aucs = [m["roc_auc"] for m in scores if m["roc_auc"] == m["roc_auc"]]
-    return float(np.mean([m["balanced_accuracy"] for m in scores])), float(np.mean(aucs)) if aucs else float("nan")
+    return [(m["balanced_accuracy"], m["roc_auc"]) for m in scores]
+
+
+def _mean_of(scores: list[tuple[float, float]]) -> tuple[float, float]:
+    """The mean over domains of :func:`_domain_scores`, as the crossval tables average them (AUC over the domains
+    that have one)."""
+    aucs = [auc for _, auc in scores if auc == auc]
+    return float(np.mean([ba for ba, _ in scores])), float(np.mean(aucs)) if aucs else float("nan")
+
+
+def _mean_over_domains(d: dict[str, np.ndarray], idx: dict[str, np.ndarray]) -> tuple[float, float]:
+    """Mean over domains of the official balanced accuracy and ROC AUC on the rows ``idx`` of each domain: what the
+    crossval tables average."""
+    return _mean_of(_domain_scores(d, idx))
 
 
 def _bootstrap(stat, domains: dict[str, np.ndarray], n_resamples: int, seed: int
@@ -498,6 +510,11 @@ def heldout_file(folder: Path, spec: str) -> tuple[Path, str | None]:
     return Path(folder) / f"heldout_{run}_{mode}.csv", rule
 
 
+def oof_file(heldout_csv: Path) -> Path:
+    """The out-of-fold scores beside a row's per-figure file (``oof_<row>_<mode>.csv``)."""
+    return heldout_csv.with_name(heldout_csv.name.replace("heldout_", "oof_", 1))
+
+
 def at_otsu(d: dict[str, np.ndarray], oof_csv: Path) -> dict[str, np.ndarray]:
     """``d`` (a :func:`read_heldout_csv`) classified at each domain's Otsu cut on its out-of-fold scores."""
     if not Path(oof_csv).is_file():
@@ -531,7 +548,7 @@ def compare(a_csv: Path, b_csv: Path, n_resamples: int = 1000, seed: int = 0, th
     held-out domain's own differences and intervals, from the same draws: a lever can cost on the one domain from
     another lab (TUPAC16) what it gains on the three scanners.
     """
-    a, b = (at_otsu(read_heldout_csv(path), path.with_name(path.name.replace("heldout_", "oof_", 1)))
+    a, b = (at_otsu(read_heldout_csv(path), oof_file(path))
             if rule == "otsu" else read_heldout_csv(path)
             for path, rule in zip((Path(a_csv), Path(b_csv)), rules, strict=True))
     shared = sorted(dom for dom in set(a["domain"]) & set(b["domain"])
@@ -548,10 +565,10 @@ def compare(a_csv: Path, b_csv: Path, n_resamples: int = 1000, seed: int = 0, th
     domains = {dom: np.flatnonzero(a["domain"] == dom) for dom in shared}
 
     def differences(idx: dict[str, np.ndarray]) -> np.ndarray:
-        """The mean's BA and AUC differences, then each domain's (the same draw for all)."""
-        each = [np.subtract(_mean_over_domains(b, {dom: rows}), _mean_over_domains(a, {dom: rows}))
-                for dom, rows in idx.items()]
-        return np.concatenate([np.subtract(_mean_over_domains(b, idx), _mean_over_domains(a, idx)), *each])
+        """The mean's BA and AUC differences, then each domain's, from one scoring of each domain per row."""
+        in_a, in_b = _domain_scores(a, idx), _domain_scores(b, idx)
+        each = [np.subtract(y, x) for x, y in zip(in_a, in_b, strict=True)]
+        return np.concatenate([np.subtract(_mean_of(in_b), _mean_of(in_a)), *each])
 
     point, interval = _bootstrap(differences, domains, n_resamples, seed)
     per_domain = {str(dom): {"balanced_accuracy_difference": float(point[2 + 2 * i]),
