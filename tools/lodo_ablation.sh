@@ -2,11 +2,15 @@
 # Leave-one-domain-out ablation over the four AMi-Br domains (three MIDOG21 scanners and TUPAC16; issue 10,
 # docs/results.md): one model per held-out domain (fold 0 of the 5-fold over the other three domains), every row
 # scored on the domain it never saw. Two streams of one thread each keep both cores busy.
-#   tools/lodo_ablation.sh [a|b|all|seeds|student-weight|ensemble|ensemble:ROW|arch-mix|arch-mix:FOLD] [RUNS_DIR]
+#   tools/lodo_ablation.sh [a|b|all|seeds|student-weight|two-students|ensemble|ensemble:ROW|arch-mix|arch-mix:FOLD]
+#                          [RUNS_DIR]
 #   (default: all, runs/lodo)
 # `seeds` trains the shipped recipe's row and its student again with seed 1 (a new split, initialisation, sampling
 # and augmentation), so a difference between rows can be set against the spread from the seed alone.
 # `student-weight` trains the student with distill_weight 0.8 instead of 0.5, as two --fold jobs (resumable).
+# `two-students` trains the shipped student's recipe with two members per held-out domain (folds 0 and 1 of its
+# 5-fold split, --fold-limit 2): what `amf export` ships from a full-data run with --fold-limit 2 (issue 35), as two
+# jobs of two domains each (resumable).
 # `ensemble:ROW` grows the finished one-model row ROW into ROW-ens5, all five members per held-out domain (20
 # models): a copy of ROW (its fold 0 is the same fold, same bytes) plus folds 1-4, trained as two jobs.
 # `ensemble` is `ensemble:lite0-128` (the plain recipe's five, shipped before), training lite0-128 first if it is missing.
@@ -55,6 +59,22 @@ seeds() {  # the two rows of issue 24 again with seed 1, one stream each
   row lite0-128-hed-strong-crop80-distill-seed1 configs/lite0-crop80.toml --set distill_weight=0.5 --set seed=1 \
     --set "teacher_scores='docs/results/lodo4/oof_lite0-128-hed-strong-crop80-ens5_tta.csv'" &
   wait
+}
+two_jobs() {  # NAME TRAIN_OPTION...: NAME's folds 0 and 1 of every held-out domain, as two jobs of two domains each
+  local name=$1; shift
+  [[ -f "$RUNS/$name/summary.json" ]] && return 0
+  local resume=(); [[ -f "$RUNS/$name/config.json" ]] && resume=(--resume)
+  local args=(--config configs/lite0-crop80.toml "${LABELS[@]}" --output "$RUNS/$name" "${resume[@]}" --lodo-only
+              --threads 1 --no-progress "$@")
+  local A=lodo/Aperio_CS2 S=lodo/Hamamatsu_S360 X=lodo/Hamamatsu_XR T=lodo/TUPAC16
+  echo "$(date -u +%FT%TZ) start $name" >&2
+  "$PY" -m amf train "${args[@]}" --fold $A/fold0 --fold $A/fold1 --fold $S/fold0 --fold $S/fold1 \
+    >> "$RUNS/$name.a.log" 2>&1 &
+  until [[ -f "$RUNS/$name/config.json" ]]; do sleep 1; done  # the first job writes the run's config
+  "$PY" -m amf train "${args[@]}" --fold $X/fold0 --fold $X/fold1 --fold $T/fold0 --fold $T/fold1 \
+    >> "$RUNS/$name.b.log" 2>&1 &
+  wait
+  echo "$(date -u +%FT%TZ) done $name" >&2
 }
 student_weight() {  # the student learning more from its teachers (distill_weight 0.8), two jobs of two domains each
   local name=lite0-128-hed-strong-crop80-distill-w08
@@ -114,10 +134,13 @@ case $STREAM in
   all) stream_a & stream_b & wait ;;
   seeds) seeds ;;
   student-weight) student_weight ;;
+  two-students) two_jobs lite0-128-hed-strong-crop80-distill-ens2 --fold-limit 2 --set distill_weight=0.5 \
+                  --set "teacher_scores='docs/results/lodo4/oof_lite0-128-hed-strong-crop80-ens5_tta.csv'" ;;
   ensemble) row lite0-128 configs/lite0.toml; ensemble lite0-128 ;;
   ensemble:*) ensemble "${STREAM#ensemble:}" ;;
   arch-mix) arch_mix ;;
   arch-mix:*) arch_mix "${STREAM#arch-mix:}" ;;
-  *) echo "usage: $0 [a|b|all|seeds|student-weight|ensemble|ensemble:ROW|arch-mix|arch-mix:FOLD] [RUNS_DIR]" >&2
+  *) echo "usage: $0 [a|b|all|seeds|student-weight|two-students|ensemble|ensemble:ROW|arch-mix|arch-mix:FOLD]" \
+          "[RUNS_DIR]" >&2
      exit 2 ;;
 esac
