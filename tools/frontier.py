@@ -46,8 +46,10 @@ def frontier(results: Path, n_resamples: int) -> list[dict]:
     cache: dict[str, float] = {}
     out = []
     for row, modes in table.items():
-        # the row's models are the same in every mode; a mode scored before provenance was recorded borrows it
-        config = next((r["provenance"]["config"] for r in modes.values() if r.get("provenance")), None)
+        # the row's models are the same in every mode; a mode scored before provenance was recorded borrows it.
+        # A blend (amf crossval --blend) records its parts, not a config: it is listed without a cost.
+        config = next((r["provenance"]["config"] for r in modes.values() if "config" in r.get("provenance", {})),
+                      None)
         for mode, r in modes.items():
             if mode_bf16(mode):  # a precision, not a configuration: its FLOPs are fp32's (docs/benchmark.md)
                 continue
