@@ -122,7 +122,15 @@ def test_out_of_memory_halves_the_forward_passes_before_it_falls_back(tmp_path, 
     proc = run_with_fault("oom", tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    # 4 patches x 8 views per forward pass on the CPU: 32 and 16 images run out, 8 fit
-    assert lines == ["process.py: warning: out of memory on cpu; scoring again with 2 patch(es) per forward pass",
-                     "process.py: warning: out of memory on cpu; scoring again with 1 patch(es) per forward pass"]
+    # CPU_SUB_BATCH images per forward pass (patches x the shipped views) run out while more than 8; each retry halves
+    # the patches: with 4 views, 8 patches (32 images) and 4 (16) run out, 2 (8 images) fit
+    from amf.inference.engine import CPU_SUB_BATCH
+    from amf.inference.weights import read_manifest
+
+    views = read_manifest(ROOT / "weights").tta.views
+    patches, expected = CPU_SUB_BATCH // views, []
+    while patches * views > 8:
+        patches //= 2
+        expected.append(f"process.py: warning: out of memory on cpu; scoring again with {patches} patch(es) per forward pass")
+    assert len(expected) >= 2 and lines == expected
     same_within_tolerance(json.loads((tmp_path / OUTPUT_NAME).read_text()), plain)
