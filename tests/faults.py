@@ -32,9 +32,13 @@ class BuildError(engine._Batched):
         raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
 
 
+#: the most images a forward pass of the ``oom`` fault holds
+OOM_IMAGES = 8
+
+
 class OutOfMemory(engine._Batched):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] > 8:
+        if x.shape[0] > OOM_IMAGES:
             raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {x.shape[0] * 48} MiB")
         return super().forward(x)
 

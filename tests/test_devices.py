@@ -122,14 +122,16 @@ def test_out_of_memory_halves_the_forward_passes_before_it_falls_back(tmp_path, 
     proc = run_with_fault("oom", tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    # CPU_SUB_BATCH images per forward pass (patches x the shipped views) run out while more than 8; each retry halves
-    # the patches: with 4 views, 8 patches (32 images) and 4 (16) run out, 2 (8 images) fit
+    # CPU_SUB_BATCH images per forward pass (patches x the shipped views) run out while more than OOM_IMAGES; each retry
+    # halves the patches: with 4 views, 8 patches (32 images) and 4 (16) run out, 2 (8 images) fit
+    from faults import OOM_IMAGES
+
     from amf.inference.engine import CPU_SUB_BATCH
     from amf.inference.weights import read_manifest
 
     views = read_manifest(ROOT / "weights").tta.views
     patches, expected = CPU_SUB_BATCH // views, []
-    while patches * views > 8:
+    while patches * views > OOM_IMAGES:
         patches //= 2
         expected.append(f"process.py: warning: out of memory on cpu; scoring again with {patches} patch(es) per forward pass")
     assert len(expected) >= 2 and lines == expected
