@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Save the built image as a dated .tar.gz, the file Grand Challenge takes as an algorithm upload.
-#   ./export.sh [cu126|cu130|cpu]   the torch variant, passed to build.sh (default cu126)
+#   ./export.sh [BUILD.SH ARGUMENTS...]   builds first with ./build.sh (default variant cu128); prints the file's size
 set -euo pipefail
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 IMAGE="${IMAGE:-midog25-t2-amf}"
-VARIANT="${1:-${TORCH_VARIANT:-cu126}}"
-"$SCRIPT_DIR/build.sh" "$VARIANT"
+VARIANT="${TORCH_VARIANT:-cu128}"
+for arg in "$@"; do case "$arg" in cu128|cu130|cpu) VARIANT="$arg" ;; esac; done
+"$SCRIPT_DIR/build.sh" "$@"
 OUT="$SCRIPT_DIR/${IMAGE}-${VARIANT}_$(date +%Y-%m-%d).tar.gz"
 docker save "$IMAGE:$VARIANT" | gzip -c > "$OUT"
-echo "wrote $OUT"
+echo "wrote $OUT ($(du -m "$OUT" | cut -f1) MiB)"
