@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tifffile
 
 from amf.inference.challenge import INTERFACE
 from amf.inference.challenge import OUTPUT_NAME as OUT
+from amf.inference.io import read_patches
 
 pytestmark = pytest.mark.container
 
@@ -109,8 +109,8 @@ def test_an_mha_stack_gives_the_same_json_as_the_tif(image, tmp_path):
     import SimpleITK as sitk
 
     src = next((ROOT / "test" / "input" / "images" / INTERFACE).glob("*.tif*"))
-    pages = tifffile.imread(src)
-    assert pages.ndim == 4 and pages.shape[-1] == 3
+    pages = read_patches(src)
+    assert pages.shape == (16, 128, 128, 3)
     inp = tmp_path / "input"
     (inp / "images" / INTERFACE).mkdir(parents=True)
     inputs = json.loads((ROOT / "test" / "input" / "inputs.json").read_text())
