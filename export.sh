@@ -8,5 +8,7 @@ VARIANT="${TORCH_VARIANT:-cu128}"
 for arg in "$@"; do case "$arg" in cu128|cu130|cpu) VARIANT="$arg" ;; esac; done
 "$SCRIPT_DIR/build.sh" "$@"
 OUT="$SCRIPT_DIR/${IMAGE}-${VARIANT}_$(date +%Y-%m-%d).tar.gz"
-docker save "$IMAGE:$VARIANT" | gzip -c > "$OUT"
+GZIP=gzip
+command -v pigz >/dev/null && GZIP=pigz  # the same gzip format, on every core
+docker save "$IMAGE:$VARIANT" | "$GZIP" -c > "$OUT"
 echo "wrote $OUT ($(du -m "$OUT" | cut -f1) MiB)"
