@@ -4,9 +4,10 @@
 #   TORCH_VARIANT=cu128 (default)  PyPI's torch 2.10.0, the torch the tests and .venv run: a CUDA 12.8 build, the last
 #                                  torch release on PyPI built for CUDA 12 (2.11 and later are CUDA 13). Its kernels
 #                                  are for sm_70, sm_75 (the T4), sm_80, sm_86, sm_90, sm_100 and sm_120, with no PTX
-#                                  (torch._C._cuda_getArchFlags(), which tools/verify_docker.sh prints from the image). Under CUDA's
-#                                  minor-version compatibility a 12.x runtime runs on NVIDIA driver >= 525.60.13
-#                                  (NVIDIA, "CUDA Compatibility", docs.nvidia.com/deploy/cuda-compatibility/).
+#                                  (torch._C._cuda_getArchFlags(), which tools/verify_docker.sh prints from the
+#                                  image). Under CUDA's minor-version compatibility a 12.x runtime runs on NVIDIA
+#                                  driver >= 525.60.13 (NVIDIA, "CUDA Compatibility",
+#                                  docs.nvidia.com/deploy/cuda-compatibility/).
 #                                  Grand Challenge runs jobs on SageMaker ml.g4dn (T4, compute 7.5); SageMaker's
 #                                  GPU hosts run drivers 470 to 550 (docs.aws.amazon.com/sagemaker/latest/dg/
 #                                  inference-gpu-drivers.html), so a 13.x build would not start there.

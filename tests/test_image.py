@@ -71,7 +71,8 @@ def test_the_image_runs_as_a_non_root_user_with_no_network_and_an_empty_tmp(imag
     user = sh("docker", "image", "inspect", image, "--format", "{{.Config.User}}").stdout.strip()
     assert user and user != "root"
     probe = ("import json, os, socket; print(json.dumps({'uid': os.getuid(), 'tmp': os.listdir('/tmp'), "
-             "'interfaces': [n for _, n in socket.if_nameindex()], 'cache': os.listdir(os.environ['AMF_GRAPH_CACHE'])}))")
+             "'interfaces': [n for _, n in socket.if_nameindex()], "
+             "'cache': os.listdir(os.environ['AMF_GRAPH_CACHE'])}))")
     # Without the tmpfs too: what the image itself holds in /tmp is what a job would find there.
     for tmpfs in ([], ["--tmpfs", "/tmp"]):
         got = json.loads(sh("docker", "run", "--rm", "--network", "none", "--read-only", *tmpfs, "--entrypoint",

@@ -4,9 +4,9 @@
 # `docker import` as $BASE_TAG (default amf-base:bookworm-python3.11). Needs root and debootstrap (apt-get installs it).
 #   tools/docker_base.sh [--force]   (--force: make it again even if the tag exists)
 # How it differs from the real base: Debian's python3.11 package (3.11.2, /usr/bin/python3, `python` from
-# python-is-python3, venv from python3-venv) instead of the Docker library's own build (the newest 3.11, /usr/local/bin);
-# not pinned by digest (the packages are what bookworm's mirror holds that day). The image's Python closure lives in a
-# venv (/opt/venv) on either base, so the same Dockerfile builds on both.
+# python-is-python3, venv from python3-venv) instead of the Docker library's own build (the newest 3.11, in
+# /usr/local/bin); not pinned by digest (the packages are what bookworm's mirror holds that day). The image's
+# Python closure lives in a venv (/opt/venv) on either base, so the same Dockerfile builds on both.
 set -euo pipefail
 BASE_TAG="${BASE_TAG:-amf-base:bookworm-python3.11}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
@@ -26,5 +26,6 @@ rm -f "$ROOTFS.log"
 rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/*
 tar -C "$ROOTFS" -c . | docker import \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' --change 'ENV LANG=C.UTF-8' \
-  --change 'CMD ["python3"]' --message "tools/docker_base.sh: Debian bookworm minbase with python3.11" - "$BASE_TAG" >/dev/null
+  --change 'CMD ["python3"]' --message "tools/docker_base.sh: Debian bookworm minbase with python3.11" \
+  - "$BASE_TAG" >/dev/null
 echo "docker_base: made $BASE_TAG ($(docker run --rm "$BASE_TAG" python --version))"

@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         "image": args.image,
         "image_id": docker("image", "inspect", args.image, "--format", "{{.Id}}"),
         "installed_mib": round(int(docker("image", "inspect", args.image, "--format", "{{.Size}}")) / MIB, 1),
-        "upload": {"file": args.upload.name, "mib": round(args.upload.stat().st_size / MIB, 1)} if args.upload else None,
+        "upload": ({"file": args.upload.name, "mib": round(args.upload.stat().st_size / MIB, 1)}
+                   if args.upload else None),
         "seconds": seconds,
         "median_seconds": medians,
         "ratio_docker_to_venv": round(medians["docker_run"] / medians["venv_process"], 2),

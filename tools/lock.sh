@@ -28,6 +28,7 @@ if [[ -z $UV || $("$UV" --version | cut -d' ' -f2) != "$UV_VERSION" ]]; then
 fi
 mkdir -p locks
 "$UV" pip compile requirements.txt --generate-hashes --no-config --python-version 3.11 \
-  --python-platform x86_64-manylinux_2_28 "${INDEX[@]}" "${OVERRIDE[@]}" --custom-compile-command "tools/lock.sh $VARIANT" \
+  --python-platform x86_64-manylinux_2_28 "${INDEX[@]}" "${OVERRIDE[@]}" \
+  --custom-compile-command "tools/lock.sh $VARIANT" \
   -o "locks/$VARIANT.txt"
 echo "wrote locks/$VARIANT.txt"

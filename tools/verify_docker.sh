@@ -7,7 +7,8 @@
 #   tools/verify_docker.sh [--no-build] [VARIANT ...]   (default: cu128; cu130 needs a driver >= 580 to use the GPU)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "verify_docker: no docker engine here" >&2; exit 2; }
+command -v docker >/dev/null && docker info >/dev/null 2>&1 ||
+  { echo "verify_docker: no docker engine answers (tools/docker_engine.sh starts one)" >&2; exit 2; }
 IMAGE="${IMAGE:-midog25-t2-amf}"
 BUILD=1
 VARIANTS=()
@@ -36,8 +37,8 @@ for variant in "${VARIANTS[@]}"; do
     echo "ran in $(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$start" \
       "$(date +%s.%N)") s (docker run to its exit); stderr: $(wc -l <"$out.stderr") line(s)"
     cat "$out.stderr"
-    python3 tools/compare_output.py "$out/multiple-mitotic-figure-classification.json" --label "verify_docker $variant" \
-      || failed=1
+    python3 tools/compare_output.py "$out/multiple-mitotic-figure-classification.json" \
+      --label "verify_docker $variant" || failed=1
   else
     echo "verify_docker $variant: the container failed:"; cat "$out.stderr"; failed=1
   fi
