@@ -15,7 +15,8 @@ if [[ ${1:-} != --force ]] && docker image inspect "$BASE_TAG" >/dev/null 2>&1; 
 fi
 [[ $(id -u) == 0 ]] || { echo "docker_base: debootstrap needs root" >&2; exit 2; }
 if ! command -v debootstrap >/dev/null; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null 2>&1 ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; }
 fi
 ROOTFS=$(mktemp -d)
 trap 'rm -rf "$ROOTFS"' EXIT
