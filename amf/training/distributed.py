@@ -191,5 +191,5 @@ def data_parallel(model: torch.nn.Module, world: World) -> torch.nn.Module:
 
     device_ids = [world.local_rank] if next(model.parameters()).is_cuda else None
     # Buffers are synchronised once at the start; after that global_batch_norm gives every rank the same running
-    # statistics, so no broadcast before each forward.
-    return DistributedDataParallel(model, device_ids=device_ids, forward_sync_buffers=False)
+    # statistics, so no broadcast before each forward (``broadcast_buffers``: torch 2.10's name for the switch).
+    return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
