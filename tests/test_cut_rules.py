@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -103,3 +104,24 @@ def test_the_tool_records_its_command_and_git_state(folder, tmp_path):
     assert record["command"][:3] == ["python", "tools/cut_rules.py", "row:tta"] and "commit" in record["git"]
     assert record["rules"] == list(RULES) and record["rows"]["row:tta"] == cut_gaps(folder, "row:tta")
     assert "smallest worst-domain gap: " + record["rows"]["row:tta"]["chosen"] in proc.stdout
+
+
+def test_the_audit_recomputes_the_record_and_renders_its_table(folder, tmp_path):
+    from amf.audit.context import FAIL, PASS, Context
+    from amf.audit.results import CUT_RULES, check_cut_rules, render_block
+
+    results = tmp_path / "results"
+    shutil.copytree(folder, results)
+    assert subprocess.run([sys.executable, "tools/cut_rules.py", "row:tta", "--results", str(results), "--json",
+                           str(results / CUT_RULES)], cwd=ROOT, capture_output=True, timeout=120).returncode == 0
+    ctx = Context(tmp_path / "weights", [], results, root=tmp_path)
+    assert check_cut_rules(ctx).status == PASS
+    table = render_block("cuts row:tta", ctx, {}).splitlines()
+    record = json.loads((results / CUT_RULES).read_text())
+    chosen = record["rows"]["row:tta"]["chosen"]
+    assert table[0] == "| row | cut rule | A | B | C | worst domain |" and len(table) == 2 + len(RULES)
+    assert [line for line in table if "**" in line] == [next(x for x in table if f"| **{chosen}** |" in x)]
+    record["rows"]["row:tta"]["domains"]["B"]["rules"]["otsu"]["gap"] += 0.001
+    (results / CUT_RULES).write_text(json.dumps(record))
+    finding = check_cut_rules(ctx)
+    assert finding.status == FAIL and "rows.row:tta.domains.B.rules.otsu.gap" in finding.detail

@@ -88,3 +88,18 @@ def test_a_candidate_against_itself_passes_and_gate_needs_compare(results):
     proc = subprocess.run([sys.executable, "-m", "amf", "crossval", "--gate", "--output", str(results)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "--gate judges a --compare A B" in proc.stderr
+
+
+def test_the_docs_block_renders_the_recorded_verdict(results):
+    """``<!-- amf:table gate A B -->`` in the docs: each domain's paired differences and verdict, TUPAC16 first."""
+    from amf.audit.context import Context
+    from amf.audit.results import render_block
+    from amf.errors import AmfError
+
+    assert gate(results, "strong:tta", "weak:tta").returncode == 1
+    ctx = Context(results / "weights", [], results, root=results)
+    lines = render_block("gate strong:tta weak:tta", ctx, {}).splitlines()
+    assert [line.split(" | ")[2] for line in lines[2:]] == ["TUPAC16", "Aperio CS2", "**every domain**"]
+    assert lines[2].endswith("| fail |") and lines[-1].endswith("| **fails** |")
+    with pytest.raises(AmfError, match="no gate verdict on strong:tta in place of strong:tta"):  # never gated
+        render_block("gate strong:tta strong:tta", ctx, {})

@@ -7,6 +7,8 @@ per-figure files, and the numbers of README.md and docs/results.md held against 
 - ``crossval.md``: re-rendered from ``crossval.json``, byte for byte.
 - ``compare.json``: every paired comparison recomputed from the two rows' per-figure files, and the ship gate's
   verdict where one is recorded.
+- ``cut_rules.json`` (``tools/cut_rules.py``): every cut rule's cut, balanced accuracy and gap on every held-out
+  domain recomputed from the rows' per-figure and membership files.
 - the docs: every generated block (``<!-- amf:table ... -->`` ... ``<!-- amf:end -->``) re-rendered from the
   JSON, and every claim of ``docs/claims.toml`` (a number in a sentence, with its source and key) found in
   its file with the value the source holds. Numbers in prose outside both are not checked (docs/audit.md).
@@ -31,6 +33,7 @@ NOT_MEASURED = ("run", "blend", "folds", "tta", "precision", "bootstrap", "prove
 CLAIMS = Path("docs") / "claims.toml"
 DOCS = (Path("README.md"), Path("docs") / "results.md", Path("docs") / "results-log.md", Path("docs") / "benchmark.md",
         Path("docs") / "audit.md")
+CUT_RULES = "cut_rules.json"  # tools/cut_rules.py's record in the results folder
 BLOCK = re.compile(r"<!-- amf:table (?P<args>[^>]*?) -->\n(?P<body>.*?)<!-- amf:end -->", re.S)
 
 
@@ -44,6 +47,7 @@ def check_results(ctx: Context, intervals: bool = False) -> Iterator[Finding]:
     yield from check_crossval(ctx, rows, intervals)
     yield check_markdown(ctx, rows)
     yield check_compare(ctx, intervals)
+    yield check_cut_rules(ctx)
     yield from check_docs(ctx, rows)
 
 
@@ -198,6 +202,21 @@ def check_compare(ctx: Context, intervals: bool) -> Finding:
                    f"all {len(records)} paired comparisons recompute from the per-figure files {what}")
 
 
+def check_cut_rules(ctx: Context) -> Finding:
+    from amf.training.cut_rules import RULES, cut_gaps
+
+    path = ctx.results / CUT_RULES
+    if not path.is_file():
+        return Finding("results.cut_rules", CANNOT, f"no {path}")
+    record = read_json(path, AmfError)
+    fresh = {"rules": list(RULES), "rows": {spec: cut_gaps(ctx.results, spec) for spec in record["rows"]}}
+    diff = list(differences({k: record[k] for k in fresh}, fresh))
+    if diff:
+        return Finding("results.cut_rules", FAIL, f"{path}: {diff[0]}")
+    return Finding("results.cut_rules", PASS, f"{len(fresh['rows'])} row(s) x {len(RULES)} cut rules recompute from "
+                                              "the per-figure and membership files")
+
+
 # ------------------------------------------------------------------------------------------------- docs
 
 
@@ -206,8 +225,8 @@ def render_block(args: str, ctx: Context, rows: dict) -> str:
     table of the README: each held-out domain's balanced accuracy at Otsu's cut, the shipped rule, and AUC),
     ``ablation`` (every row),
     ``thresholds`` (every row's threshold rules), ``compare A B`` (a paired comparison of two ``ROW:MODE``),
-    ``domains A B`` (the same comparison on each held-out domain) or ``gate A B`` (the ship gate's verdict on B in
-    place of A, domain by domain)."""
+    ``domains A B`` (the same comparison on each held-out domain), ``gate A B`` (the ship gate's verdict on B in
+    place of A, domain by domain) or ``cuts ROW:MODE...`` (each cut rule's gap on every held-out domain)."""
     from amf.training.crossval import ablation_table, domain_table, threshold_rules_table
 
     kind, *rest = args.split()
@@ -221,6 +240,8 @@ def render_block(args: str, ctx: Context, rows: dict) -> str:
         return "\n".join(threshold_rules_table(rows, ctx.results)) + "\n"
     if kind == "domains" and len(rest) >= 2 and len(rest) % 2 == 0:
         return "\n".join(per_domain_table(read_json(ctx.results / "compare.json", AmfError), rest)) + "\n"
+    if kind == "cuts" and rest:
+        return "\n".join(cuts_table(read_json(ctx.results / CUT_RULES, AmfError), rest)) + "\n"
     if kind == "gate" and len(rest) >= 2 and len(rest) % 2 == 0:
         return "\n".join(gate_table(read_json(ctx.results / "compare.json", AmfError), rest)) + "\n"
     if kind == "compare" and len(rest) >= 2 and len(rest) % 2 == 0:
@@ -266,6 +287,26 @@ def gate_table(records: list[dict], pairs: list[str]) -> list[str]:
             lines.append(f"| {a} | {b} | {domain} | {ba} | {_signed(d['auc_difference'], d['auc_ci95'])} "
                          f"| {'pass' if g['passed'] else 'fail'} |")
         lines.append(f"| {a} | {b} | **every domain** | | | **{'passes' if r['gate']['passed'] else 'fails'}** |")
+    return lines
+
+
+def cuts_table(record: dict, specs: list[str]) -> list[str]:
+    """``tools/cut_rules.py``'s record for the rows ``specs``: each rule's balanced-accuracy gap to the hindsight-best
+    on every held-out domain, its worst, and the rule the worst gaps choose (marked)."""
+    lines = []
+    for spec in specs:
+        if spec not in record["rows"]:
+            raise AmfError(f"{CUT_RULES} has no row {spec}: run python tools/cut_rules.py {spec} --json ...")
+        r = record["rows"][spec]
+        if not lines:
+            lines = [f"| row | cut rule | {' | '.join(r['domains'])} | worst domain |",
+                     "|---|---|" + "---|" * (len(r["domains"]) + 1)]
+        for rule in record["rules"]:
+            gaps = " | ".join(f"{d['rules'][rule]['gap']:.3f}" for d in r["domains"].values())
+            worst = r["worst"][rule]
+            mark = "**" if rule == r["chosen"] else ""
+            lines.append(f"| {spec} | {mark}{rule}{mark} | {gaps} "
+                         f"| {mark}{worst['gap']:.3f}{mark} ({worst['domain']}) |")
     return lines
 
 
