@@ -136,6 +136,23 @@ def test_a_number_in_the_results_changed(copy):
     assert "claim 'ba' should read" in failures(audit(copy, "results"))["results.docs.README.md"]
 
 
+def test_a_ship_gate_verdict_changed(copy):
+    """compare.json's gate verdict is recomputed with the comparison, so a verdict edited by hand fails the check. The
+    row in its own place fails here: scanner2 holds one class, so its AUC interval is undefined and cannot show
+    that the candidate did not lose."""
+    results = copy / "docs" / "results" / "lodo4"
+    assert main(["crossval", "--output", str(results), "--compare", f"{ROW}:tta", f"{ROW}:tta", "--bootstrap", "20",
+                 "--gate"]) == 1
+    records = json.loads((results / "compare.json").read_text())
+    gate = records[0]["gate"]["domains"]
+    assert gate["scanner0"]["passed"] and not gate["scanner2"]["passed"] and gate["scanner2"]["auc_low"] is None
+    assert not failures(audit(copy, "results"))
+    gate["scanner2"]["passed"] = True
+    (results / "compare.json").write_text(json.dumps(records))
+    detail = failures(audit(copy, "results"))["results.compare"]
+    assert "gate.domains.scanner2.passed: recorded True, recomputed False" in detail
+
+
 def test_one_out_of_fold_score_changed(copy):
     path = copy / "weights" / "oof.csv"
     rows = list(csv.DictReader(open(path)))

@@ -21,7 +21,7 @@ SHIPPED = ROOT / "weights"
 def test_the_shipped_manifest_reads_and_writes_back_byte_for_byte():
     manifest = read_manifest(SHIPPED)
     assert manifest.text().encode() == (SHIPPED / "manifest.json").read_bytes()
-    assert manifest.provenance.member_folds == {"member_0": "all/fold0", "member_1": "all/fold1"}
+    assert manifest.provenance.member_folds == {"member_0": "all/fold0"}
     assert len(manifest.provenance.trained_patches) == manifest.provenance.data.n
 
 

@@ -5,7 +5,10 @@ per-figure files, and the numbers of README.md and docs/results.md held against 
   each domain's threshold) with the same evaluator code and bootstrap seed; each domain's threshold and Otsu
   cut re-derived from ``oof_<row>_<mode>.csv`` where the row committed one.
 - ``crossval.md``: re-rendered from ``crossval.json``, byte for byte.
-- ``compare.json``: every paired comparison recomputed from the two rows' per-figure files.
+- ``compare.json``: every paired comparison recomputed from the two rows' per-figure files, and the ship gate's
+  verdict where one is recorded.
+- ``cut_rules.json`` (``tools/cut_rules.py``): every cut rule's cut, balanced accuracy and gap on every held-out
+  domain recomputed from the rows' per-figure and membership files.
 - the docs: every generated block (``<!-- amf:table ... -->`` ... ``<!-- amf:end -->``) re-rendered from the
   JSON, and every claim of ``docs/claims.toml`` (a number in a sentence, with its source and key) found in
   its file with the value the source holds. Numbers in prose outside both are not checked (docs/audit.md).
@@ -30,6 +33,7 @@ NOT_MEASURED = ("run", "blend", "folds", "tta", "precision", "bootstrap", "prove
 CLAIMS = Path("docs") / "claims.toml"
 DOCS = (Path("README.md"), Path("docs") / "results.md", Path("docs") / "results-log.md", Path("docs") / "benchmark.md",
         Path("docs") / "audit.md")
+CUT_RULES = "cut_rules.json"  # tools/cut_rules.py's record in the results folder
 BLOCK = re.compile(r"<!-- amf:table (?P<args>[^>]*?) -->\n(?P<body>.*?)<!-- amf:end -->", re.S)
 
 
@@ -43,6 +47,7 @@ def check_results(ctx: Context, intervals: bool = False) -> Iterator[Finding]:
     yield from check_crossval(ctx, rows, intervals)
     yield check_markdown(ctx, rows)
     yield check_compare(ctx, intervals)
+    yield check_cut_rules(ctx)
     yield from check_docs(ctx, rows)
 
 
@@ -168,11 +173,13 @@ def check_markdown(ctx: Context, rows: dict) -> Finding:
 
 
 def _compare_one(ctx: Context, r: dict, intervals: bool = True) -> str | None:
-    from amf.training.crossval import compare, heldout_file
+    from amf.training.crossval import compare, heldout_file, ship_gate
 
     (a_csv, a_rule), (b_csv, b_rule) = (heldout_file(ctx.results, x) for x in (r["a"], r["b"]))
     fresh = compare(a_csv, b_csv, n_resamples=r["resamples"] if intervals else 0, seed=r["seed"],
                     thresholds=r.get("thresholds", "own"), rules=(a_rule, b_rule))
+    if "gate" in r:  # the ship gate's verdict: from the recomputed intervals, or without them from the recorded ones
+        fresh["gate"] = ship_gate(fresh if intervals else r)
     keys = [k for k in r if k not in ("a", "b", "resamples")]
     diff = list(differences({k: r[k] for k in keys}, {k: fresh[k] for k in keys}, intervals=intervals))
     return f"{r['b']} - {r['a']}: {diff[0]}" if diff else None
@@ -195,6 +202,21 @@ def check_compare(ctx: Context, intervals: bool) -> Finding:
                    f"all {len(records)} paired comparisons recompute from the per-figure files {what}")
 
 
+def check_cut_rules(ctx: Context) -> Finding:
+    from amf.training.cut_rules import RULES, cut_gaps
+
+    path = ctx.results / CUT_RULES
+    if not path.is_file():
+        return Finding("results.cut_rules", CANNOT, f"no {path}")
+    record = read_json(path, AmfError)
+    fresh = {"rules": list(RULES), "rows": {spec: cut_gaps(ctx.results, spec) for spec in record["rows"]}}
+    diff = list(differences({k: record[k] for k in fresh}, fresh))
+    if diff:
+        return Finding("results.cut_rules", FAIL, f"{path}: {diff[0]}")
+    return Finding("results.cut_rules", PASS, f"{len(fresh['rows'])} row(s) x {len(RULES)} cut rules recompute from "
+                                              "the per-figure and membership files")
+
+
 # ------------------------------------------------------------------------------------------------- docs
 
 
@@ -202,8 +224,9 @@ def render_block(args: str, ctx: Context, rows: dict) -> str:
     """The text of a generated block: ``crossval ROW MODE`` (its per-domain table), ``headline ROW MODE`` (the short
     table of the README: each held-out domain's balanced accuracy at Otsu's cut, the shipped rule, and AUC),
     ``ablation`` (every row),
-    ``thresholds`` (every row's threshold rules), ``compare A B`` (a paired comparison of two ``ROW:MODE``) or
-    ``domains A B`` (the same comparison on each held-out domain)."""
+    ``thresholds`` (every row's threshold rules), ``compare A B`` (a paired comparison of two ``ROW:MODE``),
+    ``domains A B`` (the same comparison on each held-out domain), ``gate A B`` (the ship gate's verdict on B in
+    place of A, domain by domain) or ``cuts ROW:MODE...`` (each cut rule's gap on every held-out domain)."""
     from amf.training.crossval import ablation_table, domain_table, threshold_rules_table
 
     kind, *rest = args.split()
@@ -217,6 +240,10 @@ def render_block(args: str, ctx: Context, rows: dict) -> str:
         return "\n".join(threshold_rules_table(rows, ctx.results)) + "\n"
     if kind == "domains" and len(rest) >= 2 and len(rest) % 2 == 0:
         return "\n".join(per_domain_table(read_json(ctx.results / "compare.json", AmfError), rest)) + "\n"
+    if kind == "cuts" and rest:
+        return "\n".join(cuts_table(read_json(ctx.results / CUT_RULES, AmfError), rest)) + "\n"
+    if kind == "gate" and len(rest) >= 2 and len(rest) % 2 == 0:
+        return "\n".join(gate_table(read_json(ctx.results / "compare.json", AmfError), rest)) + "\n"
     if kind == "compare" and len(rest) >= 2 and len(rest) % 2 == 0:
         records = read_json(ctx.results / "compare.json", AmfError)
         lines = ["| A | B | Δ mean BA [95% CI] | Δ mean AUC [95% CI] |", "|---|---|---|---|"]
@@ -241,6 +268,45 @@ def per_domain_table(records: list[dict], pairs: list[str]) -> list[str]:
         for domain, d in r["per_domain"].items():
             ba = _signed(d["balanced_accuracy_difference"], d["balanced_accuracy_ci95"])
             lines.append(f"| {a} | {b} | {domain} | {ba} | {_signed(d['auc_difference'], d['auc_ci95'])} |")
+    return lines
+
+
+def gate_table(records: list[dict], pairs: list[str]) -> list[str]:
+    """The ship gate's verdict (``amf crossval --compare A B --gate``) on each candidate B in place of its incumbent
+    A, one line per held-out domain in the gate's order (TUPAC16 first) and one for the candidate."""
+    lines = ["| incumbent A | candidate B | held-out domain | Δ BA [95% CI] | Δ AUC [95% CI] | verdict |",
+             "|---|---|---|---|---|---|"]
+    for a, b in zip(pairs[::2], pairs[1::2], strict=True):
+        r = next((r for r in records if (r["a"], r["b"], r.get("thresholds", "own")) == (a, b, "own")), None)
+        if r is None or "gate" not in r:
+            raise AmfError(f"compare.json has no gate verdict on {b} in place of {a}: run amf crossval --compare "
+                           f"{a} {b} --gate")
+        for domain, g in r["gate"]["domains"].items():
+            d = r["per_domain"][domain]
+            ba = _signed(d["balanced_accuracy_difference"], d["balanced_accuracy_ci95"])
+            lines.append(f"| {a} | {b} | {domain} | {ba} | {_signed(d['auc_difference'], d['auc_ci95'])} "
+                         f"| {'pass' if g['passed'] else 'fail'} |")
+        lines.append(f"| {a} | {b} | **every domain** | | | **{'passes' if r['gate']['passed'] else 'fails'}** |")
+    return lines
+
+
+def cuts_table(record: dict, specs: list[str]) -> list[str]:
+    """``tools/cut_rules.py``'s record for the rows ``specs``: each rule's balanced-accuracy gap to the hindsight-best
+    on every held-out domain, its worst, and the rule the worst gaps choose (marked)."""
+    lines = []
+    for spec in specs:
+        if spec not in record["rows"]:
+            raise AmfError(f"{CUT_RULES} has no row {spec}: run python tools/cut_rules.py {spec} --json ...")
+        r = record["rows"][spec]
+        if not lines:
+            lines = [f"| row | cut rule | {' | '.join(r['domains'])} | worst domain |",
+                     "|---|---|" + "---|" * (len(r["domains"]) + 1)]
+        for rule in record["rules"]:
+            gaps = " | ".join(f"{d['rules'][rule]['gap']:.3f}" for d in r["domains"].values())
+            worst = r["worst"][rule]
+            mark = "**" if rule == r["chosen"] else ""
+            lines.append(f"| {spec} | {mark}{rule}{mark} | {gaps} "
+                         f"| {mark}{worst['gap']:.3f}{mark} ({worst['domain']}) |")
     return lines
 
 

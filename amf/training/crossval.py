@@ -579,3 +579,30 @@ def compare(a_csv: Path, b_csv: Path, n_resamples: int = 1000, seed: int = 0, th
             **({"thresholds": "a"} if thresholds == "a" else {}),
             "balanced_accuracy_difference": float(point[0]), "balanced_accuracy_ci95": _bounds(interval, 0),
             "auc_difference": float(point[1]), "auc_ci95": _bounds(interval, 1), "per_domain": per_domain}
+
+
+#: The held-out domain the ship gate names first: TUPAC16, the one domain from another lab than the scanners', where
+#: a lever that gains on the three MIDOG21 scanners has lost before.
+GATE_FIRST = "TUPAC16"
+
+
+def ship_gate(record: dict) -> dict:
+    """The ship gate (issue 43) on a :func:`compare` record of candidate B against incumbent A: B may replace A
+    only if, on every held-out domain, the lower bounds of the paired 95% intervals of B minus A are not below zero,
+    both for balanced accuracy (at each row's shipped cut: compare them as ``ROW:MODE@RULE`` to say which) and for
+    ROC AUC. Why per domain and not the mean: the mean over four domains rose while the other lab's balanced
+    accuracy fell, and a lab scores the classifier on its own figures only.
+
+    The verdict names ``TUPAC16`` first, then the other domains in order; a domain without an interval (no
+    bootstrap, or an AUC undefined on one class) cannot show that it did not lose, so it fails.
+    """
+    names = sorted(record["per_domain"], key=lambda name: (name != GATE_FIRST, name))
+    domains = {}
+    for name in names:
+        d = record["per_domain"][name]
+        lows = {f"{metric}_low": None if d[f"{metric}_ci95"] is None else d[f"{metric}_ci95"][0]
+                for metric in ("balanced_accuracy", "auc")}
+        domains[name] = {**lows, "passed": all(low is not None and low == low and low >= 0 for low in lows.values())}
+    return {"rule": "every held-out domain: the lower bounds of the paired 95% intervals of B minus A balanced "
+                    "accuracy and ROC AUC >= 0",
+            "passed": all(d["passed"] for d in domains.values()), "domains": domains}

@@ -25,6 +25,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="instead: write row NAME, the models of two or more rows already scored in --output together "
                         "(e.g. --blend two-students ROW:tta ROW-seed1:tta): their held-out and out-of-fold scores "
                         "averaged figure by figure, thresholds chosen again; no model is run (amf.training.blend)")
+    p.add_argument("--gate", action="store_true",
+                   help="with --compare A B: the ship gate, B (the candidate) in place of A (the incumbent) only if on "
+                        "every held-out domain the paired 95%% interval of B minus A balanced accuracy (at each row's "
+                        "shipped cut: give ROW:MODE@otsu for an Otsu export) and of ROC AUC has a lower bound >= 0; "
+                        "prints each domain's verdict, TUPAC16 first, records it in compare.json and exits with "
+                        "status 1 when a candidate fails (amf.training.crossval.ship_gate)")
     p.add_argument("--at-thresholds-of-a", action="store_true",
                    help="with --compare: classify B's scores at A's thresholds (e.g. ROW:tta ROW:tta-bf16: what "
                         "--bf16 does at prediction time, with the fp32 threshold the weights ship with)")
@@ -47,6 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def check(args: argparse.Namespace) -> None:
     """Everything that can fail without the heavy imports, first."""
+    if args.gate and not args.compare:
+        raise AmfError("--gate judges a --compare A B: give the incumbent A and the candidate B")
     if not args.runs and not args.compare and not args.blend:
         raise AmfError("give training run folders to score, --compare A B or --blend NAME ROW:MODE ROW:MODE")
     if args.blend and (len(args.blend) < 3 or ":" in args.blend[0]):
@@ -97,13 +105,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def compare_rows(args: argparse.Namespace) -> int:
-    """``--compare``: lever effects with paired intervals, appended to ``compare.json`` in ``--output``."""
+    """``--compare``: lever effects with paired intervals, appended to ``compare.json`` in ``--output``; with
+    ``--gate``, each B judged as a replacement of its A, and status 1 when one fails (a verdict, as ``amf audit``'s
+    failed checks: status 2 stays for a foreseen error)."""
     from amf.files import read_json, write_json
-    from amf.training.crossval import compare, heldout_file
+    from amf.training.crossval import compare, heldout_file, ship_gate
 
     out = Path(args.output)
     path = out / "compare.json"
     records = read_json(path, AmfError) if path.is_file() else []
+    failed: list[str] = []  # the candidates the gate refused
     for a, b in args.compare:
         (a_csv, a_rule), (b_csv, b_rule) = heldout_file(out, a), heldout_file(out, b)
         thresholds = "a" if args.at_thresholds_of_a else "own"
@@ -111,6 +122,8 @@ def compare_rows(args: argparse.Namespace) -> int:
         r.update(a=a, b=b)
         same = [i for i, x in enumerate(records)
                 if (x["a"], x["b"], x.get("thresholds", "own")) == (a, b, thresholds)]
+        if args.gate or (same and "gate" in records[same[0]]):  # a verdict once recorded is kept up to date
+            r["gate"] = ship_gate(r)
         if same:  # computed again: in its place, so the file's order (and its diff) stays
             records[same[0]] = r
         else:
@@ -124,9 +137,21 @@ def compare_rows(args: argparse.Namespace) -> int:
             print(f"    {domain}: BA {d['balanced_accuracy_difference']:+.3f} "
                   f"[{d['balanced_accuracy_ci95'][0]:+.3f}, {d['balanced_accuracy_ci95'][1]:+.3f}], "
                   f"AUC {d['auc_difference']:+.3f} [{d['auc_ci95'][0]:+.3f}, {d['auc_ci95'][1]:+.3f}]")
+        if args.gate:
+            say_gate(a, b, r["gate"])
+            failed += [] if r["gate"]["passed"] else [b]
     out.mkdir(parents=True, exist_ok=True)
     write_json(path, records)
-    return 0
+    return 1 if failed else 0
+
+
+def say_gate(a: str, b: str, gate: dict) -> None:
+    """The gate's verdict on B in place of A, one line per held-out domain (TUPAC16 first)."""
+    print(f"gate: {b} in place of {a}: {'PASS' if gate['passed'] else 'FAIL'}")
+    for domain, d in gate["domains"].items():
+        lows = ", ".join(f"{what} low {'n/a' if d[key] is None else format(d[key], '+.3f')}"
+                         for what, key in (("BA", "balanced_accuracy_low"), ("AUC", "auc_low")))
+        print(f"    {domain}: {'pass' if d['passed'] else 'FAIL'} ({lows})")
 
 
 def blend_rows(args: argparse.Namespace) -> int:

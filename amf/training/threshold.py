@@ -139,6 +139,25 @@ def otsu_threshold(scores: np.ndarray) -> float:
     return otsu_cut(s)
 
 
+def domain_otsu_threshold(scores: np.ndarray, domains: np.ndarray, how: str) -> float:
+    """The ``mean`` or ``median`` of Otsu's cuts on each domain's scores alone: label-free like Otsu's on the pooled
+    scores, but each lab's valley counts once, whatever its size (:mod:`amf.training.cut_rules` measures which
+    transfers).
+
+    >>> s = np.array([0.1, 0.2, 0.8, 0.9, 0.3, 0.4, 0.6, 0.7])  # a's cut sits just above 0.2, b's above 0.4
+    >>> round(domain_otsu_threshold(s, np.array(["a"] * 4 + ["b"] * 4), "mean"), 2)
+    0.3
+    """
+    s, _ = _check(scores)
+    d = np.asarray(domains).ravel()
+    if d.shape != s.shape:
+        raise ValueError(f"{s.size} scores but {d.size} domains")
+    cuts = [otsu_threshold(s[d == name]) for name in np.unique(d)]
+    if how not in ("mean", "median"):
+        raise ValueError(f"how must be 'mean' or 'median', not {how!r}")
+    return float(np.mean(cuts) if how == "mean" else np.median(cuts))
+
+
 def choose_threshold(scores: np.ndarray, labels: np.ndarray | None, method: str) -> float:
     """The cut on P(atypical) by ``method`` (one of :data:`METHODS`); Otsu's ignores the labels.
 
