@@ -139,7 +139,8 @@ def compare_rows(args: argparse.Namespace) -> int:
                   f"AUC {d['auc_difference']:+.3f} [{d['auc_ci95'][0]:+.3f}, {d['auc_ci95'][1]:+.3f}]")
         if args.gate:
             say_gate(a, b, r["gate"])
-            failed += [] if r["gate"]["passed"] else [b]
+            if not r["gate"]["passed"]:
+                failed.append(b)
     out.mkdir(parents=True, exist_ok=True)
     write_json(path, records)
     return 1 if failed else 0

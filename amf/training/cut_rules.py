@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from amf.errors import AmfError
-from amf.training.crossval import oof_file, parse_row, read_heldout_csv
+from amf.training.crossval import heldout_file, oof_file, parse_row, read_heldout_csv
 from amf.training.threshold import (
     domain_otsu_threshold,
     max_balanced_accuracy_threshold,
@@ -40,9 +40,8 @@ RULES = ("otsu", "lodo_transfer", "otsu_domain_mean", "otsu_domain_median")
 def oof_by_domain(folder: Path, spec: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per held-out domain of row ``spec`` (``ROW:MODE``): its models' out-of-fold scores and each patch's own
     (training) domain, as recorded in the row's membership file."""
-    run, mode, _ = parse_row(spec)
-    heldout = Path(folder) / f"heldout_{run}_{mode}.csv"
-    membership = Path(folder) / f"membership_{run}.csv"
+    heldout, _ = heldout_file(folder, spec)
+    membership = Path(folder) / f"membership_{parse_row(spec)[0]}.csv"
     if not membership.is_file():
         raise AmfError(f"{membership} not found: the per-domain rules need each out-of-fold patch's domain")
     with open(membership, newline="") as f:
@@ -59,8 +58,7 @@ def oof_by_domain(folder: Path, spec: str) -> dict[str, tuple[np.ndarray, np.nda
 def cut_gaps(folder: Path, spec: str) -> dict:
     """Every rule of :data:`RULES` on every held-out domain of row ``spec``: its cut, the balanced accuracy there and
     the gap to the hindsight-best; then each rule's worst domain, and the rule whose worst gap is smallest."""
-    run, mode, _ = parse_row(spec)
-    d = read_heldout_csv(Path(folder) / f"heldout_{run}_{mode}.csv")
+    d = read_heldout_csv(heldout_file(folder, spec)[0])
     names = sorted(set(d["domain"].tolist()))
     figures = [(d["score"][d["domain"] == n], d["label"][d["domain"] == n]) for n in names]
     oof = oof_by_domain(folder, spec)
@@ -72,9 +70,10 @@ def cut_gaps(folder: Path, spec: str) -> dict:
                 "otsu_domain_mean": domain_otsu_threshold(scores, of, "mean"),
                 "otsu_domain_median": domain_otsu_threshold(scores, of, "median")}
         best = mean_class_recall(s, y, max_balanced_accuracy_threshold(s, y))
+        at = {rule: mean_class_recall(s, y, cut) for rule, cut in cuts.items()}
         domains[name] = {"n": int(y.size), "hindsight_best_balanced_accuracy": best, "rules": {
-            rule: {"threshold": cut, "balanced_accuracy": mean_class_recall(s, y, cut),
-                   "gap": best - mean_class_recall(s, y, cut)} for rule, cut in cuts.items()}}
+            rule: {"threshold": cut, "balanced_accuracy": at[rule], "gap": best - at[rule]}
+            for rule, cut in cuts.items()}}
     worst = {}
     for rule in RULES:
         name = max(domains, key=lambda n: domains[n]["rules"][rule]["gap"])

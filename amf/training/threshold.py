@@ -148,13 +148,13 @@ def domain_otsu_threshold(scores: np.ndarray, domains: np.ndarray, how: str) -> 
     >>> round(domain_otsu_threshold(s, np.array(["a"] * 4 + ["b"] * 4), "mean"), 2)
     0.3
     """
+    if how not in ("mean", "median"):
+        raise ValueError(f"how must be 'mean' or 'median', not {how!r}")
     s, _ = _check(scores)
     d = np.asarray(domains).ravel()
     if d.shape != s.shape:
         raise ValueError(f"{s.size} scores but {d.size} domains")
     cuts = [otsu_threshold(s[d == name]) for name in np.unique(d)]
-    if how not in ("mean", "median"):
-        raise ValueError(f"how must be 'mean' or 'median', not {how!r}")
     return float(np.mean(cuts) if how == "mean" else np.median(cuts))
 
 
