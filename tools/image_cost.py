@@ -14,7 +14,6 @@ and the docker engine.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -79,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         "installed_mib": round(int(docker("image", "inspect", args.image, "--format", "{{.Size}}")) / MIB, 1),
         "upload": ({"file": args.upload.name, "mib": round(args.upload.stat().st_size / MIB, 1)}
                    if args.upload else None),
+        "repeats": args.repeats,
         "seconds": seconds,
         "median_seconds": medians,
         "ratio_docker_to_venv": round(medians["docker_run"] / medians["venv_process"], 2),
